@@ -1,0 +1,277 @@
+"""The one versioned wire codec: every message has one encode and one decode.
+
+Messages are frozen dataclasses. ``to_wire`` turns one into plain data (dicts, lists, str,
+int, bool, bytes); ``dumps`` serialises that as JSON (bytes become base64url strings without
+padding, as in JOSE) or CBOR (bytes stay raw, roughly 25% smaller), chosen by content type.
+``loads`` and each message's ``from_wire`` are strict: unknown versions, missing or extra
+fields, wrong types and oversized collections are refused with ``InvalidInput`` naming the
+field, before anything is stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cbor2
+
+from blindsum.shared.errors import InvalidInput, UnsupportedMediaType
+
+WIRE_VERSION = 1
+JSON = "application/json"
+CBOR = "application/cbor"
+MEDIA_TYPES = (JSON, CBOR)
+
+REPORT_ID_BYTES = 16
+DIGEST_BYTES = 32
+MAX_BATCH_REPORTS = 5000
+MAX_CIPHERTEXTS = 64
+MAX_CIPHERTEXT_BYTES = 1 << 20
+_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+_KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+def b64encode(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64decode(text: str, field: str) -> bytes:
+    if not isinstance(text, str) or not re.fullmatch(r"[A-Za-z0-9_-]*", text):
+        raise InvalidInput(f"{field} must be base64url text")
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise InvalidInput(f"{field} is not valid base64url") from None
+
+
+def media_type(content_type: str | None) -> str:
+    """The codec's media type for a Content-Type header (parameters ignored)."""
+    base = (content_type or "").split(";")[0].strip().lower()
+    if base not in MEDIA_TYPES:
+        raise UnsupportedMediaType(
+            f"Content-Type must be {JSON} or {CBOR}, got {content_type or 'none'!r}"
+        )
+    return base
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return b64encode(value)
+    if isinstance(value, Mapping):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def dumps(data: Any, media: str = JSON) -> bytes:
+    """Serialise wire data (from ``to_wire``) in ``media``."""
+    if media == CBOR:
+        return cbor2.dumps(data)
+    return json.dumps(_jsonable(data), separators=(",", ":"), allow_nan=False).encode()
+
+
+def loads(raw: bytes, media: str = JSON) -> Any:
+    """Parse a body; raise ``InvalidInput`` for anything that is not well-formed."""
+    try:
+        if media == CBOR:
+            return cbor2.loads(raw)
+        return json.loads(raw)
+    except (ValueError, TypeError, cbor2.CBORDecodeError, RecursionError) as exc:
+        kind = "CBOR" if media == CBOR else "JSON"
+        raise InvalidInput(f"body is not valid {kind}: {str(exc)[:120]}") from None
+
+
+class _Fields:
+    """Strict reader of one wire object; every error names the message and field."""
+
+    def __init__(self, data: Any, message: str, allowed: set[str]) -> None:
+        if not isinstance(data, Mapping):
+            raise InvalidInput(f"{message} must be an object")
+        extra = set(data) - allowed - {"v"}
+        if extra:
+            raise InvalidInput(f"{message} has unknown fields {sorted(map(str, extra))}")
+        if data.get("v", WIRE_VERSION) != WIRE_VERSION:
+            raise InvalidInput(f"{message} has unsupported version {data.get('v')!r}")
+        self.data = data
+        self.message = message
+
+    def get(self, key: str) -> Any:
+        if key not in self.data:
+            raise InvalidInput(f"{self.message}.{key} is required")
+        return self.data[key]
+
+    def integer(self, key: str, low: int, high: int) -> int:
+        value = self.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise InvalidInput(f"{self.message}.{key} must be an integer in {low}..{high}")
+        return value
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.data.get(key, default)
+        if not isinstance(value, bool):
+            raise InvalidInput(f"{self.message}.{key} must be true or false")
+        return value
+
+    def text(self, key: str, pattern: re.Pattern[str]) -> str:
+        value = self.get(key)
+        if not isinstance(value, str) or not pattern.match(value):
+            raise InvalidInput(f"{self.message}.{key} must match {pattern.pattern}")
+        return value
+
+    def blob(self, key: str, value: Any, size: int | None = None, limit: int = 0) -> bytes:
+        if isinstance(value, str):
+            value = b64decode(value, f"{self.message}.{key}")
+        if not isinstance(value, bytes):
+            raise InvalidInput(f"{self.message}.{key} must be bytes or base64url text")
+        if size is not None and len(value) != size:
+            raise InvalidInput(f"{self.message}.{key} must be {size} bytes, got {len(value)}")
+        if limit and len(value) > limit:
+            raise InvalidInput(f"{self.message}.{key} is larger than {limit} bytes")
+        return value
+
+    def blobs(self, key: str) -> tuple[bytes, ...]:
+        value = self.get(key)
+        if not isinstance(value, list) or not 1 <= len(value) <= MAX_CIPHERTEXTS:
+            raise InvalidInput(f"{self.message}.{key} must be a list of 1..{MAX_CIPHERTEXTS}")
+        return tuple(
+            self.blob(f"{key}[{i}]", item, limit=MAX_CIPHERTEXT_BYTES)
+            for i, item in enumerate(value)
+        )
+
+
+@dataclass(frozen=True)
+class Report:
+    """One encrypted report of one metric for one window.
+
+    ``report_id`` is 16 random bytes chosen by the client: a retry reuses it, so the server
+    counts a report once however often it arrives.
+    """
+
+    report_id: bytes
+    metric: str
+    version: int
+    key_id: str
+    window: int
+    ciphertexts: tuple[bytes, ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.report_id,
+            "metric": self.metric,
+            "version": self.version,
+            "kid": self.key_id,
+            "window": self.window,
+            "ct": list(self.ciphertexts),
+        }
+
+    @classmethod
+    def from_wire(cls, data: Any, where: str = "report") -> Report:
+        fields = _Fields(data, where, {"id", "metric", "version", "kid", "window", "ct"})
+        return cls(
+            report_id=fields.blob("id", fields.get("id"), size=REPORT_ID_BYTES),
+            metric=fields.text("metric", _NAME),
+            version=fields.integer("version", 1, 2**31 - 1),
+            key_id=fields.text("kid", _KEY_ID),
+            window=fields.integer("window", 0, 2**40),
+            ciphertexts=fields.blobs("ct"),
+        )
+
+
+@dataclass(frozen=True)
+class ReportBatch:
+    reports: tuple[Report, ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"v": WIRE_VERSION, "reports": [r.to_wire() for r in self.reports]}
+
+    @classmethod
+    def from_wire(cls, data: Any) -> ReportBatch:
+        fields = _Fields(data, "batch", {"reports"})
+        reports = fields.get("reports")
+        if not isinstance(reports, list) or not 1 <= len(reports) <= MAX_BATCH_REPORTS:
+            raise InvalidInput(f"batch.reports must be a list of 1..{MAX_BATCH_REPORTS} reports")
+        return cls(
+            tuple(Report.from_wire(r, f"batch.reports[{i}]") for i, r in enumerate(reports))
+        )
+
+
+@dataclass(frozen=True)
+class BatchReceipt:
+    """The server's answer to a batch: every report in it is durable when this is sent."""
+
+    accepted: int
+    duplicates: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"v": WIRE_VERSION, "accepted": self.accepted, "duplicates": self.duplicates}
+
+    @classmethod
+    def from_wire(cls, data: Any) -> BatchReceipt:
+        fields = _Fields(data, "receipt", {"accepted", "duplicates"})
+        return cls(
+            fields.integer("accepted", 0, MAX_BATCH_REPORTS),
+            fields.integer("duplicates", 0, MAX_BATCH_REPORTS),
+        )
+
+
+@dataclass(frozen=True)
+class ReleaseRequest:
+    """What the server sends the key-holder for one closed window: never a single report."""
+
+    metric: str
+    version: int
+    window: int
+    key_id: str
+    report_count: int
+    report_ids_digest: bytes
+    aggregate: tuple[bytes, ...]
+    early: bool = False
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "v": WIRE_VERSION,
+            "metric": self.metric,
+            "version": self.version,
+            "window": self.window,
+            "kid": self.key_id,
+            "report_count": self.report_count,
+            "report_ids_digest": self.report_ids_digest,
+            "aggregate": list(self.aggregate),
+            "early": self.early,
+        }
+
+    @classmethod
+    def from_wire(cls, data: Any) -> ReleaseRequest:
+        fields = _Fields(
+            data,
+            "release",
+            {"metric", "version", "window", "kid", "report_count", "report_ids_digest",
+             "aggregate", "early"},
+        )
+        return cls(
+            metric=fields.text("metric", _NAME),
+            version=fields.integer("version", 1, 2**31 - 1),
+            window=fields.integer("window", 0, 2**40),
+            key_id=fields.text("kid", _KEY_ID),
+            report_count=fields.integer("report_count", 1, 10**9),
+            report_ids_digest=fields.blob(
+                "report_ids_digest", fields.get("report_ids_digest"), size=DIGEST_BYTES
+            ),
+            aggregate=fields.blobs("aggregate"),
+            early=fields.boolean("early", False),
+        )
+
+
+def report_ids_digest(report_ids: Sequence[bytes]) -> bytes:
+    """SHA-256 over the sorted report ids: binds a release to exactly the reports it sums."""
+    digest = hashlib.sha256()
+    for report_id in sorted(report_ids):
+        digest.update(report_id)
+    return digest.digest()

@@ -1,0 +1,175 @@
+"""The signed manifest: public keys (with key ids) and metric policies.
+
+The key-holder issues it; SDKs and the server accept it only if it verifies against the
+pinned key-holder identity, so neither a server nor the network can swap in its own key or
+loosen a policy. CKKS public contexts are too large to inline (~130 KB), so the manifest
+carries their SHA-256 and the context bytes travel separately, checked against that digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from blindsum.shared.errors import BlindsumError, InvalidCiphertext, ManifestError, NotFound
+from blindsum.shared.policy import MetricPolicy
+from blindsum.shared.schemes.base import PublicScheme, SlotSpec
+from blindsum.shared.signing import sign_document, verify_document
+
+MANIFEST_TYPE = "blindsum.manifest"
+KEY_STATUSES = ("active", "accepted")
+
+
+@dataclass(frozen=True)
+class KeyEntry:
+    """One public key as the manifest lists it."""
+
+    scheme: str
+    key_id: str
+    status: str
+    public: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"scheme": self.scheme, "kid": self.key_id, "status": self.status,
+                "public": self.public}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A verified manifest. Build with ``Manifest.verify`` (or ``issue`` at the key-holder)."""
+
+    serial: int
+    issued_at: int
+    keys: tuple[KeyEntry, ...]
+    policies: Mapping[str, MetricPolicy]
+    document: Mapping[str, str] = field(compare=False, repr=False)
+
+    def policy(self, name: str) -> MetricPolicy:
+        """The current policy of a metric. Raises NotFound naming the metric."""
+        try:
+            return self.policies[name]
+        except KeyError:
+            raise NotFound(f"metric {name!r} is not in the manifest") from None
+
+    def active_key(self, scheme: str) -> KeyEntry:
+        for entry in self.keys:
+            if entry.scheme == scheme and entry.status == "active":
+                return entry
+        raise NotFound(f"the manifest has no active {scheme} key")
+
+    def key(self, key_id: str) -> KeyEntry:
+        for entry in self.keys:
+            if entry.key_id == key_id:
+                return entry
+        raise NotFound(f"key id {key_id!r} is not in the manifest")
+
+    @classmethod
+    def issue(
+        cls,
+        identity: Ed25519PrivateKey,
+        serial: int,
+        keys: list[KeyEntry],
+        policies: list[MetricPolicy],
+    ) -> Manifest:
+        payload = {
+            "type": MANIFEST_TYPE,
+            "v": 1,
+            "serial": serial,
+            "issued_at": int(time.time()),
+            "keys": [k.to_json() for k in keys],
+            "policies": [p.to_json() for p in policies],
+        }
+        return cls.verify(sign_document(identity, payload), identity.public_key())
+
+    @classmethod
+    def verify(cls, document: Any, pinned: Ed25519PublicKey) -> Manifest:
+        """Verify a signed manifest document and parse it.
+
+        Raises:
+            ManifestError: bad signature, wrong type, or contents that do not parse.
+        """
+        body = verify_document(document, pinned, "manifest")
+        if body.get("type") != MANIFEST_TYPE or body.get("v") != 1:
+            raise ManifestError("document is not a version-1 blindsum manifest")
+        try:
+            keys = tuple(_key_entry(raw) for raw in body["keys"])
+            policies = {}
+            for raw in body["policies"]:
+                policy = MetricPolicy.from_mapping(raw["name"], raw)
+                policies[policy.name] = policy
+            return cls(int(body["serial"]), int(body["issued_at"]), keys, policies, document)
+        except (KeyError, TypeError, ValueError, BlindsumError) as exc:
+            raise ManifestError(f"manifest contents are invalid: {exc}") from None
+
+
+def _key_entry(raw: Any) -> KeyEntry:
+    if not isinstance(raw, Mapping) or raw.get("status") not in KEY_STATUSES:
+        raise ValueError("key entry needs scheme, kid, status (active|accepted) and public")
+    if raw.get("scheme") not in ("paillier", "ckks") or not isinstance(raw.get("public"), dict):
+        raise ValueError(f"key entry has unknown scheme {raw.get('scheme')!r}")
+    return KeyEntry(raw["scheme"], str(raw["kid"]), raw["status"], raw["public"])
+
+
+def slot_spec(policy: MetricPolicy) -> SlotSpec:
+    """The slot layout a policy implies (shared by SDK, server and key-holder)."""
+    return SlotSpec(policy.slot_count, policy.slot_max, policy.max_contributors)
+
+
+ContextFetcher = Callable[[str], bytes]
+
+
+class Keyring:
+    """Public scheme objects for a verified manifest, built lazily and cached by key id.
+
+    ``fetch_context(key_id)`` returns a CKKS public context's bytes from wherever the caller
+    gets them (HTTP for the SDK and server); the bytes are accepted only if their SHA-256
+    matches the signed manifest.
+    """
+
+    def __init__(self, manifest: Manifest, fetch_context: ContextFetcher | None = None) -> None:
+        self.manifest = manifest
+        self._fetch_context = fetch_context
+        self._schemes: dict[str, PublicScheme] = {}
+
+    def scheme(self, key_id: str) -> PublicScheme:
+        cached = self._schemes.get(key_id)
+        if cached is None:
+            cached = self._schemes[key_id] = self._build(self.manifest.key(key_id))
+        return cached
+
+    def scheme_for(self, policy: MetricPolicy) -> PublicScheme:
+        return self.scheme(self.manifest.active_key(policy.scheme).key_id)
+
+    def _build(self, entry: KeyEntry) -> PublicScheme:
+        if entry.scheme == "paillier":
+            from blindsum.shared.schemes.paillier import PaillierPublic
+
+            return PaillierPublic.from_json(entry.public)
+        from blindsum.shared.schemes.ckks import CkksPublic
+
+        if self._fetch_context is None:
+            raise ManifestError("no way to fetch the CKKS public context")
+        data = self._fetch_context(entry.key_id)
+        expected = entry.public.get("context_sha256")
+        if hashlib.sha256(data).hexdigest() != expected:
+            raise ManifestError(
+                f"CKKS context for key {entry.key_id!r} does not match the signed manifest"
+            )
+        return CkksPublic.from_context_bytes(data, entry.key_id)
+
+    def check_report_key(self, policy: MetricPolicy, key_id: str) -> PublicScheme:
+        """The scheme a report under ``key_id`` must use, or InvalidCiphertext naming why."""
+        try:
+            entry = self.manifest.key(key_id)
+        except NotFound:
+            raise InvalidCiphertext(f"key id {key_id!r} is unknown or retired") from None
+        if entry.scheme != policy.scheme:
+            raise InvalidCiphertext(
+                f"metric {policy.name!r} uses {policy.scheme}, key {key_id!r} is {entry.scheme}"
+            )
+        return self.scheme(key_id)

@@ -1,0 +1,317 @@
+"""Metric policies: the one type every role imports.
+
+A policy says what a metric is (its kind and bounds), which scheme carries it, how reports are
+grouped into windows, when a window may be released (at least ``min_contributors`` reports),
+and what each release costs in privacy. Policies are registered at the key-holder from a TOML
+file an operator reviews, signed into the manifest, and read by SDKs and the server from
+there, so a server cannot shrink a metric's bounds to shrink its noise.
+
+Privacy unit: one report. Neighbouring datasets differ by *substituting* one report; the
+number of reports in a window is public (the server sees it, as in DAP). A policy's
+``contributions_per_window`` multiplies the sensitivity when one install may report a metric
+more than once per window; the SDK enforces that limit for honest apps.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from blindsum.shared.errors import InvalidPolicy
+
+Kind = Literal["count", "sum", "mean", "histogram", "vector"]
+SchemeName = Literal["paillier", "ckks"]
+Mechanism = Literal["gaussian", "laplace"]
+
+KINDS: tuple[str, ...] = ("count", "sum", "mean", "histogram", "vector")
+SCHEMES: tuple[str, ...] = ("paillier", "ckks")
+MECHANISMS: tuple[str, ...] = ("gaussian", "laplace")
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+MAX_SLOTS = 65_536
+MAX_SLOT_VALUE = 2**40
+MAX_CONTRIBUTORS = 10**9
+
+
+@dataclass(frozen=True)
+class Privacy:
+    """Per-release privacy parameters and the metric's lifetime budget.
+
+    Attributes:
+        mechanism: "gaussian" ((epsilon, delta)-DP via zCDP, discrete Gaussian) or
+            "laplace" (pure epsilon-DP, discrete Laplace).
+        epsilon: cost of one release.
+        delta: cost of one release (0 for laplace).
+        budget_epsilon: total epsilon all releases of this metric may spend (basic
+            composition); the key-holder's ledger refuses a release that would exceed it.
+    """
+
+    mechanism: Mechanism
+    epsilon: float
+    delta: float
+    budget_epsilon: float
+
+    @property
+    def budget_delta(self) -> float:
+        """Total delta the budget allows: as many releases as epsilon allows, each at delta."""
+        return self.delta * math.floor(self.budget_epsilon / self.epsilon + 1e-9)
+
+
+@dataclass(frozen=True)
+class MetricPolicy:
+    """One metric's full policy. Construct through ``MetricPolicy.from_mapping``."""
+
+    name: str
+    version: int
+    kind: Kind
+    scheme: SchemeName
+    lower: float
+    upper: float
+    precision: float
+    buckets: tuple[float, ...]
+    dimension: int
+    window_seconds: int
+    late_seconds: int
+    min_contributors: int
+    max_contributors: int
+    contributions_per_window: int
+    allow_early_release: bool
+    privacy: Privacy
+    description: str = field(default="")
+
+    @property
+    def slot_count(self) -> int:
+        """How many integer slots one report of this metric carries."""
+        if self.kind == "histogram":
+            return len(self.buckets) - 1
+        if self.kind == "vector":
+            return self.dimension
+        return 1
+
+    @property
+    def slot_max(self) -> int:
+        """Largest value one report puts in a slot (encoded units)."""
+        if self.kind == "histogram":
+            return 1
+        return round((self.upper - self.lower) / self.precision)
+
+    @property
+    def l1_sensitivity(self) -> int:
+        """Largest L1 change of a window's slot sums when one report is substituted."""
+        per_report = 2 if self.kind == "histogram" else self.slot_max * self.slot_count
+        return per_report * self.contributions_per_window
+
+    @property
+    def l2_sensitivity(self) -> float:
+        """Largest L2 change of a window's slot sums when one report is substituted."""
+        if self.kind == "histogram":
+            per_report = math.sqrt(2)
+        else:
+            per_report = self.slot_max * math.sqrt(self.slot_count)
+        return per_report * self.contributions_per_window
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain JSON object (the manifest's form); ``from_mapping`` reads it back."""
+        data = asdict(self)
+        data["buckets"] = list(self.buckets)
+        return data
+
+    @classmethod
+    def from_mapping(cls, name: str, raw: Mapping[str, Any]) -> MetricPolicy:
+        """Build and validate a policy from TOML/JSON data.
+
+        Raises:
+            InvalidPolicy: naming the metric and the field at fault.
+        """
+        return _PolicyReader(name, raw).read()
+
+
+def load_policies_toml(text: str) -> list[MetricPolicy]:
+    """Parse a policy file: one ``[metrics.NAME]`` table per metric.
+
+    Raises:
+        InvalidPolicy: on TOML syntax errors or any invalid metric (the whole file is refused).
+    """
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidPolicy(f"policy file is not valid TOML: {exc}") from None
+    unknown = set(document) - {"metrics"}
+    if unknown:
+        raise InvalidPolicy(f"policy file has unknown top-level keys: {sorted(unknown)}")
+    metrics = document.get("metrics")
+    if not isinstance(metrics, dict) or not metrics:
+        raise InvalidPolicy("policy file declares no [metrics.NAME] tables")
+    policies = []
+    for name, raw in metrics.items():
+        if not isinstance(raw, dict):
+            raise InvalidPolicy(f"metrics.{name} must be a table")
+        policies.append(MetricPolicy.from_mapping(name, raw))
+    return policies
+
+
+_KNOWN_FIELDS = {
+    "name", "version", "kind", "scheme", "lower", "upper", "precision", "buckets", "dimension",
+    "window_seconds", "late_seconds", "min_contributors", "max_contributors",
+    "contributions_per_window", "allow_early_release", "privacy", "description",
+}
+_KNOWN_PRIVACY = {"mechanism", "epsilon", "delta", "budget_epsilon"}
+
+
+class _PolicyReader:
+    """Validates one raw policy mapping field by field, with messages naming the field."""
+
+    def __init__(self, name: str, raw: Mapping[str, Any]) -> None:
+        self.name = name
+        self.raw = raw
+
+    def fail(self, message: str) -> InvalidPolicy:
+        return InvalidPolicy(f"metric {self.name!r}: {message}")
+
+    def integer(self, key: str, default: int | None, low: int, high: int) -> int:
+        value = self.raw.get(key, default)
+        if value is None:
+            raise self.fail(f"{key} is required")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise self.fail(f"{key} must be an integer, got {type(value).__name__}")
+        if not low <= value <= high:
+            raise self.fail(f"{key} must be between {low} and {high}, got {value}")
+        return value
+
+    def number(self, source: Mapping[str, Any], key: str, default: float | None) -> float:
+        value = source.get(key, default)
+        if value is None:
+            raise self.fail(f"{key} is required")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(f"{key} must be a number, got {type(value).__name__}")
+        if not math.isfinite(value):
+            raise self.fail(f"{key} must be finite")
+        return float(value)
+
+    def choice(self, source: Mapping[str, Any], key: str, options: tuple[str, ...]) -> str:
+        value = source.get(key)
+        if value not in options:
+            raise self.fail(f"{key} must be one of {list(options)}, got {value!r}")
+        return str(value)
+
+    def read(self) -> MetricPolicy:
+        if not isinstance(self.name, str) or not NAME_PATTERN.match(self.name):
+            raise InvalidPolicy(
+                f"metric name {self.name!r} must match {NAME_PATTERN.pattern}"
+            )
+        unknown = set(self.raw) - _KNOWN_FIELDS
+        if unknown:
+            raise self.fail(f"unknown fields {sorted(unknown)}")
+        if "name" in self.raw and self.raw["name"] != self.name:
+            raise self.fail(f"name field {self.raw['name']!r} differs from the table name")
+        kind = self.choice(self.raw, "kind", KINDS)
+        scheme = self.choice(self.raw, "scheme", SCHEMES)
+        lower, upper, precision = self.bounds(kind)
+        buckets = self.buckets(kind)
+        dimension = self.integer("dimension", 1 if kind != "vector" else None, 1, MAX_SLOTS)
+        if kind != "vector" and dimension != 1:
+            raise self.fail("dimension applies to vector metrics only")
+        window_seconds = self.integer("window_seconds", 3600, 1, 366 * 86400)
+        min_contributors = self.integer("min_contributors", 10, 1, MAX_CONTRIBUTORS)
+        max_contributors = self.integer("max_contributors", 1_000_000, 1, MAX_CONTRIBUTORS)
+        if max_contributors < min_contributors:
+            raise self.fail("max_contributors must be at least min_contributors")
+        early = self.raw.get("allow_early_release", False)
+        if not isinstance(early, bool):
+            raise self.fail("allow_early_release must be true or false")
+        description = self.raw.get("description", "")
+        if not isinstance(description, str) or len(description) > 500:
+            raise self.fail("description must be a string of at most 500 characters")
+        policy = MetricPolicy(
+            name=self.name,
+            version=self.integer("version", 1, 1, 2**31 - 1),
+            kind=kind,  # type: ignore[arg-type]
+            scheme=scheme,  # type: ignore[arg-type]
+            lower=lower,
+            upper=upper,
+            precision=precision,
+            buckets=buckets,
+            dimension=dimension,
+            window_seconds=window_seconds,
+            late_seconds=self.integer("late_seconds", 0, 0, window_seconds),
+            min_contributors=min_contributors,
+            max_contributors=max_contributors,
+            contributions_per_window=self.integer("contributions_per_window", 1, 1, 1000),
+            allow_early_release=early,
+            privacy=self.privacy(),
+            description=description,
+        )
+        if policy.slot_count > MAX_SLOTS:
+            raise self.fail(f"a report may carry at most {MAX_SLOTS} slots")
+        if policy.slot_max * max_contributors > 2**62:
+            raise self.fail("upper-lower, precision and max_contributors make sums too large")
+        return policy
+
+    def bounds(self, kind: str) -> tuple[float, float, float]:
+        if kind == "histogram":
+            for key in ("lower", "upper", "precision"):
+                if key in self.raw:
+                    raise self.fail(f"{key} does not apply to histograms (use buckets)")
+            return 0.0, 1.0, 1.0
+        if kind == "count":
+            lower = self.number(self.raw, "lower", 0)
+            upper = self.number(self.raw, "upper", 1)
+            precision = self.number(self.raw, "precision", 1)
+            if lower != 0 or precision != 1 or upper != int(upper):
+                raise self.fail("a count has lower = 0, precision = 1 and an integer upper")
+        else:
+            lower = self.number(self.raw, "lower", None)
+            upper = self.number(self.raw, "upper", None)
+            precision = self.number(self.raw, "precision", 1)
+        if not upper > lower:
+            raise self.fail(f"upper ({upper}) must be greater than lower ({lower})")
+        if not precision > 0:
+            raise self.fail("precision must be positive")
+        steps = (upper - lower) / precision
+        if abs(steps - round(steps)) > 1e-6 * max(1.0, steps):
+            raise self.fail("upper - lower must be a whole number of precision steps")
+        if not 1 <= round(steps) <= MAX_SLOT_VALUE:
+            raise self.fail(f"(upper - lower) / precision must be in 1..{MAX_SLOT_VALUE}")
+        return lower, upper, precision
+
+    def buckets(self, kind: str) -> tuple[float, ...]:
+        raw = self.raw.get("buckets")
+        if kind != "histogram":
+            if raw is not None:
+                raise self.fail("buckets apply to histogram metrics only")
+            return ()
+        if not isinstance(raw, list) or len(raw) < 3:
+            raise self.fail("buckets must be a list of at least 3 edges (2 buckets)")
+        edges = tuple(self.number({"edge": e}, "edge", None) for e in raw)
+        if any(b <= a for a, b in itertools.pairwise(edges)):
+            raise self.fail("bucket edges must be strictly increasing")
+        return edges
+
+    def privacy(self) -> Privacy:
+        raw = self.raw.get("privacy")
+        if not isinstance(raw, Mapping):
+            raise self.fail("a [privacy] table is required")
+        unknown = set(raw) - _KNOWN_PRIVACY
+        if unknown:
+            raise self.fail(f"unknown privacy fields {sorted(unknown)}")
+        mechanism = self.choice(raw, "mechanism", MECHANISMS)
+        epsilon = self.number(raw, "epsilon", None)
+        if not 0 < epsilon <= 100:
+            raise self.fail("privacy.epsilon must be in (0, 100]")
+        if mechanism == "gaussian":
+            delta = self.number(raw, "delta", None)
+            if not 0 < delta < 1e-3:
+                raise self.fail("privacy.delta must be in (0, 0.001) for the gaussian mechanism")
+        else:
+            delta = self.number(raw, "delta", 0)
+            if delta != 0:
+                raise self.fail("privacy.delta must be 0 for the laplace mechanism")
+        budget = self.number(raw, "budget_epsilon", None)
+        if budget < epsilon:
+            raise self.fail("privacy.budget_epsilon must allow at least one release")
+        return Privacy(mechanism, epsilon, delta, budget)  # type: ignore[arg-type]
