@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from blindsum.shared.errors import InvalidPolicy
+from blindsum.shared.errors import InvalidInput, InvalidPolicy
 
 Kind = Literal["count", "sum", "mean", "histogram", "vector"]
 SchemeName = Literal["paillier", "ckks"]
@@ -115,10 +115,32 @@ class MetricPolicy:
             per_report = self.slot_max * math.sqrt(self.slot_count)
         return per_report * self.contributions_per_window
 
+    def window_start(self, at: float) -> int:
+        """Start (unix seconds) of the window holding time ``at``.
+
+        Windows are aligned to the unix epoch: ``[k * window_seconds, (k+1) * window_seconds)``,
+        so every role computes the same window from the same instant.
+
+        Raises:
+            InvalidInput: ``at`` is not a finite, non-negative number of seconds.
+        """
+        if isinstance(at, bool) or not isinstance(at, int | float) or not math.isfinite(at):
+            raise InvalidInput(f"time must be a finite number of unix seconds, got {at!r}")
+        if at < 0:
+            raise InvalidInput(f"time must not be before the unix epoch, got {at!r}")
+        return math.floor(at) // self.window_seconds * self.window_seconds
+
     def to_json(self) -> dict[str, Any]:
         """Plain JSON object (the manifest's form); ``from_mapping`` reads it back."""
         data = asdict(self)
         data["buckets"] = list(self.buckets)
+        # only the fields that apply to the kind, so the JSON reads back through from_mapping
+        if self.kind == "histogram":
+            del data["lower"], data["upper"], data["precision"]
+        else:
+            del data["buckets"]
+        if self.kind != "vector":
+            del data["dimension"]
         return data
 
     @classmethod

@@ -1,0 +1,473 @@
+"""``Client``: the one object an app uses to record encrypted metrics.
+
+On the device a value is validated and clipped by its metric's policy, encoded into integer
+slots, encrypted under the signed manifest's active public key, and queued as a report with a
+fresh random 16-byte id. Reports go to the aggregator server in batches; a batch leaves the
+queue only once the server has acknowledged it (every report in it durable), and a retried
+batch carries the same ids, so the server counts each report once. Plaintext values never
+leave ``record``.
+
+The manifest (public keys and policies) is fetched from the server but trusted only if it
+verifies against the key-holder identity the app pins: a server cannot substitute its own key
+or loosen a policy. A manifest older (by serial) than one already seen is refused, so a server
+cannot roll a client back to a retired key either.
+
+Usage::
+
+    with Client("https://metrics.example.com", token, "ed25519:...") as client:
+        client.record("latency_ms", 41.5)
+    # leaving the block flushes the queue
+
+Thread-safe: ``record`` and ``flush`` may be called from any thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from urllib.parse import quote
+
+import requests
+
+from blindsum.shared import codec
+from blindsum.shared.codec import (
+    MAX_BATCH_REPORTS,
+    REPORT_ID_BYTES,
+    BatchReceipt,
+    Report,
+    ReportBatch,
+)
+from blindsum.shared.encoding import Value, encode
+from blindsum.shared.errors import (
+    BlindsumError,
+    Conflict,
+    InvalidConfig,
+    InvalidInput,
+    ManifestError,
+    NotFound,
+    PayloadTooLarge,
+    UpstreamError,
+)
+from blindsum.shared.manifest import Keyring, Manifest, slot_spec
+from blindsum.shared.policy import MetricPolicy
+from blindsum.shared.schemes.base import PublicScheme
+from blindsum.shared.signing import parse_identity
+
+from .errors import DroppedReport, ReportsDropped
+from .limits import ContributionLimiter
+from .queue import DiskQueue, MemoryQueue, ReportQueue
+from .transport import RetryPolicy, Timeouts, Transport
+
+WIRES = {"cbor": codec.CBOR, "json": codec.JSON}
+REPORTS_PATH = "/v1/reports"
+MANIFEST_PATH = "/v1/manifest"
+# After a failed automatic flush, record() waits this long (doubling, capped) before trying
+# again, so an unreachable server does not make every record() block on retries.
+AUTO_FLUSH_PAUSE = 1.0
+AUTO_FLUSH_MAX_PAUSE = 300.0
+# A scheduled manifest refresh that fails is tried again after this many seconds.
+MANIFEST_RETRY_SECONDS = 60.0
+
+log = logging.getLogger("blindsum.client")
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    """A verified manifest, the keyring built from it, and when to refresh it (monotonic)."""
+
+    manifest: Manifest
+    keyring: Keyring
+    refresh_at: float
+
+
+class Client:
+    """Records metric values for one app install and delivers them, encrypted, in batches.
+
+    Args:
+        server_url: the aggregator server, e.g. ``https://metrics.example.com``.
+        token: the ingest bearer token.
+        keyholder_identity: the pinned key-holder identity, ``ed25519:<base64url>``.
+        timeout: seconds to wait for each read of an answer.
+        batch_size: reports per upload (1..5000); ``record`` flushes when this many wait.
+        max_retries: retries of a failed request (connection errors, timeouts, 429, 5xx).
+        wire: ``"cbor"`` (compact, default) or ``"json"`` for report uploads.
+        enforce_contribution_limit: refuse a record beyond the policy's
+            ``contributions_per_window`` for this Client. Turn off only to simulate many
+            installs from one process.
+        session: a ``requests.Session`` to use (not closed by the Client).
+        verify: TLS verification: True, or a CA bundle path.
+        connect_timeout: seconds to wait for a connection.
+        backoff: seconds before the first retry; doubles per retry, with jitter.
+        manifest_ttl: seconds after which ``record`` re-fetches the manifest (key rotation);
+            a failed re-fetch keeps the verified manifest already held.
+        queue_path: a SQLite file to keep unsent reports and contribution counts in, so they
+            survive an app restart. Without it they live in memory.
+
+    Raises:
+        InvalidConfig: a bad argument (URL, token, batch size, wire, ...).
+        InvalidInput: ``keyholder_identity`` is not an ``ed25519:`` identity.
+    """
+
+    def __init__(
+        self,
+        server_url: str,
+        token: str,
+        keyholder_identity: str,
+        *,
+        timeout: float = 30.0,
+        batch_size: int = 500,
+        max_retries: int = 5,
+        wire: str = "cbor",
+        enforce_contribution_limit: bool = True,
+        session: requests.Session | None = None,
+        verify: bool | str = True,
+        connect_timeout: float = 5.0,
+        backoff: float = 0.5,
+        manifest_ttl: float = 3600.0,
+        queue_path: Path | str | None = None,
+    ) -> None:
+        self._identity = parse_identity(keyholder_identity)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+            raise InvalidConfig("batch_size must be an integer")
+        if not 1 <= batch_size <= MAX_BATCH_REPORTS:
+            raise InvalidConfig(f"batch_size must be in 1..{MAX_BATCH_REPORTS}, got {batch_size}")
+        if wire not in WIRES:
+            raise InvalidConfig(f"wire must be one of {sorted(WIRES)}, got {wire!r}")
+        if not isinstance(manifest_ttl, int | float) or not manifest_ttl > 0:
+            raise InvalidConfig("manifest_ttl must be a positive number of seconds")
+        self.batch_size = batch_size
+        self.manifest_ttl = float(manifest_ttl)
+        self._transport = Transport(
+            server_url,
+            token,
+            timeouts=Timeouts(connect=connect_timeout, read=timeout),
+            retry=RetryPolicy(max_retries=max_retries, backoff=backoff),
+            media=WIRES[wire],
+            session=session,
+            verify=verify,
+        )
+        path = Path(queue_path) if queue_path is not None else None
+        self._queue: ReportQueue = DiskQueue(path) if path else MemoryQueue()
+        self._limiter = ContributionLimiter(path) if enforce_contribution_limit else None
+        self._loaded: _Loaded | None = None
+        self._manifest_lock = threading.Lock()
+        self._schemes: dict[tuple[str, str, str], PublicScheme] = {}
+        self._schemes_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._batch_limit = batch_size
+        self._auto_failures = 0
+        self._auto_flush_at = 0.0
+        self._closed = False
+
+    # -- manifest ------------------------------------------------------------------------
+
+    def manifest(self) -> Manifest:
+        """The verified manifest, fetched from the server on first use and cached.
+
+        Raises:
+            ManifestError: the server's manifest is not signed by the pinned identity, or
+                is older than one this Client already holds.
+            UpstreamError: the server could not be reached.
+        """
+        loaded = self._loaded
+        if loaded is None:
+            with self._manifest_lock:
+                if self._loaded is None:
+                    self._fetch_manifest()
+                loaded = self._loaded
+        elif time.monotonic() >= loaded.refresh_at:
+            loaded = self._scheduled_refresh(loaded)
+        assert loaded is not None
+        return loaded.manifest
+
+    def refresh_manifest(self) -> Manifest:
+        """Fetch and verify the manifest again now (e.g. after a key rotation).
+
+        Raises:
+            ManifestError, UpstreamError: as ``manifest``; the old manifest stays in use.
+        """
+        with self._manifest_lock:
+            return self._fetch_manifest().manifest
+
+    def _scheduled_refresh(self, loaded: _Loaded) -> _Loaded:
+        if not self._manifest_lock.acquire(blocking=False):
+            return loaded  # another thread is refreshing; keep using the verified one
+        try:
+            return self._fetch_manifest(max_retries=0)
+        except BlindsumError as exc:
+            log.warning("manifest refresh failed, keeping serial %d: %s",
+                        loaded.manifest.serial, exc.detail)
+            self._loaded = loaded = _Loaded(
+                loaded.manifest, loaded.keyring, time.monotonic() + MANIFEST_RETRY_SECONDS
+            )
+            return loaded
+        finally:
+            self._manifest_lock.release()
+
+    def _fetch_manifest(self, max_retries: int | None = None) -> _Loaded:
+        document = self._transport.get_data(MANIFEST_PATH, max_retries=max_retries)
+        manifest = Manifest.verify(document, self._identity)
+        held = self._loaded
+        if held is not None and manifest.serial < held.manifest.serial:
+            raise ManifestError(
+                f"the server offered manifest serial {manifest.serial}, older than serial "
+                f"{held.manifest.serial} already verified; refusing to roll back"
+            )
+        if held is not None and manifest.serial == held.manifest.serial:
+            keyring = held.keyring
+        else:
+            keyring = Keyring(manifest, self._fetch_context)
+        loaded = _Loaded(manifest, keyring, time.monotonic() + self.manifest_ttl)
+        self._loaded = loaded
+        return loaded
+
+    def _fetch_context(self, key_id: str) -> bytes:
+        return self._transport.get_bytes(f"/v1/keys/{quote(key_id, safe='')}/context")
+
+    def _scheme(self, policy: MetricPolicy) -> PublicScheme:
+        """The active key's scheme for ``policy``, reused across records and refreshes.
+
+        Building one is expensive (a Paillier fixed-base table, a CKKS context), so it is
+        cached by key id *and* public key contents: a refreshed manifest re-listing the same
+        key reuses it, while a different key under a reused id does not.
+        """
+        loaded = self._loaded
+        assert loaded is not None
+        entry = loaded.manifest.active_key(policy.scheme)
+        cache_key = (entry.scheme, entry.key_id, json.dumps(entry.public, sort_keys=True))
+        with self._schemes_lock:
+            scheme = self._schemes.get(cache_key)
+        if scheme is None:
+            scheme = loaded.keyring.scheme(entry.key_id)
+            with self._schemes_lock:
+                scheme = self._schemes.setdefault(cache_key, scheme)
+        return scheme
+
+    # -- recording -----------------------------------------------------------------------
+
+    def record(self, metric: str, value: Value, *, at: float | None = None) -> None:
+        """Encrypt one value of ``metric`` and queue it for the window holding ``at``.
+
+        ``at`` is unix seconds (default: now). Out-of-bounds numbers are clipped by the
+        policy, not refused. When ``batch_size`` reports are waiting, this flushes; a failed
+        delivery is logged and the reports stay queued for the next ``flush``.
+
+        Raises:
+            NotFound: ``metric`` is not in the manifest.
+            InvalidInput: ``value`` has the wrong type or shape for the metric, or ``at`` is
+                not a valid time.
+            ContributionLimit: this Client already sent the policy's
+                ``contributions_per_window`` reports of ``metric`` to that window.
+            ManifestError, UpstreamError: the manifest could not be fetched or verified.
+            ReportsDropped: the automatic flush found queued reports the server can no
+                longer accept (see ``flush``); this value itself was queued.
+        """
+        self._check_open()
+        if not isinstance(metric, str):
+            raise InvalidInput(f"metric must be a metric name, got {type(metric).__name__}")
+        policy = self.manifest().policy(metric)
+        slots = encode(policy, value)
+        window = policy.window_start(time.time() if at is None else at)
+        scheme = self._scheme(policy)
+        if self._limiter is not None:
+            self._limiter.reserve(policy, window)
+        try:
+            ciphertexts = scheme.encrypt(slots, slot_spec(policy))
+            report = Report(
+                report_id=secrets.token_bytes(REPORT_ID_BYTES),
+                metric=policy.name,
+                version=policy.version,
+                key_id=scheme.key_id,
+                window=window,
+                ciphertexts=tuple(ciphertexts),
+            )
+            self._queue.append(report)
+        except BaseException:
+            if self._limiter is not None:
+                self._limiter.release(policy.name, window)
+            raise
+        if len(self._queue) >= self.batch_size:
+            self._auto_flush()
+
+    @property
+    def pending(self) -> int:
+        """Reports queued and not yet acknowledged by the server."""
+        return len(self._queue)
+
+    # -- delivery ------------------------------------------------------------------------
+
+    def flush(self) -> BatchReceipt:
+        """Send every queued report, in batches of at most ``batch_size``.
+
+        Returns the totals the server acknowledged (``accepted`` new, ``duplicates`` it had
+        already counted). A report leaves the queue only once acknowledged; on failure the
+        rest stays queued and a later flush resends it under the same id.
+
+        Raises:
+            ReportsDropped: the server refused reports it can no longer accept (the manifest
+                changed under them, or their window closed). The manifest is refreshed once,
+                those reports are dropped (never silently re-encrypted), every other report
+                is still sent, and the error lists the dropped ones.
+            UpstreamError: the server stayed unreachable or kept failing.
+            BlindsumError: any other refusal, as the subclass the server named (e.g.
+                ``Unauthorized`` for a bad token).
+        """
+        self._check_open()
+        with self._flush_lock:
+            return self._flush_locked()
+
+    def _auto_flush(self) -> None:
+        if time.monotonic() < self._auto_flush_at or not self._flush_lock.acquire(blocking=False):
+            return
+        try:
+            self._flush_locked()
+        except ReportsDropped:
+            raise
+        except BlindsumError as exc:
+            pause = min(AUTO_FLUSH_MAX_PAUSE, AUTO_FLUSH_PAUSE * 2.0**self._auto_failures)
+            self._auto_failures += 1
+            self._auto_flush_at = time.monotonic() + pause
+            log.warning("could not deliver %d queued report(s), they stay queued "
+                        "(next automatic try in %.0f s): %s", self.pending, pause, exc.detail)
+        finally:
+            self._flush_lock.release()
+
+    def _flush_locked(self) -> BatchReceipt:
+        accepted = duplicates = 0
+        refreshed = False
+        dropped: list[DroppedReport] = []
+        while batch := self._queue.peek(self._batch_limit):
+            try:
+                receipt = self._send(batch)
+            except PayloadTooLarge:
+                if len(batch) == 1:
+                    raise
+                # The server's body limit is below our batch: halve, and remember it.
+                self._batch_limit = max(1, len(batch) // 2)
+                continue
+            except (InvalidInput, NotFound, Conflict) as refusal:
+                if not refreshed:
+                    self.refresh_manifest()
+                    refreshed = True
+                unsendable = self._unsendable(batch)
+                if not unsendable:
+                    raise refusal
+                self._drop(unsendable)
+                dropped.extend(unsendable)
+                continue
+            self._queue.remove([r.report_id for r in batch])
+            accepted += receipt.accepted
+            duplicates += receipt.duplicates
+        self._auto_failures, self._auto_flush_at = 0, 0.0
+        total = BatchReceipt(accepted, duplicates)
+        if dropped:
+            raise ReportsDropped(_dropped_detail(dropped), tuple(dropped), total)
+        return total
+
+    def _send(self, batch: list[Report]) -> BatchReceipt:
+        data = self._transport.post_data(REPORTS_PATH, ReportBatch(tuple(batch)).to_wire())
+        try:
+            receipt = BatchReceipt.from_wire(data)
+        except InvalidInput as exc:
+            raise UpstreamError(f"server answered a malformed receipt: {exc.detail}") from None
+        if receipt.accepted + receipt.duplicates != len(batch):
+            raise UpstreamError(
+                f"server acknowledged {receipt.accepted} + {receipt.duplicates} duplicate "
+                f"report(s) for a batch of {len(batch)}; keeping them queued"
+            )
+        return receipt
+
+    def _unsendable(self, batch: list[Report]) -> list[DroppedReport]:
+        """Reports in ``batch`` the server can never accept under the current manifest."""
+        manifest = self.manifest()
+        now = time.time()
+        out = []
+        for report in batch:
+            reason = _unsendable_reason(report, manifest, now)
+            if reason:
+                out.append(DroppedReport(report, reason))
+        return out
+
+    def _drop(self, dropped: list[DroppedReport]) -> None:
+        self._queue.remove([d.report.report_id for d in dropped])
+        if self._limiter is not None:
+            for d in dropped:
+                self._limiter.release(d.report.metric, d.report.window)
+        log.warning("dropped %d report(s) the server can no longer accept: %s",
+                    len(dropped), _dropped_detail(dropped))
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Release connections and files. Does not flush; unsent in-memory reports are lost."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._flush_lock:
+            if isinstance(self._queue, MemoryQueue) and len(self._queue):
+                log.warning("closing with %d unsent report(s); they are lost", len(self._queue))
+            self._queue.close()
+            if self._limiter is not None:
+                self._limiter.close()
+            self._transport.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        try:
+            if self._closed:
+                return
+            if exc_type is None:
+                self.flush()
+            else:
+                try:
+                    self.flush()
+                except BlindsumError as error:
+                    log.warning("flush on exit failed: %s", error.detail)
+        finally:
+            self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise InvalidInput("this Client is closed; create a new one")
+
+
+def _unsendable_reason(report: Report, manifest: Manifest, now: float) -> str | None:
+    policy = manifest.policies.get(report.metric)
+    if policy is None:
+        return f"metric {report.metric!r} is no longer in the manifest"
+    if policy.version != report.version:
+        return (f"metric {report.metric!r} changed from version {report.version} "
+                f"to {policy.version}")
+    try:
+        entry = manifest.key(report.key_id)
+    except NotFound:
+        return f"key {report.key_id!r} was retired"
+    if entry.scheme != policy.scheme:
+        return f"metric {report.metric!r} moved from {entry.scheme} to {policy.scheme}"
+    closes = report.window + policy.window_seconds + policy.late_seconds
+    if closes <= math.floor(now):
+        return f"the window of metric {report.metric!r} starting at {report.window} closed"
+    return None
+
+
+def _dropped_detail(dropped: list[DroppedReport]) -> str:
+    reasons: dict[str, int] = {}
+    for d in dropped:
+        reasons[d.reason] = reasons.get(d.reason, 0) + 1
+    summary = "; ".join(f"{reason} ({count} report(s))" for reason, count in reasons.items())
+    return (f"{len(dropped)} queued report(s) can no longer be accepted and were dropped: "
+            f"{summary}. Record those values again if they still matter.")

@@ -1,0 +1,372 @@
+"""The aggregator's durable state in SQLite (``data_dir/aggregator.db``).
+
+Tables:
+
+- ``reports``: every accepted report (id, metric, version, key id, window, its ciphertexts as
+  a CBOR list of byte strings). The primary key on the id makes retries idempotent.
+- ``windows``: one row per (metric, version, window, key id) with the running homomorphic
+  aggregate, its report count and its state: ``open`` (taking reports), ``sealed`` (claimed
+  by a release driver; ``claimed_until`` says when another worker may retry it),
+  ``released`` or ``refused`` (final; ``detail`` says why).
+- ``results``: the verified signed result of each released window.
+- ``manifest_cache`` and ``ckks_contexts``: the last verified manifest and CKKS public
+  contexts, so a restart works while the key-holder is briefly down.
+
+Each thread has its own connection (``threading.local``); writes go through
+``transaction()`` (``BEGIN IMMEDIATE``, so a check-then-write is atomic across threads and
+gunicorn workers; ``synchronous=FULL``, so a commit is durable when it returns).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cbor2
+
+from blindsum.server.sqlite import connect, write_transaction
+
+DB_NAME = "aggregator.db"
+SCHEMA_VERSION = 1
+STATES = ("open", "sealed", "released", "refused")
+_ID_CHUNK = 500  # ids per "IN (...)": far below SQLite's variable limit
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS reports (
+    report_id BLOB PRIMARY KEY,
+    metric TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    key_id TEXT NOT NULL,
+    "window" INTEGER NOT NULL,
+    ciphertexts BLOB NOT NULL,
+    received_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS reports_by_window ON reports (metric, version, "window", key_id);
+CREATE TABLE IF NOT EXISTS windows (
+    metric TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    "window" INTEGER NOT NULL,
+    key_id TEXT NOT NULL,
+    aggregate BLOB NOT NULL,
+    report_count INTEGER NOT NULL CHECK (report_count >= 1),
+    state TEXT NOT NULL CHECK (state IN ('open', 'sealed', 'released', 'refused')),
+    detail TEXT,
+    due_at REAL NOT NULL,
+    claimed_until REAL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (metric, version, "window", key_id)
+);
+CREATE INDEX IF NOT EXISTS windows_by_state ON windows (state, due_at);
+CREATE TABLE IF NOT EXISTS results (
+    metric TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    "window" INTEGER NOT NULL,
+    key_id TEXT NOT NULL,
+    document TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    released_at REAL NOT NULL,
+    PRIMARY KEY (metric, version, "window")
+);
+CREATE TABLE IF NOT EXISTS manifest_cache (
+    slot INTEGER PRIMARY KEY CHECK (slot = 1),
+    serial INTEGER NOT NULL,
+    document TEXT NOT NULL,
+    stored_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS ckks_contexts (
+    key_id TEXT PRIMARY KEY,
+    context BLOB NOT NULL,
+    stored_at REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, order=True)
+class WindowKey:
+    """One aggregate: reports of one metric version, window and key sum together."""
+
+    metric: str
+    version: int
+    window: int
+    key_id: str
+
+    def describe(self) -> str:
+        return (f"metric {self.metric!r} version {self.version} window {self.window} "
+                f"key {self.key_id!r}")
+
+
+@dataclass(frozen=True)
+class WindowRow:
+    key: WindowKey
+    aggregate: tuple[bytes, ...]
+    report_count: int
+    state: str
+    detail: str | None
+    due_at: float
+    claimed_until: float | None
+    updated_at: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "metric": self.key.metric,
+            "version": self.key.version,
+            "window": self.key.window,
+            "kid": self.key.key_id,
+            "report_count": self.report_count,
+            "state": self.state,
+            "detail": self.detail,
+            "due_at": self.due_at,
+        }
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    """A released window's signed result: ``document`` as received, ``payload`` parsed."""
+
+    metric: str
+    version: int
+    window: int
+    key_id: str
+    document: dict[str, str]
+    payload: dict[str, Any]
+    released_at: float
+
+
+ReportRow = tuple[bytes, str, int, str, int, bytes, float]
+"""(report_id, metric, version, key_id, window, ciphertexts CBOR, received_at)"""
+
+
+def pack_blobs(blobs: Sequence[bytes]) -> bytes:
+    """Ciphertext list as stored: a CBOR array of byte strings."""
+    return cbor2.dumps(list(blobs))
+
+
+def unpack_blobs(data: bytes) -> tuple[bytes, ...]:
+    blobs = cbor2.loads(data)
+    if not isinstance(blobs, list) or not all(isinstance(b, bytes) for b in blobs):
+        raise ValueError("stored ciphertexts are not a CBOR list of byte strings")
+    return tuple(blobs)
+
+
+_WINDOW_COLUMNS = (
+    'metric, version, "window", key_id, aggregate, report_count, state, detail, due_at, '
+    "claimed_until, updated_at"
+)
+_KEY_MATCH = 'metric = ? AND version = ? AND "window" = ? AND key_id = ?'
+
+
+def _window_row(row: Sequence[Any]) -> WindowRow:
+    return WindowRow(
+        WindowKey(row[0], row[1], row[2], row[3]), unpack_blobs(row[4]), row[5], row[6],
+        row[7], row[8], row[9], row[10],
+    )
+
+
+def _key_params(key: WindowKey) -> tuple[str, int, int, str]:
+    return key.metric, key.version, key.window, key.key_id
+
+
+class Transaction:
+    """The writes and reads-for-write available inside one ``BEGIN IMMEDIATE`` transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def existing_report_ids(self, report_ids: Sequence[bytes]) -> set[bytes]:
+        found: set[bytes] = set()
+        for start in range(0, len(report_ids), _ID_CHUNK):
+            chunk = report_ids[start:start + _ID_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = self.conn.execute(
+                f"SELECT report_id FROM reports WHERE report_id IN ({marks})", chunk
+            )
+            found.update(row[0] for row in rows)
+        return found
+
+    def insert_reports(self, rows: Iterable[ReportRow]) -> None:
+        self.conn.executemany(
+            'INSERT INTO reports (report_id, metric, version, key_id, "window", ciphertexts, '
+            "received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def window(self, key: WindowKey) -> WindowRow | None:
+        row = self.conn.execute(
+            f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE {_KEY_MATCH}", _key_params(key)
+        ).fetchone()
+        return None if row is None else _window_row(row)
+
+    def create_window(
+        self, key: WindowKey, aggregate: Sequence[bytes], count: int, due: float, now: float
+    ) -> None:
+        self.conn.execute(
+            f"INSERT INTO windows ({_WINDOW_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, 'open', NULL, "
+            "?, NULL, ?)",
+            (*_key_params(key), pack_blobs(aggregate), count, due, now),
+        )
+
+    def fold_window(
+        self, key: WindowKey, aggregate: Sequence[bytes], count: int, now: float
+    ) -> None:
+        """Replace an open window's aggregate and count (the caller summed them)."""
+        cursor = self.conn.execute(
+            f"UPDATE windows SET aggregate = ?, report_count = ?, updated_at = ? "
+            f"WHERE {_KEY_MATCH} AND state = 'open'",
+            (pack_blobs(aggregate), count, now, *_key_params(key)),
+        )
+        if cursor.rowcount != 1:
+            raise RuntimeError(f"{key.describe()} is not open")
+
+    def claim_window(self, key: WindowKey, now: float, lease: float) -> bool:
+        """Seal an open window (or re-claim an expired seal); True if this caller owns it."""
+        cursor = self.conn.execute(
+            f"UPDATE windows SET state = 'sealed', claimed_until = ?, updated_at = ? "
+            f"WHERE {_KEY_MATCH} AND (state = 'open' OR "
+            f"(state = 'sealed' AND COALESCE(claimed_until, 0) <= ?))",
+            (now + lease, now, *_key_params(key), now),
+        )
+        return cursor.rowcount == 1
+
+    def set_window_state(
+        self, key: WindowKey, state: str, detail: str | None, now: float,
+        claimed_until: float | None = None,
+    ) -> None:
+        if state not in STATES:
+            raise ValueError(f"unknown window state {state!r}")
+        self.conn.execute(
+            f"UPDATE windows SET state = ?, detail = ?, claimed_until = ?, updated_at = ? "
+            f"WHERE {_KEY_MATCH}",
+            (state, detail, claimed_until, now, *_key_params(key)),
+        )
+
+    def put_result(self, key: WindowKey, document: dict[str, str], payload_text: str,
+                   now: float) -> None:
+        self.conn.execute(
+            'INSERT OR REPLACE INTO results (metric, version, "window", key_id, document, '
+            "payload, released_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (*_key_params(key), json.dumps(document, sort_keys=True), payload_text, now),
+        )
+
+
+class Store:
+    """The aggregator database; safe to share between threads (one connection each)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.path = data_dir / DB_NAME
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        # One script, one transaction: concurrent workers starting together create it once.
+        self.connection().executescript(
+            f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+        )
+
+    def connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self.path)
+            self._local.conn = conn
+            with self._lock:
+                self._connections.append(conn)
+        return conn
+
+    def close(self) -> None:
+        """Close every thread's connection (at shutdown only)."""
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            conn.close()
+        self._local = threading.local()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """One durable write transaction; rolled back if the block raises."""
+        with write_transaction(self.connection()) as conn:
+            yield Transaction(conn)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def window(self, key: WindowKey) -> WindowRow | None:
+        return Transaction(self.connection()).window(key)
+
+    def windows(self, metric: str | None = None, states: Sequence[str] = STATES,
+                window: int | None = None) -> list[WindowRow]:
+        clauses = [f"state IN ({','.join('?' * len(states))})"]
+        params: list[Any] = list(states)
+        if metric is not None:
+            clauses.append("metric = ?")
+            params.append(metric)
+        if window is not None:
+            clauses.append('"window" = ?')
+            params.append(window)
+        rows = self.connection().execute(
+            f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE {' AND '.join(clauses)} "
+            'ORDER BY "window", metric, version, key_id',
+            params,
+        )
+        return [_window_row(row) for row in rows]
+
+    def releasable_windows(self, now: float) -> list[WindowRow]:
+        """Windows due by ``now`` that are open, or sealed by a claim that has lapsed."""
+        rows = self.connection().execute(
+            f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE due_at <= ? AND (state = 'open' OR "
+            "(state = 'sealed' AND COALESCE(claimed_until, 0) <= ?)) ORDER BY due_at",
+            (now, now),
+        )
+        return [_window_row(row) for row in rows]
+
+    def report_ids(self, key: WindowKey) -> list[bytes]:
+        rows = self.connection().execute(
+            f"SELECT report_id FROM reports WHERE {_KEY_MATCH}", _key_params(key)
+        )
+        return [row[0] for row in rows]
+
+    def results(self, metric: str | None = None) -> list[StoredResult]:
+        query = ('SELECT metric, version, "window", key_id, document, payload, released_at '
+                 "FROM results")
+        params: tuple[Any, ...] = ()
+        if metric is not None:
+            query += " WHERE metric = ?"
+            params = (metric,)
+        rows = self.connection().execute(query + ' ORDER BY metric, "window", version', params)
+        return [
+            StoredResult(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]), r[6])
+            for r in rows
+        ]
+
+    # -- manifest cache ------------------------------------------------------------------
+
+    def cached_manifest(self) -> dict[str, Any] | None:
+        row = self.connection().execute(
+            "SELECT document FROM manifest_cache WHERE slot = 1"
+        ).fetchone()
+        return None if row is None else json.loads(row[0])
+
+    def cache_manifest(self, serial: int, document: dict[str, Any], now: float) -> None:
+        with self.transaction() as tx:
+            tx.conn.execute(
+                "INSERT OR REPLACE INTO manifest_cache (slot, serial, document, stored_at) "
+                "VALUES (1, ?, ?, ?)",
+                (serial, json.dumps(document, sort_keys=True), now),
+            )
+
+    def cached_context(self, key_id: str) -> bytes | None:
+        row = self.connection().execute(
+            "SELECT context FROM ckks_contexts WHERE key_id = ?", (key_id,)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def cache_context(self, key_id: str, context: bytes, now: float) -> None:
+        with self.transaction() as tx:
+            tx.conn.execute(
+                "INSERT OR REPLACE INTO ckks_contexts (key_id, context, stored_at) "
+                "VALUES (?, ?, ?)",
+                (key_id, context, now),
+            )

@@ -1,0 +1,214 @@
+"""The ``blindsum`` command: key-holder, server, demo and benchmarks under one entry point."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from blindsum.shared.errors import BlindsumError, InvalidConfig
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be an integer, got {text!r}") from None
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be in 1..65535, got {port}")
+    return port
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _keyholder_overrides(args: argparse.Namespace) -> dict[str, object]:
+    return {"data_dir": args.data_dir, "passphrase_file": args.passphrase_file}
+
+
+def cmd_keyholder_init(args: argparse.Namespace) -> int:
+    from blindsum.server.keyholder.config import load_config
+    from blindsum.server.keyholder.service import Keyholder
+
+    config = load_config(_keyholder_overrides(args))
+    if config.passphrase is None:
+        print("warning: no key store passphrase (BLINDSUM_KEYSTORE_PASSPHRASE or "
+              "--passphrase-file): secret keys are stored unencrypted", file=sys.stderr)
+    _, result = Keyholder.init(config.data_dir, config.passphrase, args.paillier_bits)
+    out = {"identity": result.identity, "release_token": result.release_token,
+           "keys": list(result.key_ids), "data_dir": str(config.data_dir)}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"key-holder initialised in {config.data_dir}")
+        print(f"identity (pin this in SDKs and the server): {result.identity}")
+        print(f"release token for the server (shown once): {result.release_token}")
+        print(f"keys: {', '.join(result.key_ids)}")
+    return 0
+
+
+def cmd_keyholder_policy_add(args: argparse.Namespace) -> int:
+    from blindsum.server.keyholder.config import load_config
+    from blindsum.server.keyholder.service import Keyholder
+    from blindsum.shared.policy import load_policies_toml
+
+    config = load_config(_keyholder_overrides(args))
+    try:
+        text = Path(args.file).read_text()
+    except OSError as exc:
+        raise InvalidConfig(f"cannot read policy file {args.file}: {exc.strerror}") from None
+    policies = load_policies_toml(text)
+    holder = Keyholder.open(config.data_dir, config.passphrase)
+    added = holder.add_policies(policies)
+    unchanged = [p.name for p in policies if p.name not in added]
+    print(f"added: {', '.join(added) or 'none'}; already registered: "
+          f"{', '.join(unchanged) or 'none'}")
+    return 0
+
+
+def cmd_keyholder_audit(args: argparse.Namespace) -> int:
+    from blindsum.server.keyholder import audit
+    from blindsum.server.keyholder.config import load_config
+    from blindsum.server.keyholder.service import DB_NAME
+    from blindsum.server.keyholder.store import KeyholderDB
+
+    config = load_config(_keyholder_overrides(args))
+    db = KeyholderDB(config.data_dir / DB_NAME)
+    broken = audit.verify_chain(db.conn)
+    entries = audit.entries(db.conn)
+    if broken is not None:
+        print(f"audit log BROKEN at entry {broken} of {len(entries)}", file=sys.stderr)
+        return 1
+    print(f"audit log intact: {len(entries)} entries")
+    return 0
+
+
+def cmd_keyholder_serve(args: argparse.Namespace) -> int:
+    from blindsum.server.keyholder.app import create_app
+    from blindsum.server.keyholder.config import load_config
+    from blindsum.server.keyholder.service import Keyholder
+    from blindsum.server.wsgi import serve
+
+    config = load_config(_keyholder_overrides(args))
+    Keyholder.open(config.data_dir, config.passphrase)  # fail fast on a wrong passphrase
+    # One worker: the key-holder's work is small and its secrets stay in one process.
+    serve(lambda: create_app(config), args.host, args.port, workers=1, threads=4,
+          certfile=args.tls_cert, keyfile=args.tls_key, name="blindsum-keyholder")
+    return 0
+
+
+def cmd_server_serve(args: argparse.Namespace) -> int:
+    from blindsum.server.aggregator.app import create_app
+    from blindsum.server.aggregator.config import load_config
+    from blindsum.server.wsgi import serve
+
+    overrides = {key: value for key, value in {
+        "data_dir": args.data_dir,
+        "keyholder_url": args.keyholder_url,
+        "keyholder_identity": args.keyholder_identity,
+    }.items() if value is not None}
+    config = load_config(overrides)
+    serve(lambda: create_app(config), args.host, args.port, workers=args.workers, threads=8,
+          certfile=args.tls_cert, keyfile=args.tls_key, name="blindsum-server")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from blindsum.server.demo import run_demo
+
+    return run_demo(clients=args.clients, scheme=args.scheme, as_json=args.json,
+                    keep_serving=args.serve, paillier_bits=args.paillier_bits)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="blindsum",
+        description="Privacy-preserving metrics: encrypted aggregation with DP releases.",
+    )
+    roles = parser.add_subparsers(dest="command", required=True)
+
+    keyholder = roles.add_parser("keyholder", help="the key-holder (secret keys, releases)")
+    kh = keyholder.add_subparsers(dest="action", required=True)
+
+    def kh_common(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--data-dir", required=True, type=Path)
+        sub.add_argument("--passphrase-file", type=Path,
+                         help="file holding the key store passphrase "
+                              "(or set BLINDSUM_KEYSTORE_PASSPHRASE)")
+
+    init = kh.add_parser("init", help="create identity, keys and a release token")
+    kh_common(init)
+    init.add_argument("--paillier-bits", type=int, choices=(2048, 3072, 4096), default=3072)
+    init.add_argument("--json", action="store_true", help="print the result as JSON")
+    init.set_defaults(handler=cmd_keyholder_init)
+
+    policy = kh.add_parser("policy", help="manage metric policies")
+    policy_actions = policy.add_subparsers(dest="policy_action", required=True)
+    add = policy_actions.add_parser("add", help="register the policies of a TOML file")
+    kh_common(add)
+    add.add_argument("file", help="policy TOML file ([metrics.NAME] tables)")
+    add.set_defaults(handler=cmd_keyholder_policy_add)
+
+    audit_cmd = kh.add_parser("audit", help="verify the hash-chained audit log")
+    kh_common(audit_cmd)
+    audit_cmd.set_defaults(handler=cmd_keyholder_audit)
+
+    def tls(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument("--tls-cert", help="PEM certificate: serve HTTPS")
+        sub.add_argument("--tls-key", help="PEM private key for --tls-cert")
+
+    kh_serve = kh.add_parser("serve", help="serve the key-holder API (gunicorn)")
+    kh_common(kh_serve)
+    kh_serve.add_argument("--host", default="127.0.0.1")
+    kh_serve.add_argument("--port", type=_port, default=8701)
+    tls(kh_serve)
+    kh_serve.set_defaults(handler=cmd_keyholder_serve)
+
+    server = roles.add_parser("server", help="the aggregator server (ciphertexts only)")
+    srv = server.add_subparsers(dest="action", required=True)
+    srv_serve = srv.add_parser(
+        "serve", help="serve the aggregator API (gunicorn); tokens come from the environment"
+    )
+    srv_serve.add_argument("--data-dir", type=Path)
+    srv_serve.add_argument("--keyholder-url")
+    srv_serve.add_argument("--keyholder-identity")
+    srv_serve.add_argument("--host", default="127.0.0.1")
+    srv_serve.add_argument("--port", type=_port, default=8700)
+    srv_serve.add_argument("--workers", type=_positive, default=2)
+    tls(srv_serve)
+    srv_serve.set_defaults(handler=cmd_server_serve)
+
+    demo = roles.add_parser("demo", help="run both services and simulate app installs")
+    demo.add_argument("--clients", type=_positive, default=1000,
+                      help="simulated app installs (default 1000)")
+    demo.add_argument("--scheme", choices=("paillier", "ckks", "both"), default="both")
+    demo.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    demo.add_argument("--serve", action="store_true",
+                      help="keep both services running after the release until SIGINT/SIGTERM")
+    demo.add_argument("--paillier-bits", type=int, choices=(2048, 3072, 4096), default=3072)
+    demo.set_defaults(handler=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except BlindsumError as exc:
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""``blindsum demo``: a real key-holder and server, simulated app installs, a published table.
+
+Everything goes through the real parts: the CLI initialises the key-holder and registers the
+demo policies, both services run under gunicorn on free loopback ports, each simulated
+install's values are clipped, encoded, packed and encrypted by the SDK and sent over HTTP,
+the window is closed through the operator endpoint, and the key-holder's noisy, signed
+results are read back from the server's public endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import signal
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import requests
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from blindsum.client import Client
+from blindsum.server.processes import Deployment, deployment
+from blindsum.shared.encoding import clipped_value
+from blindsum.shared.policy import MetricPolicy, load_policies_toml
+
+POLICY_FILES = {"paillier": "demo_paillier.toml", "ckks": "demo_ckks.toml"}
+
+
+def _policy_paths(scheme: str, into: Path) -> list[Path]:
+    names = list(POLICY_FILES.values()) if scheme == "both" else [POLICY_FILES[scheme]]
+    paths = []
+    for name in names:
+        path = into / name
+        path.write_text(resources.files("blindsum.server").joinpath(name).read_text())
+        paths.append(path)
+    return paths
+
+
+def simulated_value(policy: MetricPolicy, rng: random.Random) -> Any:
+    """A plausible value for one install (real telemetry shapes, some out of bounds)."""
+    if policy.kind == "count":
+        return 1 if rng.random() < 0.8 else 0
+    if policy.kind == "histogram":
+        return rng.lognormvariate(6.0 if policy.scheme == "paillier" else 4.5, 0.9)
+    if policy.kind == "vector":
+        return [rng.expovariate(1 / (3 + 2 * i)) for i in range(policy.dimension)]
+    if policy.name == "battery_temp_c":
+        return rng.gauss(31.0, 7.0)
+    if policy.kind == "mean":
+        return rng.betavariate(30, 1.5) * (policy.upper - policy.lower) + policy.lower
+    return rng.expovariate(1 / 900)
+
+
+@dataclass
+class Truth:
+    """Exact aggregate of the clipped values, to compare with what was published."""
+
+    policy: MetricPolicy
+    total: float | list[float] | None = None
+    count: int = 0
+
+    def add(self, value: Any) -> None:
+        clipped = clipped_value(self.policy, value)
+        self.count += 1
+        if isinstance(clipped, list):
+            current = self.total if isinstance(self.total, list) else [0.0] * len(clipped)
+            self.total = [a + b for a, b in zip(current, clipped, strict=True)]
+        else:
+            self.total = (self.total or 0.0) + clipped  # type: ignore[operator]
+
+    def value(self) -> float | list[float]:
+        assert self.total is not None
+        if self.policy.kind == "mean":
+            return float(self.total) / self.count  # type: ignore[arg-type]
+        return self.total
+
+
+def _covered(truth: Any, ci: Any) -> list[bool]:
+    if isinstance(truth, list):
+        return [low - 1e-6 <= t <= high + 1e-6 for t, (low, high) in zip(truth, ci, strict=True)]
+    return [ci[0] - 1e-6 <= truth <= ci[1] + 1e-6]
+
+
+def simulate(
+    deployed: Deployment, policies: list[MetricPolicy], clients: int, console: Console
+) -> dict[str, Truth]:
+    truths = {p.name: Truth(p) for p in policies}
+    rng = random.Random(20261125)
+    at = time.time()
+    # One SDK instance stands in for many installs: reports carry no install identity, and
+    # reusing it shares the Paillier fixed-base tables and the verified manifest.
+    with Client(deployed.server.url, deployed.ingest_token, deployed.identity,
+                enforce_contribution_limit=False, batch_size=1000) as client:
+        client.manifest()
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console, transient=False) as progress:
+            task = progress.add_task("installs encrypting and reporting", total=clients)
+            for _ in range(clients):
+                for policy in policies:
+                    value = simulated_value(policy, rng)
+                    client.record(policy.name, value, at=at)
+                    truths[policy.name].add(value)
+                progress.advance(task)
+            client.flush()
+    return truths
+
+
+def release_all(deployed: Deployment) -> dict[str, Any]:
+    response = requests.post(
+        f"{deployed.server.url}/v1/windows/release",
+        json={},
+        headers={"Authorization": f"Bearer {deployed.admin_token}"},
+        timeout=300,
+    )
+    response.raise_for_status()
+    return response.json()
+
+
+def published(deployed: Deployment) -> dict[str, dict[str, Any]]:
+    response = requests.get(f"{deployed.server.url}/v1/published", timeout=30)
+    response.raise_for_status()
+    return {r["metric"]: r for r in response.json()["results"]}
+
+
+def _short(value: Any, digits: int = 1) -> str:
+    if isinstance(value, list):
+        head = ", ".join(f"{v:.{digits}f}" for v in value[:3])
+        return f"[{head}, … {len(value)} values]"
+    return f"{value:,.{digits}f}"
+
+
+def _ci_text(ci: Any) -> str:
+    if ci and isinstance(ci[0], list):
+        widths = [(high - low) / 2 for low, high in ci]
+        return f"± {sum(widths) / len(widths):,.1f} (each)"
+    return f"[{ci[0]:,.2f}, {ci[1]:,.2f}]"
+
+
+def build_rows(policies: list[MetricPolicy], truths: dict[str, Truth],
+               results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for policy in policies:
+        result = results.get(policy.name)
+        truth = truths[policy.name].value()
+        row: dict[str, Any] = {"name": policy.name, "kind": policy.kind,
+                               "scheme": policy.scheme, "truth": truth,
+                               "published": None, "ci": None, "epsilon": None,
+                               "delta": None, "report_count": truths[policy.name].count,
+                               "covered": None}
+        if result is not None:
+            covered = _covered(truth, result["ci"])
+            row.update(published=result["value"], ci=result["ci"], epsilon=result["epsilon"],
+                       delta=result["delta"], mechanism=result["mechanism"],
+                       covered=sum(covered) / len(covered))
+        rows.append(row)
+    return rows
+
+
+def render(rows: list[dict[str, Any]], console: Console) -> None:
+    table = Table(title="Published metrics (95% confidence intervals)")
+    for column in ("metric", "kind", "scheme", "true value", "published", "95% CI",
+                   "covered", "privacy cost"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        if row["published"] is None:
+            table.add_row(row["name"], row["kind"], row["scheme"], _short(row["truth"]),
+                          "[red]not published[/red]", "", "", "")
+            continue
+        cost = f"ε={row['epsilon']:g}" + (f", δ={row['delta']:g}" if row["delta"] else "")
+        digits = 3 if row["kind"] == "mean" else 1
+        table.add_row(row["name"], row["kind"], row["scheme"], _short(row["truth"], digits),
+                      _short(row["published"], digits), _ci_text(row["ci"]),
+                      f"{row['covered']:.0%}", cost)
+    console.print(table)
+
+
+def _wait_for_signal() -> None:
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+
+
+def run_demo(clients: int = 1000, scheme: str = "both", as_json: bool = False,
+             keep_serving: bool = False, paillier_bits: int = 3072) -> int:
+    # With --json, stdout carries only the JSON object; the narrative goes to stderr.
+    console = Console(stderr=as_json)
+    with tempfile.TemporaryDirectory(prefix="blindsum-demo-") as tmp:
+        root = Path(tmp)
+        paths = _policy_paths(scheme, root)
+        policies = [p for path in paths for p in load_policies_toml(path.read_text())]
+        console.print(f"[bold]blindsum demo[/bold]: {clients} installs, "
+                      f"{len(policies)} metrics, {paillier_bits}-bit Paillier + CKKS")
+        started = time.monotonic()
+        with deployment(root, paths, paillier_bits=paillier_bits) as deployed:
+            console.print(f"key-holder {deployed.keyholder.url}  server {deployed.server.url}")
+            console.print(f"key-holder identity {deployed.identity}")
+            truths = simulate(deployed, policies, clients, console)
+            outcome = release_all(deployed)
+            for refused in outcome.get("refused", []):
+                console.print(f"[red]refused[/red] {refused}")
+            rows = build_rows(policies, truths, published(deployed))
+            render(rows, console)
+            elapsed = time.monotonic() - started
+            ok = all(row["published"] is not None for row in rows)
+            coverage = [row["covered"] for row in rows if row["covered"] is not None]
+            mean_cov = sum(coverage) / len(coverage) if coverage else math.nan
+            console.print(f"{'all' if ok else 'NOT all'} metrics published in {elapsed:.1f} s; "
+                          f"mean CI coverage of the truth {mean_cov:.0%}")
+            if as_json:
+                print(json.dumps({"metrics": rows, "elapsed_seconds": round(elapsed, 2),
+                                  "clients": clients}))
+            if keep_serving and ok:
+                print(json.dumps(deployed.describe()), flush=True)
+                _wait_for_signal()
+        sys.stdout.flush()
+    return 0 if ok else 1

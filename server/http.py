@@ -1,0 +1,113 @@
+"""HTTP plumbing both services share: problem+json errors, bodies, content types, bearer auth.
+
+Every ``BlindsumError`` becomes an ``application/problem+json`` response with its status
+here, and anything else becomes a bare 500 whose body names no path, type or stack frame
+(the exception goes to the service log only).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from blindsum.shared import codec
+from blindsum.shared.errors import (
+    BlindsumError,
+    Forbidden,
+    InvalidInput,
+    PayloadTooLarge,
+    Unauthorized,
+)
+
+PROBLEM_JSON = "application/problem+json"
+log = logging.getLogger("blindsum.http")
+
+
+def problem(status: int, title: str, detail: str, code: str) -> Response:
+    body = codec.dumps({"type": f"urn:blindsum:error:{code}", "title": title,
+                        "status": status, "detail": detail, "code": code})
+    return Response(body, status=status, content_type=PROBLEM_JSON)
+
+
+def install_error_handlers(app: Flask) -> None:
+    """Map every error a route can raise to problem+json, in this one place."""
+
+    @app.errorhandler(BlindsumError)
+    def _blindsum(exc: BlindsumError) -> Response:
+        if exc.status >= 500:
+            log.error("%s: %s", type(exc).__name__, exc.detail)
+        return problem(exc.status, exc.title, exc.detail, exc.code)
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(_: RequestEntityTooLarge) -> Response:
+        limit = app.config.get("MAX_CONTENT_LENGTH")
+        return problem(413, PayloadTooLarge.title, f"request body exceeds {limit} bytes",
+                       PayloadTooLarge.code)
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        code = {404: "not-found", 405: "method-not-allowed"}.get(status, "http")
+        return problem(status, exc.name, exc.description or exc.name, code)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return problem(500, "Internal error", "the service failed; see its log", "internal")
+
+
+def read_body() -> tuple[Any, str]:
+    """Parse the request body by Content-Type; returns (data, media type)."""
+    media = codec.media_type(request.content_type)
+    raw = request.get_data(cache=False)
+    if not raw:
+        raise InvalidInput("request body is empty")
+    return codec.loads(raw, media), media
+
+
+def reply(data: Any, status: int = 200) -> Response:
+    """Serialise wire data in the media type the client accepts (CBOR if it asks first)."""
+    accepted = request.accept_mimetypes
+    media = codec.CBOR if accepted.best_match(codec.MEDIA_TYPES) == codec.CBOR else codec.JSON
+    return Response(codec.dumps(data, media), status=status, content_type=media)
+
+
+def bearer_token() -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("send 'Authorization: Bearer <token>'")
+    return token.strip()
+
+
+def token_digest(token: str) -> str:
+    """How services store a bearer token: its SHA-256, never the token itself."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def require_token(digests: Mapping[str, Iterable[str]], role: str) -> None:
+    """Check the bearer token in constant time against the stored digests of ``role``.
+
+    ``digests`` maps each role to the SHA-256 hex digests of its tokens (``token_digest``).
+    A token no role knows is 401; a token of another role is 403 (least privilege).
+    """
+    presented = token_digest(bearer_token()).encode()
+
+    def matches(candidates: Iterable[str]) -> bool:
+        found = False
+        for candidate in candidates:
+            # no early exit: the time taken does not tell which candidate matched
+            found |= hmac.compare_digest(presented, candidate.encode())
+        return found
+
+    if matches(digests.get(role, ())):
+        return
+    if any(matches(candidates) for other, candidates in digests.items() if other != role):
+        raise Forbidden(f"this token may not act as {role}")
+    raise Unauthorized("unknown token")

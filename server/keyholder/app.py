@@ -1,0 +1,91 @@
+"""The key-holder's Flask app factory and routes.
+
+It serves the signed manifest and CKKS public contexts to anyone, and releases to the one
+registered server (release token). It never accepts an individual report: the only
+ciphertexts it decrypts arrive as a window aggregate with a report count of at least k.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask, Response, current_app, jsonify
+
+from blindsum.server.http import install_error_handlers, read_body, reply, require_token
+from blindsum.server.keyholder import ledger
+from blindsum.server.keyholder.config import KeyholderConfig
+from blindsum.server.keyholder.openapi import OPENAPI
+from blindsum.server.keyholder.service import RELEASE_ROLE, Keyholder
+from blindsum.shared.codec import ReleaseRequest
+from blindsum.shared.errors import NotFound
+
+public = Blueprint("public", __name__)
+releases = Blueprint("releases", __name__)
+
+
+def _holder() -> Keyholder:
+    return current_app.extensions["blindsum.keyholder"]
+
+
+def _require_server() -> None:
+    require_token(_holder().db.token_digests(), RELEASE_ROLE)
+
+
+@public.get("/healthz")
+def healthz() -> Response:
+    return jsonify(status="ok", role="keyholder")
+
+
+@public.get("/openapi.json")
+def openapi() -> Response:
+    return jsonify(OPENAPI)
+
+
+@public.get("/v1/manifest")
+def manifest() -> Response:
+    return jsonify(_holder().db.latest_manifest())
+
+
+@public.get("/v1/keys/<kid>/context")
+def context(kid: str) -> Response:
+    key = _holder().db.key(kid)
+    if key is None or key.context is None or key.status == "retired":
+        raise NotFound(f"no CKKS public context for key {kid!r}")
+    return Response(key.context, content_type="application/octet-stream")
+
+
+@releases.post("/v1/releases")
+def create_release() -> Response:
+    _require_server()
+    data, _ = read_body()
+    request = ReleaseRequest.from_wire(data)
+    document = _holder().releaser().release(request)
+    return reply(document, status=201)
+
+
+@releases.get("/v1/releases/<metric>/<int:version>/<int:window>")
+def get_release(metric: str, version: int, window: int) -> Response:
+    _require_server()
+    document = _holder().releaser().stored(metric, version, window)
+    if document is None:
+        raise NotFound(f"window {window} of {metric!r} v{version} has not been released")
+    return reply(document)
+
+
+@releases.get("/v1/budget")
+def budget() -> Response:
+    _require_server()
+    holder = _holder()
+    states = [ledger.budget(holder.db.conn, p).to_json() for p in holder.db.current_policies()]
+    return jsonify(metrics=states)
+
+
+def create_app(config: KeyholderConfig, holder: Keyholder | None = None) -> Flask:
+    """Build the key-holder app; opens (and unlocks) the data directory unless given one."""
+    app = Flask("blindsum.keyholder")
+    app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
+    app.extensions["blindsum.keyholder"] = holder or Keyholder.open(
+        config.data_dir, config.passphrase
+    )
+    install_error_handlers(app)
+    app.register_blueprint(public)
+    app.register_blueprint(releases)
+    return app

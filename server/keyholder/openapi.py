@@ -1,0 +1,87 @@
+"""OpenAPI 3 description of the key-holder's endpoints (served at /openapi.json)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_PROBLEM = {"description": "Error", "content": {"application/problem+json": {
+    "schema": {"$ref": "#/components/schemas/Problem"}}}}
+_SIGNED = {"content": {"application/json": {
+    "schema": {"$ref": "#/components/schemas/SignedDocument"}}}}
+_BEARER = [{"bearer": []}]
+_B64 = {"type": "string", "pattern": "^[A-Za-z0-9_-]*$"}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {"title": "blindsum key-holder", "version": "1",
+             "description": "Holds secret keys; releases noisy window aggregates."},
+    "paths": {
+        "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {
+            "description": "ok", "content": {"application/json": {"schema": {
+                "type": "object"}}}}}}},
+        "/v1/manifest": {"get": {"summary": "Signed manifest of public keys and policies",
+                                 "responses": {"200": {"description": "manifest", **_SIGNED}}}},
+        "/v1/keys/{kid}/context": {"get": {
+            "summary": "CKKS public context bytes (digest in the manifest)",
+            "parameters": [{"name": "kid", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "context", "content": {
+                "application/octet-stream": {"schema": {"type": "string",
+                                                        "format": "binary"}}}},
+                          "404": _PROBLEM}}},
+        "/v1/releases": {"post": {
+            "summary": "Release one closed window's aggregate",
+            "security": _BEARER,
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/Release"}},
+                "application/cbor": {"schema": {"$ref": "#/components/schemas/Release"}}}},
+            "responses": {"201": {"description": "signed release result", **_SIGNED},
+                          "400": _PROBLEM, "401": _PROBLEM, "403": _PROBLEM,
+                          "409": _PROBLEM, "413": _PROBLEM, "415": _PROBLEM,
+                          "422": _PROBLEM}}},
+        "/v1/releases/{metric}/{version}/{window}": {"get": {
+            "summary": "A past release's signed result",
+            "security": _BEARER,
+            "parameters": [
+                {"name": "metric", "in": "path", "required": True, "schema": {"type": "string"}},
+                {"name": "version", "in": "path", "required": True,
+                 "schema": {"type": "integer", "minimum": 0}},
+                {"name": "window", "in": "path", "required": True,
+                 "schema": {"type": "integer", "minimum": 0}}],
+            "responses": {"200": {"description": "signed release result", **_SIGNED},
+                          "401": _PROBLEM, "403": _PROBLEM, "404": _PROBLEM}}},
+        "/v1/budget": {"get": {
+            "summary": "Privacy budget per metric", "security": _BEARER,
+            "responses": {"200": {"description": "budgets", "content": {"application/json": {
+                "schema": {"type": "object"}}}}, "401": _PROBLEM, "403": _PROBLEM}}},
+    },
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Problem": {"type": "object", "required": ["title", "status", "detail", "code"],
+                        "properties": {"type": {"type": "string"}, "title": {"type": "string"},
+                                       "status": {"type": "integer"},
+                                       "detail": {"type": "string"},
+                                       "code": {"type": "string"}}},
+            "SignedDocument": {"type": "object",
+                               "required": ["payload", "signer", "signature"],
+                               "properties": {"payload": {"type": "string"},
+                                              "signer": {"type": "string"},
+                                              "signature": _B64}},
+            "Release": {"type": "object", "additionalProperties": False,
+                        "required": ["metric", "version", "window", "kid", "report_count",
+                                     "report_ids_digest", "aggregate"],
+                        "properties": {
+                            "v": {"type": "integer", "enum": [1]},
+                            "metric": {"type": "string", "pattern": "^[a-z][a-z0-9_.-]{0,63}$"},
+                            "version": {"type": "integer", "minimum": 1},
+                            "window": {"type": "integer", "minimum": 0},
+                            "kid": {"type": "string"},
+                            "report_count": {"type": "integer", "minimum": 1},
+                            "report_ids_digest": _B64,
+                            "aggregate": {"type": "array", "items": _B64, "minItems": 1,
+                                          "maxItems": 64},
+                            "early": {"type": "boolean"}}},
+        },
+    },
+}

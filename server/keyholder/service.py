@@ -1,0 +1,124 @@
+"""The key-holder as an object: its data directory opened, keys unlocked, ready to act.
+
+The CLI's offline commands (``init``, ``policy add``, ``key rotate``) and the HTTP app both
+go through ``Keyholder``, so there is one code path for every state change, each audited.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sqlite3
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from blindsum.server.http import token_digest
+from blindsum.server.keyholder import audit
+from blindsum.server.keyholder.keystore import KeyStore
+from blindsum.server.keyholder.release import Releaser
+from blindsum.server.keyholder.store import KeyholderDB, KeyRecord
+from blindsum.shared.errors import InvalidConfig, KeyStoreError
+from blindsum.shared.manifest import KeyEntry, Manifest
+from blindsum.shared.policy import MetricPolicy
+from blindsum.shared.schemes.base import SecretScheme
+from blindsum.shared.signing import identity_string
+
+DB_NAME = "keyholder.db"
+RELEASE_ROLE = "release"
+
+
+@dataclass(frozen=True)
+class InitResult:
+    identity: str
+    release_token: str
+    key_ids: tuple[str, ...]
+
+
+@dataclass
+class Keyholder:
+    data_dir: Path
+    db: KeyholderDB
+    keystore: KeyStore
+    identity: Ed25519PrivateKey
+    _secrets: dict[str, SecretScheme] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def open(cls, data_dir: Path, passphrase: str | None) -> Keyholder:
+        """Open an initialised data directory (KeyStoreError if it is not one)."""
+        if not (data_dir / DB_NAME).is_file():
+            raise KeyStoreError(
+                f"{data_dir} is not a key-holder data directory: run `blindsum keyholder init`"
+            )
+        keystore = KeyStore.open(data_dir, passphrase)
+        identity = keystore.read_identity()
+        return cls(data_dir, KeyholderDB(data_dir / DB_NAME), keystore, identity)
+
+    @classmethod
+    def init(
+        cls, data_dir: Path, passphrase: str | None, paillier_bits: int = 3072
+    ) -> tuple[Keyholder, InitResult]:
+        """Create identity, one Paillier and one CKKS key, a release token, a manifest."""
+        from blindsum.shared.schemes.ckks import generate_ckks
+        from blindsum.shared.schemes.paillier import generate_paillier
+
+        if (data_dir / DB_NAME).exists():
+            raise InvalidConfig(f"{data_dir} already holds a key-holder; refusing to overwrite")
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        keystore = KeyStore.open(data_dir, passphrase)
+        identity = Ed25519PrivateKey.generate()
+        keystore.write_identity(identity)
+        holder = cls(data_dir, KeyholderDB(data_dir / DB_NAME), keystore, identity)
+        token = "rel_" + secrets.token_urlsafe(32)
+        with holder.db.write() as conn:
+            holder.db.add_token(conn, token_digest(token), RELEASE_ROLE, "aggregator server")
+            audit.append(conn, "init", {"identity": identity_string(identity.public_key())})
+        key_ids = (
+            holder.add_key(generate_paillier(paillier_bits)),
+            holder.add_key(generate_ckks()),
+        )
+        return holder, InitResult(identity_string(identity.public_key()), token, key_ids)
+
+    @property
+    def identity_string(self) -> str:
+        return identity_string(self.identity.public_key())
+
+    def add_key(self, secret: SecretScheme) -> str:
+        """Store a new key (secret in the key store first), make it active, re-sign."""
+        self.keystore.write_scheme(secret)
+        public = secret.public
+        context = getattr(public, "context_bytes", None)
+        with self.db.write() as conn:
+            self.db.add_key(conn, KeyRecord(secret.key_id, secret.name, "active",
+                                            public.public_json(), context))
+            self._issue_manifest(conn)
+        return secret.key_id
+
+    def add_policies(self, policies: list[MetricPolicy]) -> list[str]:
+        """Register policies atomically (all or none); returns the names newly added."""
+        with self.db.write() as conn:
+            added = [p.name for p in policies if self.db.add_policy(conn, p)]
+            if added:
+                self._issue_manifest(conn)
+        return added
+
+    def _issue_manifest(self, conn: sqlite3.Connection) -> None:
+        keys = [KeyEntry(k.scheme, k.key_id, k.status, k.public)
+                for k in self.db.keys(conn) if k.status != "retired"]
+        policies = self.db.current_policies(conn)
+        serial = self.db.next_manifest_serial(conn)
+        manifest = Manifest.issue(self.identity, serial, keys, policies)
+        self.db.store_manifest(conn, serial, dict(manifest.document))
+        audit.append(conn, "manifest-issued", {"serial": serial})
+
+    def secret_for(self, scheme: str, key_id: str) -> SecretScheme:
+        with self._lock:
+            secret = self._secrets.get(key_id)
+            if secret is None:
+                secret = self._secrets[key_id] = self.keystore.read_scheme(scheme, key_id)
+            return secret
+
+    def releaser(self) -> Releaser:
+        return Releaser(self.db, self.identity, self.secret_for)

@@ -1,0 +1,204 @@
+"""Start the two services as real processes on loopback, wait until healthy, stop them.
+
+Used by ``blindsum demo``, the integration tests and the benchmarks, so all three exercise
+exactly what an operator runs: the ``blindsum`` CLI under gunicorn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from blindsum.shared.errors import UpstreamError
+
+LOOPBACK = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def cli(*args: str, env: Mapping[str, str] | None = None, timeout: float = 300) -> str:
+    """Run a ``blindsum`` CLI command to completion; return stdout or raise naming stderr."""
+    completed = subprocess.run(
+        [sys.executable, "-m", "blindsum.server.cli", *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise UpstreamError(
+            f"`blindsum {' '.join(args[:3])}` failed ({completed.returncode}): "
+            f"{completed.stderr.strip()[-500:]}"
+        )
+    return completed.stdout
+
+
+@dataclass
+class ServiceProcess:
+    """One service process; ``stop`` is safe to call twice."""
+
+    name: str
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    verify: bool | str = True
+    _stopped: bool = field(default=False)
+
+    def wait_healthy(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise UpstreamError(f"{self.name} exited early:\n{self.log_tail()}")
+            with contextlib.suppress(requests.RequestException):
+                if requests.get(f"{self.url}/healthz", timeout=2,
+                                verify=self.verify).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise UpstreamError(f"{self.name} did not become healthy:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=timeout)
+
+
+def start_service(
+    name: str,
+    args: Sequence[str],
+    port: int,
+    log_dir: Path,
+    env: Mapping[str, str] | None = None,
+    scheme: str = "http",
+    verify: bool | str = True,
+) -> ServiceProcess:
+    """Start ``blindsum <args>`` in its own process group and wait for /healthz."""
+    log_path = log_dir / f"{name}.log"
+    log = log_path.open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "blindsum.server.cli", *args],
+        env={**os.environ, **(env or {})},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log.close()
+    service = ServiceProcess(name, f"{scheme}://{LOOPBACK}:{port}", process, log_path, verify)
+    try:
+        service.wait_healthy()
+    except BaseException:
+        service.stop()
+        raise
+    return service
+
+
+@dataclass
+class Deployment:
+    """A key-holder and a server running side by side, with everything needed to use them."""
+
+    keyholder: ServiceProcess
+    server: ServiceProcess
+    identity: str
+    ingest_token: str
+    admin_token: str
+    release_token: str
+    keyholder_dir: Path
+    server_dir: Path
+    env: dict[str, str]
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "server_url": self.server.url,
+            "keyholder_url": self.keyholder.url,
+            "keyholder_identity": self.identity,
+            "ingest_token": self.ingest_token,
+            "admin_token": self.admin_token,
+            "release_token": self.release_token,
+            "keyholder_data_dir": str(self.keyholder_dir),
+            "server_data_dir": str(self.server_dir),
+        }
+
+    def stop(self) -> None:
+        self.server.stop()
+        self.keyholder.stop()
+
+
+@contextlib.contextmanager
+def deployment(
+    root: Path,
+    policy_files: Sequence[Path],
+    *,
+    paillier_bits: int = 2048,
+    auto_release: bool = False,
+    server_env: Mapping[str, str] | None = None,
+) -> Iterator[Deployment]:
+    """Initialise a key-holder, register policies, start both services; stop them after."""
+    import secrets
+
+    keyholder_dir, server_dir = root / "keyholder", root / "server"
+    server_dir.mkdir(parents=True, exist_ok=True)
+    env = {"BLINDSUM_KEYSTORE_PASSPHRASE": secrets.token_urlsafe(24)}
+    init = json.loads(cli("keyholder", "init", "--data-dir", str(keyholder_dir),
+                          "--paillier-bits", str(paillier_bits), "--json", env=env))
+    for policy_file in policy_files:
+        cli("keyholder", "policy", "add", "--data-dir", str(keyholder_dir), str(policy_file),
+            env=env)
+    kh_port, srv_port = free_port(), free_port()
+    keyholder = start_service(
+        "keyholder",
+        ["keyholder", "serve", "--data-dir", str(keyholder_dir), "--port", str(kh_port)],
+        kh_port, root, env,
+    )
+    ingest, admin = "ing_" + secrets.token_urlsafe(24), "adm_" + secrets.token_urlsafe(24)
+    srv_env = {
+        "BLINDSUM_INGEST_TOKENS": ingest,
+        "BLINDSUM_ADMIN_TOKENS": admin,
+        "BLINDSUM_RELEASE_TOKEN": init["release_token"],
+        "BLINDSUM_AUTO_RELEASE": "1" if auto_release else "0",
+        **(server_env or {}),
+    }
+    try:
+        server = start_service(
+            "server",
+            ["server", "serve", "--data-dir", str(server_dir), "--port", str(srv_port),
+             "--keyholder-url", keyholder.url, "--keyholder-identity", init["identity"]],
+            srv_port, root, srv_env,
+        )
+    except BaseException:
+        keyholder.stop()
+        raise
+    deployed = Deployment(keyholder, server, init["identity"], ingest, admin,
+                          init["release_token"], keyholder_dir, server_dir,
+                          {**env, **srv_env})
+    try:
+        yield deployed
+    finally:
+        deployed.stop()

@@ -1,0 +1,48 @@
+"""Fixtures shared by the whole suite: keys are slow to make, so each is made once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from blindsum.shared.manifest import KeyEntry, Manifest
+from blindsum.shared.policy import MetricPolicy, load_policies_toml
+
+POLICY_DIR = Path(__file__).parent / "policies"
+
+
+@pytest.fixture(scope="session")
+def paillier_secret():  # type: ignore[no-untyped-def]
+    from blindsum.shared.schemes.paillier import generate_paillier
+
+    return generate_paillier(2048, key_id="pai-test")
+
+
+@pytest.fixture(scope="session")
+def ckks_secret():  # type: ignore[no-untyped-def]
+    from blindsum.shared.schemes.ckks import generate_ckks
+
+    return generate_ckks(key_id="ckks-test")
+
+
+@pytest.fixture(scope="session")
+def identity() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture(scope="session")
+def test_policies() -> list[MetricPolicy]:
+    return [p for path in sorted(POLICY_DIR.glob("*.toml"))
+            for p in load_policies_toml(path.read_text())]
+
+
+@pytest.fixture(scope="session")
+def manifest(identity, paillier_secret, ckks_secret, test_policies) -> Manifest:  # type: ignore[no-untyped-def]
+    keys = [
+        KeyEntry("paillier", paillier_secret.key_id, "active",
+                 paillier_secret.public.public_json()),
+        KeyEntry("ckks", ckks_secret.key_id, "active", ckks_secret.public.public_json()),
+    ]
+    return Manifest.issue(identity, 1, keys, test_policies)

@@ -1,0 +1,121 @@
+"""Every wire message: one encode, one decode, round trips in JSON and CBOR, rejections."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+
+from blindsum.shared import codec
+from blindsum.shared.codec import BatchReceipt, Report, ReportBatch, ReleaseRequest
+from blindsum.shared.errors import InvalidInput, UnsupportedMediaType
+
+
+def report(**changes: object) -> Report:
+    fields: dict[str, object] = dict(report_id=secrets.token_bytes(16), metric="seconds",
+                                     version=1, key_id="pai-1", window=1_700_000_000,
+                                     ciphertexts=(b"\x01" * 256, b"\x02" * 3))
+    fields.update(changes)
+    return Report(**fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("media", codec.MEDIA_TYPES)
+def test_batch_round_trips(media: str) -> None:
+    batch = ReportBatch((report(), report(metric="temp")))
+    raw = codec.dumps(batch.to_wire(), media)
+    assert ReportBatch.from_wire(codec.loads(raw, media)) == batch
+
+
+@pytest.mark.parametrize("media", codec.MEDIA_TYPES)
+def test_release_request_round_trips(media: str) -> None:
+    request = ReleaseRequest("seconds", 2, 3600, "pai-1", 42, b"\x07" * 32, (b"abc",), True)
+    raw = codec.dumps(request.to_wire(), media)
+    assert ReleaseRequest.from_wire(codec.loads(raw, media)) == request
+
+
+def test_receipt_round_trips() -> None:
+    receipt = BatchReceipt(3, 1)
+    assert BatchReceipt.from_wire(codec.loads(codec.dumps(receipt.to_wire()))) == receipt
+
+
+def test_cbor_is_smaller_than_json_for_ciphertexts() -> None:
+    batch = ReportBatch(tuple(report(ciphertexts=(secrets.token_bytes(768),))
+                              for _ in range(10)))
+    assert len(codec.dumps(batch.to_wire(), codec.CBOR)) < 0.8 * len(codec.dumps(batch.to_wire()))
+
+
+def _wire(**changes: object) -> dict:
+    data = ReportBatch((report(),)).to_wire()
+    data["reports"][0].update(changes)
+    return codec.loads(codec.dumps(data))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"id": "AAAA"}, "id must be 16 bytes"),
+        ({"id": "not base64!"}, "base64url"),
+        ({"metric": "Bad Name"}, "metric must match"),
+        ({"version": 0}, "version must be an integer"),
+        ({"version": "1"}, "version must be an integer"),
+        ({"window": -1}, "window must be an integer"),
+        ({"kid": ""}, "kid must match"),
+        ({"ct": []}, "ct must be a list of 1..64"),
+        ({"ct": "abc"}, "ct must be a list"),
+        ({"ct": [5]}, r"ct\[0\] must be bytes"),
+        ({"extra": 1}, "unknown fields"),
+    ],
+)
+def test_bad_report_fields_are_refused_by_name(changes: dict, message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        ReportBatch.from_wire(_wire(**changes))
+
+
+def test_missing_field_is_named() -> None:
+    data = _wire()
+    del data["reports"][0]["window"]
+    with pytest.raises(InvalidInput, match=r"batch.reports\[0\].window is required"):
+        ReportBatch.from_wire(data)
+
+
+def test_unsupported_version_is_refused() -> None:
+    data = _wire()
+    data["v"] = 2
+    with pytest.raises(InvalidInput, match="unsupported version"):
+        ReportBatch.from_wire(data)
+
+
+def test_empty_and_oversized_batches_are_refused() -> None:
+    with pytest.raises(InvalidInput, match="1..5000"):
+        ReportBatch.from_wire({"v": 1, "reports": []})
+    one = ReportBatch((report(),)).to_wire()["reports"][0]
+    with pytest.raises(InvalidInput, match="1..5000"):
+        ReportBatch.from_wire({"v": 1, "reports": [one] * 5001})
+
+
+@pytest.mark.parametrize("raw", [b"{", b"\xff\xfe", b"[1, NaN]", b"1e999999"])
+def test_malformed_json_is_invalid_input(raw: bytes) -> None:
+    try:
+        data = codec.loads(raw)
+    except InvalidInput:
+        return
+    with pytest.raises(InvalidInput):
+        ReportBatch.from_wire(data)
+
+
+def test_malformed_cbor_is_invalid_input() -> None:
+    with pytest.raises(InvalidInput, match="not valid CBOR"):
+        codec.loads(b"\x9f\x9f\x9f", codec.CBOR)
+
+
+def test_media_type_is_negotiated_by_content_type() -> None:
+    assert codec.media_type("application/json; charset=utf-8") == codec.JSON
+    assert codec.media_type("application/cbor") == codec.CBOR
+    with pytest.raises(UnsupportedMediaType, match="text/plain"):
+        codec.media_type("text/plain")
+
+
+def test_report_ids_digest_ignores_order() -> None:
+    ids = [secrets.token_bytes(16) for _ in range(5)]
+    assert codec.report_ids_digest(ids) == codec.report_ids_digest(list(reversed(ids)))
+    assert codec.report_ids_digest(ids) != codec.report_ids_digest(ids[:4])

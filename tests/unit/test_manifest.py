@@ -1,0 +1,75 @@
+"""The signed manifest: verified against a pinned identity, or refused."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from blindsum.shared.errors import InvalidCiphertext, InvalidInput, ManifestError, NotFound
+from blindsum.shared.manifest import Keyring, Manifest
+from blindsum.shared.signing import identity_string, parse_identity, sign_document
+
+
+def test_manifest_verifies_against_the_pinned_identity(manifest, identity) -> None:
+    again = Manifest.verify(json.loads(json.dumps(manifest.document)), identity.public_key())
+    assert again.policies == manifest.policies
+    assert again.active_key("paillier").key_id == "pai-test"
+
+
+def test_manifest_signed_by_another_identity_is_rejected(manifest) -> None:
+    stranger = Ed25519PrivateKey.generate().public_key()
+    with pytest.raises(ManifestError, match="not signed by the pinned"):
+        Manifest.verify(manifest.document, stranger)
+
+
+def test_tampered_manifest_is_rejected(manifest, identity) -> None:
+    document = dict(manifest.document)
+    document["payload"] = document["payload"].replace('"upper":600', '"upper":6')
+    assert document["payload"] != manifest.document["payload"]
+    with pytest.raises(ManifestError):
+        Manifest.verify(document, identity.public_key())
+
+
+def test_signed_garbage_is_not_a_manifest(identity) -> None:
+    with pytest.raises(ManifestError, match="not a version-1"):
+        Manifest.verify(sign_document(identity, {"type": "other"}), identity.public_key())
+
+
+@pytest.mark.parametrize("document", [None, [], {"payload": 1}, {"payload": "{}"}])
+def test_malformed_documents_are_rejected(document, identity) -> None:
+    with pytest.raises(ManifestError):
+        Manifest.verify(document, identity.public_key())
+
+
+def test_identity_string_round_trips(identity) -> None:
+    text = identity_string(identity.public_key())
+    assert text.startswith("ed25519:")
+    assert identity_string(parse_identity(text)) == text
+
+
+@pytest.mark.parametrize("text", ["", "ed25519:", "rsa:AAAA", "ed25519:" + "A" * 40])
+def test_bad_identity_strings_are_rejected(text: str) -> None:
+    with pytest.raises(InvalidInput):
+        parse_identity(text)
+
+
+def test_keyring_checks_ckks_context_against_the_manifest(manifest, ckks_secret) -> None:
+    good = Keyring(manifest, lambda kid: ckks_secret.public.context_bytes)
+    assert good.scheme("ckks-test").key_id == "ckks-test"
+    bad = Keyring(manifest, lambda kid: ckks_secret.public.context_bytes + b"x")
+    with pytest.raises(ManifestError, match="does not match the signed manifest"):
+        bad.scheme("ckks-test")
+
+
+def test_report_key_must_exist_and_match_the_scheme(manifest) -> None:
+    keyring = Keyring(manifest)
+    policy = manifest.policy("seconds")
+    assert keyring.check_report_key(policy, "pai-test").key_id == "pai-test"
+    with pytest.raises(InvalidCiphertext, match="unknown or retired"):
+        keyring.check_report_key(policy, "pai-gone")
+    with pytest.raises(InvalidCiphertext, match="uses paillier"):
+        keyring.check_report_key(policy, "ckks-test")
+    with pytest.raises(NotFound, match="nope"):
+        manifest.policy("nope")

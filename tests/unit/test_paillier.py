@@ -1,0 +1,525 @@
+"""Paillier scheme: interoperability with stock phe, wire validation, packing, key JSON."""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+from typing import Any
+
+import gmpy2
+import pytest
+from phe import paillier as phe
+
+from blindsum.shared.errors import InvalidCiphertext, InvalidConfig, InvalidInput, KeyStoreError
+from blindsum.shared.packing import pack, slot_width
+from blindsum.shared.schemes import paillier as paillier_module
+from blindsum.shared.schemes.base import SlotSpec
+from blindsum.shared.schemes.paillier import (
+    PaillierPublic,
+    PaillierSecret,
+    generate_paillier,
+    short_exponent_bits,
+)
+
+SPEC = SlotSpec(count=5, max_value=1000, max_contributors=10_000)
+
+
+@pytest.fixture(scope="module")
+def secret() -> PaillierSecret:
+    # 2048 bits keeps keygen fast; a default key id exercises the generated form.
+    return generate_paillier(2048)
+
+
+@pytest.fixture(scope="module")
+def public(secret: PaillierSecret) -> PaillierPublic:
+    return secret.public
+
+
+@pytest.fixture(scope="module")
+def stock(secret: PaillierSecret) -> tuple[phe.PaillierPublicKey, phe.PaillierPrivateKey]:
+    """phe's own key objects for the same modulus."""
+    stock_public = phe.PaillierPublicKey(int(secret.public.n))
+    return stock_public, phe.PaillierPrivateKey(stock_public, int(secret.p), int(secret.q))
+
+
+def _blob(public: PaillierPublic, value: int) -> bytes:
+    return int(value).to_bytes(public.byte_length, "big")
+
+
+# -- key generation ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bits", [1024, 2047, 2560, 8192, True, "3072"])
+def test_generate_rejects_key_sizes_other_than_2048_3072_4096(bits: Any) -> None:
+    with pytest.raises(InvalidConfig):
+        generate_paillier(bits)
+
+
+def test_generated_key_has_the_requested_size_and_a_pai_key_id(secret: PaillierSecret) -> None:
+    assert secret.public.n.bit_length() == 2048
+    assert secret.public.n == secret.p * secret.q
+    assert re.fullmatch(r"pai-[0-9a-f]{8}", secret.key_id)
+    assert secret.public.key_id == secret.key_id
+    assert secret.name == secret.public.name == "paillier"
+
+
+def test_short_exponent_is_four_times_the_security_level() -> None:
+    assert short_exponent_bits(2048) == 448
+    assert short_exponent_bits(3072) == 512
+    assert short_exponent_bits(4096) == 608
+
+
+def test_repr_never_shows_the_factors(secret: PaillierSecret) -> None:
+    text = repr(secret)
+    assert str(secret.p) not in text and str(secret.q) not in text
+    assert secret.key_id in text
+
+
+# -- encryption and stock phe interoperability -----------------------------------------
+
+
+def test_encrypt_then_decrypt_returns_the_slots(
+    secret: PaillierSecret, public: PaillierPublic
+) -> None:
+    assert secret.decrypt(public.encrypt([0, 1, 2, 999, 1000], SPEC), SPEC) == [0, 1, 2, 999, 1000]
+
+
+def test_encryption_is_randomised(public: PaillierPublic) -> None:
+    assert public.encrypt([1, 2, 3, 4, 5], SPEC) != public.encrypt([1, 2, 3, 4, 5], SPEC)
+
+
+def test_ciphertexts_are_fixed_length_big_endian(public: PaillierPublic) -> None:
+    assert public.byte_length == (public.nsquare.bit_length() + 7) // 8
+    blobs = public.encrypt([1, 2, 3, 4, 5], SPEC)
+    assert all(len(b) == public.byte_length for b in blobs)
+    assert int.from_bytes(blobs[0], "big") == public.load(blobs, SPEC)[0]
+    # A small value still takes the full length, left-padded with zeros.
+    assert public.dump([gmpy2.mpz(7)]) == [b"\x00" * (public.byte_length - 1) + b"\x07"]
+
+
+def test_stock_phe_decrypts_our_ciphertexts(
+    public: PaillierPublic,
+    stock: tuple[phe.PaillierPublicKey, phe.PaillierPrivateKey],
+) -> None:
+    stock_public, stock_private = stock
+    slots = [3, 0, 1000, 42, 7]
+    (blob,) = public.encrypt(slots, SPEC)
+    c = int.from_bytes(blob, "big")
+    packed = pack(slots, slot_width(SPEC.max_slot_sum))
+    assert stock_private.raw_decrypt(c) == packed
+    assert stock_private.decrypt(phe.EncryptedNumber(stock_public, c)) == packed
+
+
+def test_stock_phe_ciphertexts_aggregate_with_ours(
+    secret: PaillierSecret,
+    public: PaillierPublic,
+    stock: tuple[phe.PaillierPublicKey, phe.PaillierPrivateKey],
+) -> None:
+    stock_public, _ = stock
+    width = slot_width(SPEC.max_slot_sum)
+    theirs = [[10, 20, 30, 40, 50], [1000, 0, 1000, 0, 1000]]
+    ours = [[1, 2, 3, 4, 5], [999, 998, 997, 996, 995]]
+    reports = []
+    for slots in theirs:
+        c = stock_public.encrypt(pack(slots, width)).ciphertext()
+        reports.append(public.load([_blob(public, c)], SPEC))
+    reports += [public.load(public.encrypt(slots, SPEC), SPEC) for slots in ours]
+    total = public.dump(public.add_many(reports))
+    expected = [sum(column) for column in zip(*theirs, *ours, strict=True)]
+    assert secret.decrypt(total, SPEC) == expected
+
+
+def test_encryption_of_zero_is_a_pure_nth_residue_randomiser(
+    secret: PaillierSecret, public: PaillierPublic
+) -> None:
+    c = public.encrypt_plaintext(0)
+    assert c != 1
+    assert secret.decrypt_plaintext(c) == 0
+
+
+def test_randomiser_table_computes_h_to_the_exponent(
+    public: PaillierPublic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    public.precompute()
+    table = public._table
+    assert table is not None
+    h = table.table[0][1]
+    exponent = (1 << (public.exponent_bits - 1)) | 0xDEADBEEF << 200 | 0xA5
+    monkeypatch.setattr(paillier_module.secrets, "randbits", lambda bits: exponent)
+    assert table.random_power() == gmpy2.powmod(h, exponent, public.nsquare)
+
+
+def test_randomiser_table_is_built_once_under_concurrent_first_use(
+    public: PaillierPublic, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fresh = PaillierPublic(int(public.n), public.key_id)
+    builds = []
+    real = paillier_module._FixedBaseTable
+
+    def counting(*args: Any) -> Any:
+        builds.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(paillier_module, "_FixedBaseTable", counting)
+    barrier = threading.Barrier(6)
+
+    def encrypt() -> None:
+        barrier.wait()
+        fresh.encrypt([1, 1, 1, 1, 1], SPEC)
+
+    threads = [threading.Thread(target=encrypt) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert builds == [1]
+
+
+@pytest.mark.parametrize(
+    ("slots", "message"),
+    [
+        ([1, 2, 3, 4], "expected 5 slots"),
+        ([1, 2, 3, 4, 5, 6], "expected 5 slots"),
+        ([1, 2, 1001, 4, 5], "slot 2"),
+        ([1, -1, 3, 4, 5], "slot 1"),
+        ([1, 2, 3, True, 5], "slot 3"),
+        ([1, 2, 3, 4, 5.0], "slot 4"),
+    ],
+)
+def test_encrypt_rejects_slots_outside_the_spec(
+    public: PaillierPublic, slots: list[Any], message: str
+) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        public.encrypt(slots, SPEC)
+
+
+def test_encrypt_plaintext_rejects_values_outside_zero_to_n(public: PaillierPublic) -> None:
+    for bad in (-1, int(public.n), True):
+        with pytest.raises(InvalidInput):
+            public.encrypt_plaintext(bad)
+
+
+# -- packing layout and capacity --------------------------------------------------------
+
+
+def test_usable_plaintext_bits_are_two_below_the_modulus_size(public: PaillierPublic) -> None:
+    assert public.usable_bits == 2046
+
+
+def test_a_report_with_more_slots_than_fit_spans_several_ciphertexts(
+    secret: PaillierSecret, public: PaillierPublic
+) -> None:
+    width = slot_width(SPEC.max_slot_sum)
+    per = public.usable_bits // width
+    spec = SlotSpec(count=2 * per + 3, max_value=SPEC.max_value, max_contributors=10_000)
+    assert public.ciphertext_count(spec) == 3
+    slots = [i % (SPEC.max_value + 1) for i in range(spec.count)]
+    blobs = public.encrypt(slots, spec)
+    assert len(blobs) == 3
+    assert secret.decrypt(blobs, spec) == slots
+
+
+def test_capacity_accepts_a_slot_exactly_as_wide_as_the_plaintext(
+    public: PaillierPublic,
+) -> None:
+    spec = SlotSpec(count=2, max_value=(1 << public.usable_bits) - 1, max_contributors=1)
+    assert public.capacity_error(spec) is None
+    assert public.ciphertext_count(spec) == 2
+
+
+def test_capacity_refuses_a_window_maximum_wider_than_the_plaintext(
+    public: PaillierPublic,
+) -> None:
+    spec = SlotSpec(count=1, max_value=1 << (public.usable_bits - 1), max_contributors=2)
+    problem = public.capacity_error(spec)
+    assert problem is not None and "bits" in problem
+    with pytest.raises(InvalidInput):
+        public.ciphertext_count(spec)
+    with pytest.raises(InvalidInput):
+        public.encrypt([0], spec)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        SlotSpec(count=0, max_value=1, max_contributors=1),
+        SlotSpec(count=1, max_value=0, max_contributors=1),
+        SlotSpec(count=1, max_value=1, max_contributors=-5),
+        SlotSpec(count=True, max_value=1, max_contributors=1),
+        SlotSpec(count=1, max_value=1.5, max_contributors=1),  # type: ignore[arg-type]
+    ],
+)
+def test_capacity_refuses_malformed_specs(public: PaillierPublic, spec: SlotSpec) -> None:
+    assert public.capacity_error(spec) is not None
+
+
+# -- load: validation of untrusted ciphertexts ---------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def good(public: PaillierPublic) -> bytes:
+    (blob,) = public.encrypt([1, 2, 3, 4, 5], SPEC)
+    return blob
+
+
+def test_load_accepts_valid_ciphertexts_and_returns_gmpy2_integers(
+    public: PaillierPublic, good: bytes
+) -> None:
+    (c,) = public.load([good], SPEC)
+    assert isinstance(c, gmpy2.mpz)
+    assert public.dump([c]) == [good]
+
+
+@pytest.mark.parametrize("delta", [-1, 1])
+def test_load_rejects_a_ciphertext_of_the_wrong_length(
+    public: PaillierPublic, good: bytes, delta: int
+) -> None:
+    blob = good[1:] if delta < 0 else b"\x00" + good
+    with pytest.raises(InvalidCiphertext, match=r"ciphertext 0 is \d+ bytes"):
+        public.load([blob], SPEC)
+
+
+def test_load_rejects_a_zero_ciphertext(public: PaillierPublic) -> None:
+    with pytest.raises(InvalidCiphertext, match="ciphertext 0 is zero"):
+        public.load([bytes(public.byte_length)], SPEC)
+
+
+@pytest.mark.parametrize("offset", [0, 1])
+def test_load_rejects_a_ciphertext_not_below_n_squared(public: PaillierPublic, offset: int) -> None:
+    with pytest.raises(InvalidCiphertext, match="not below n"):
+        public.load([_blob(public, public.nsquare + offset)], SPEC)
+
+
+def test_load_rejects_ciphertext_sharing_a_factor_with_n(
+    secret: PaillierSecret, public: PaillierPublic
+) -> None:
+    for factor in (secret.p, secret.q, secret.p * 12345):
+        with pytest.raises(InvalidCiphertext, match="shares a factor with n"):
+            public.load([_blob(public, factor)], SPEC)
+
+
+def test_load_rejects_the_wrong_number_of_ciphertexts(public: PaillierPublic, good: bytes) -> None:
+    for blobs in ([], [good, good]):
+        with pytest.raises(InvalidCiphertext, match=rf"expected 1 ciphertext.*got {len(blobs)}"):
+            public.load(blobs, SPEC)
+
+
+@pytest.mark.parametrize("bad", ["text", 12345, None, bytearray(b"x"), memoryview(b"x")])
+def test_load_rejects_blobs_that_are_not_bytes(public: PaillierPublic, bad: Any) -> None:
+    with pytest.raises(InvalidCiphertext, match=r"ciphertext 0 is .*expected bytes"):
+        public.load([bad], SPEC)
+
+
+def test_load_rejects_a_bare_byte_string_instead_of_a_list(
+    public: PaillierPublic, good: bytes
+) -> None:
+    with pytest.raises(InvalidCiphertext, match="list"):
+        public.load(good, SPEC)
+
+
+def test_load_errors_name_the_index_never_the_value(
+    secret: PaillierSecret, public: PaillierPublic
+) -> None:
+    spec = SlotSpec(count=3, max_value=(1 << public.usable_bits) - 1, max_contributors=1)
+    valid = public.encrypt([0, 0, 0], spec)
+    bad = _blob(public, secret.p)
+    with pytest.raises(InvalidCiphertext) as caught:
+        public.load([valid[0], valid[1], bad], spec)
+    assert "ciphertext 2" in caught.value.detail
+    assert str(secret.p) not in caught.value.detail
+    assert bad.hex() not in caught.value.detail
+
+
+# -- homomorphic addition ---------------------------------------------------------------
+
+
+def test_add_and_add_many_agree(secret: PaillierSecret, public: PaillierPublic) -> None:
+    a = public.load(public.encrypt([1, 2, 3, 4, 5], SPEC), SPEC)
+    b = public.load(public.encrypt([10, 20, 30, 40, 50], SPEC), SPEC)
+    c = public.load(public.encrypt([100, 200, 300, 400, 500], SPEC), SPEC)
+    assert public.add(public.add(a, b), c) == public.add_many([a, b, c])
+    assert secret.decrypt(public.dump(public.add_many([a, b, c])), SPEC) == [
+        111,
+        222,
+        333,
+        444,
+        555,
+    ]
+
+
+def test_add_many_of_one_report_is_that_report(public: PaillierPublic) -> None:
+    a = public.load(public.encrypt([1, 2, 3, 4, 5], SPEC), SPEC)
+    assert public.add_many([a]) == a
+
+
+def test_addition_rejects_reports_of_different_shapes(public: PaillierPublic) -> None:
+    one = [gmpy2.mpz(2)]
+    two = [gmpy2.mpz(2), gmpy2.mpz(3)]
+    with pytest.raises(InvalidInput):
+        public.add(one, two)
+    with pytest.raises(InvalidInput, match="report 1"):
+        public.add_many([one, two])
+    with pytest.raises(InvalidInput):
+        public.add_many([])
+
+
+# -- decryption of forged or over-filled aggregates ----------------------------------------
+
+
+def test_decrypt_returns_exactly_count_slot_sums(
+    secret: PaillierSecret, public: PaillierPublic
+) -> None:
+    spec = SlotSpec(count=1, max_value=1, max_contributors=1)
+    assert secret.decrypt(public.encrypt([1], spec), spec) == [1]
+
+
+def test_decrypt_rejects_a_plaintext_with_bits_beyond_the_slot_layout(
+    secret: PaillierSecret, public: PaillierPublic
+) -> None:
+    width = slot_width(SPEC.max_slot_sum)
+    forged = public.dump([public.encrypt_plaintext(1 << (width * SPEC.count))])
+    with pytest.raises(InvalidCiphertext, match="outside its slot layout"):
+        secret.decrypt(forged, SPEC)
+
+
+def test_decrypt_rejects_a_slot_above_the_window_maximum(
+    secret: PaillierSecret, public: PaillierPublic
+) -> None:
+    width = slot_width(SPEC.max_slot_sum)
+    over = pack([0, 0, SPEC.max_slot_sum + 1, 0, 0], width)
+    with pytest.raises(InvalidCiphertext, match="above the window maximum"):
+        secret.decrypt(public.dump([public.encrypt_plaintext(over)]), SPEC)
+
+
+def test_decrypt_validates_its_input_like_load(secret: PaillierSecret) -> None:
+    with pytest.raises(InvalidCiphertext):
+        secret.decrypt([b"short"], SPEC)
+
+
+# -- public key JSON ------------------------------------------------------------------------
+
+
+def _b64u(value: int, length: int | None = None) -> str:
+    raw = value.to_bytes(length or (value.bit_length() + 7) // 8, "big")
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def test_public_json_is_python_paillier_jwk(public: PaillierPublic) -> None:
+    obj = public.public_json()
+    assert obj == {
+        "kty": "DAJ",
+        "alg": "PAI-GN1",
+        "key_ops": ["encrypt"],
+        "n": _b64u(int(public.n)),
+        "kid": public.key_id,
+    }
+    assert "=" not in obj["n"]
+
+
+def test_public_json_round_trips(public: PaillierPublic) -> None:
+    again = PaillierPublic.from_json(public.public_json())
+    assert again == public
+    assert again.n == public.n and again.key_id == public.key_id
+
+
+def test_from_phe_wraps_a_stock_public_key(
+    public: PaillierPublic, stock: tuple[phe.PaillierPublicKey, phe.PaillierPrivateKey]
+) -> None:
+    assert PaillierPublic.from_phe(stock[0], public.key_id) == public
+    with pytest.raises(InvalidInput):
+        PaillierPublic.from_phe(int(public.n), public.key_id)  # type: ignore[arg-type]
+
+
+def _bad_jwks(public: PaillierPublic) -> list[tuple[Any, str]]:
+    good = public.public_json()
+    n = int(public.n)
+    return [
+        ([good], "JSON object"),
+        ({**good, "kty": "RSA"}, "kty"),
+        ({k: v for k, v in good.items() if k != "kty"}, "kty"),
+        ({**good, "alg": "PAI-GN2"}, "alg"),
+        ({**good, "key_ops": ["decrypt"]}, "key_ops"),
+        ({**good, "key_ops": "encrypt"}, "key_ops"),
+        ({**good, "n": good["n"] + "=="}, "base64url"),
+        ({**good, "n": good["n"][:-2] + "+/"}, "base64url"),
+        ({**good, "n": n}, "base64url"),
+        ({**good, "n": ""}, "base64url"),
+        ({**good, "n": _b64u(n, 257)}, "base64url"),  # leading zero byte
+        ({**good, "n": _b64u(n - 1)}, "odd"),
+        ({**good, "n": _b64u((1 << 1023) + 1)}, "bits"),
+        ({**good, "n": _b64u((1 << 4096) + 1)}, "bits"),
+        ({k: v for k, v in good.items() if k != "n"}, "base64url"),
+        ({**good, "kid": ""}, "kid"),
+        ({**good, "kid": "x" * 65}, "kid"),
+        ({**good, "kid": "has space"}, "kid"),
+        ({**good, "kid": 7}, "kid"),
+        ({k: v for k, v in good.items() if k != "kid"}, "kid"),
+        ({**good, "p": "AQ"}, "private"),
+    ]
+
+
+def test_from_json_rejects_malformed_public_keys(public: PaillierPublic) -> None:
+    for obj, message in _bad_jwks(public):
+        with pytest.raises(InvalidInput, match=message):
+            PaillierPublic.from_json(obj)
+
+
+# -- secret key storage JSON ---------------------------------------------------------------
+
+
+def test_secret_json_round_trips_and_still_decrypts(
+    secret: PaillierSecret, public: PaillierPublic
+) -> None:
+    stored = secret.to_json()
+    assert stored["kty"] == "DAJ" and stored["key_ops"] == ["decrypt"]
+    assert stored["kid"] == secret.key_id
+    loaded = PaillierSecret.from_json(stored, public)
+    assert loaded.public == public
+    assert loaded.decrypt(public.encrypt([5, 4, 3, 2, 1], SPEC), SPEC) == [5, 4, 3, 2, 1]
+
+
+def test_secret_from_phe_matches(
+    secret: PaillierSecret, stock: tuple[phe.PaillierPublicKey, phe.PaillierPrivateKey]
+) -> None:
+    again = PaillierSecret.from_phe(stock[1], secret.key_id)
+    assert again.public == secret.public
+    assert again.to_phe() == stock[1]
+
+
+def test_secret_from_json_rejects_corrupt_or_mismatched_keys(
+    secret: PaillierSecret, public: PaillierPublic
+) -> None:
+    good = secret.to_json()
+    p, q = int(secret.p), int(secret.q)
+    corrupt: list[tuple[Any, str]] = [
+        ("not a dict", "JSON object"),
+        ({**good, "kty": "EC"}, "kty"),
+        ({**good, "key_ops": ["encrypt"]}, "key_ops"),
+        ({**good, "kid": None}, "kid"),
+        ({k: v for k, v in good.items() if k != "p"}, '"p"'),
+        ({**good, "q": "!!"}, '"q"'),
+        ({**good, "p": _b64u(p + 1)}, "prime"),
+        ({**good, "q": good["p"]}, "differ"),
+        ({**good, "p": _b64u(int(gmpy2.next_prime(p)))}, "stored n"),
+        ({**good, "n": _b64u(p * q + 2)}, "stored n"),
+        ({**good, "p": _b64u(3), "q": _b64u(5)}, "bits"),
+    ]
+    for obj, message in corrupt:
+        with pytest.raises(KeyStoreError, match=message):
+            PaillierSecret.from_json(obj)
+    other = PaillierPublic(int(public.n), "someone-else")
+    with pytest.raises(KeyStoreError, match="does not match"):
+        PaillierSecret.from_json(good, other)
+
+
+def test_secret_key_errors_never_contain_the_factors(secret: PaillierSecret) -> None:
+    good = secret.to_json()
+    with pytest.raises(KeyStoreError) as caught:
+        PaillierSecret.from_json({**good, "n": _b64u(int(secret.public.n) + 2)})
+    assert good["p"] not in caught.value.detail and good["q"] not in caught.value.detail
+
+
+def test_generate_rejects_a_malformed_key_id_before_generating() -> None:
+    with pytest.raises(InvalidInput, match="kid"):
+        generate_paillier(2048, key_id="")
