@@ -296,6 +296,9 @@ class Store:
     def window(self, key: WindowKey) -> WindowRow | None:
         return Transaction(self.connection()).window(key)
 
+    def existing_report_ids(self, report_ids: Sequence[bytes]) -> set[bytes]:
+        return Transaction(self.connection()).existing_report_ids(report_ids)
+
     def windows(self, metric: str | None = None, states: Sequence[str] = STATES,
                 window: int | None = None) -> list[WindowRow]:
         clauses = [f"state IN ({','.join('?' * len(states))})"]
@@ -313,12 +316,12 @@ class Store:
         )
         return [_window_row(row) for row in rows]
 
-    def releasable_windows(self, now: float) -> list[WindowRow]:
-        """Windows due by ``now`` that are open, or sealed by a claim that has lapsed."""
+    def releasable_windows(self, due_by: float, now: float) -> list[WindowRow]:
+        """Windows due by ``due_by`` that are open, or sealed by a claim lapsed by ``now``."""
         rows = self.connection().execute(
             f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE due_at <= ? AND (state = 'open' OR "
             "(state = 'sealed' AND COALESCE(claimed_until, 0) <= ?)) ORDER BY due_at",
-            (now, now),
+            (due_by, now),
         )
         return [_window_row(row) for row in rows]
 

@@ -19,8 +19,8 @@ from blindsum.server.keyholder import audit
 from blindsum.server.keyholder.keystore import KeyStore
 from blindsum.server.keyholder.release import Releaser
 from blindsum.server.keyholder.store import KeyholderDB, KeyRecord
-from blindsum.shared.errors import InvalidConfig, KeyStoreError
-from blindsum.shared.manifest import KeyEntry, Manifest
+from blindsum.shared.errors import InvalidConfig, InvalidPolicy, KeyStoreError
+from blindsum.shared.manifest import KeyEntry, Manifest, slot_spec
 from blindsum.shared.policy import MetricPolicy
 from blindsum.shared.schemes.base import SecretScheme
 from blindsum.shared.signing import identity_string
@@ -98,11 +98,23 @@ class Keyholder:
 
     def add_policies(self, policies: list[MetricPolicy]) -> list[str]:
         """Register policies atomically (all or none); returns the names newly added."""
+        for policy in policies:
+            self._check_capacity(policy)
         with self.db.write() as conn:
             added = [p.name for p in policies if self.db.add_policy(conn, p)]
             if added:
                 self._issue_manifest(conn)
         return added
+
+    def _check_capacity(self, policy: MetricPolicy) -> None:
+        """Refuse a policy whose largest window could overflow its scheme's plaintexts."""
+        active = [k for k in self.db.keys() if k.scheme == policy.scheme and k.status == "active"]
+        if not active:
+            raise InvalidPolicy(f"metric {policy.name!r}: no active {policy.scheme} key")
+        public = self.secret_for(policy.scheme, active[0].key_id).public
+        problem = public.capacity_error(slot_spec(policy))
+        if problem:
+            raise InvalidPolicy(f"metric {policy.name!r} does not fit {policy.scheme}: {problem}")
 
     def _issue_manifest(self, conn: sqlite3.Connection) -> None:
         keys = [KeyEntry(k.scheme, k.key_id, k.status, k.public)

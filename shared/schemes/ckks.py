@@ -95,6 +95,10 @@ def _varint(value: int) -> bytes:
 # ciphertext), field 3 (scale, double).
 _FRAME_HEAD = b"\x0a" + bytes([len(_varint(SLOTS))]) + _varint(SLOTS) + b"\x12"
 _FRAME_TAIL = b"\x19" + struct.pack("<d", _SCALE)
+# SEAL's SEALHeader: magic, header size, version major/minor, compression, reserved, size.
+_SEAL_HEADER = struct.Struct("<HBBBBHQ")
+_SEAL_MAGIC = 0xA15E
+_SEAL_COMPRESSION = (0, 2)  # none or zstd, what TenSEAL's SEAL build writes
 
 
 def generate_ckks(key_id: str | None = None) -> CkksSecret:
@@ -135,6 +139,8 @@ class CkksPublic(PublicScheme):
         context = _parse_context(data, "CKKS public context", InvalidInput)
         if context.has_secret_key() or not context.is_public():
             raise InvalidInput("CKKS public context carries a secret key")
+        if not context.has_public_key():
+            raise InvalidInput("CKKS public context has no public key")
         if context.has_relin_keys() or context.has_galois_keys():
             raise InvalidInput("CKKS public context carries evaluation keys it does not need")
         return cls(context, data, key_id)
@@ -249,8 +255,8 @@ class CkksSecret(SecretScheme):
         if len(data) > MAX_SECRET_CONTEXT_BYTES:
             raise KeyStoreError(f"{where} is {len(data)} bytes, more than expected")
         context = _parse_context(data, where, KeyStoreError)
-        if not context.has_secret_key():
-            raise KeyStoreError(f"{where} has no secret key")
+        if not (context.has_secret_key() and context.has_public_key()):
+            raise KeyStoreError(f"{where} lacks its secret or public key")
         try:
             secret = cls(context, key_id)
         except InvalidInput as exc:
@@ -390,8 +396,24 @@ def _well_framed(blob: bytes) -> bool:
         pos += 1
         shift += 7
         if not byte & 0x80:
-            return length > 0 and pos + length + len(_FRAME_TAIL) == len(blob)
+            return (
+                pos + length + len(_FRAME_TAIL) == len(blob)
+                and length >= _SEAL_HEADER.size
+                and _seal_header_ok(_SEAL_HEADER.unpack_from(blob, pos), length)
+            )
     return False
+
+
+def _seal_header_ok(header: tuple[int, ...], length: int) -> bool:
+    # SEAL ignores the reserved bytes; insisting on zeros leaves one encoding per header.
+    magic, header_size, _major, _minor, compression, reserved, size = header
+    return (
+        magic == _SEAL_MAGIC
+        and header_size == _SEAL_HEADER.size
+        and compression in _SEAL_COMPRESSION
+        and reserved == 0
+        and size == length
+    )
 
 
 def _parse_context(data: bytes, where: str, error: type[BlindsumError]) -> ts.Context:
@@ -404,14 +426,13 @@ def _parse_context(data: bytes, where: str, error: type[BlindsumError]) -> ts.Co
             and parms.poly_modulus_degree() == POLY_MODULUS_DEGREE
             and tuple(m.value() for m in parms.coeff_modulus()) == _PRIMES
             and context.global_scale == _SCALE
-            and context.has_public_key()
         )
     except Exception as exc:  # TenSEAL raises assorted types for malformed input.
         raise error(f"{where} does not parse: {exc}") from None
     if not matches:
         raise error(
             f"{where} is not CKKS N={POLY_MODULUS_DEGREE}, primes {list(COEFF_MOD_BIT_SIZES)} "
-            f"bits, scale 2**{SCALE_BITS} with a public key"
+            f"bits, scale 2**{SCALE_BITS}"
         )
     return context
 

@@ -1,0 +1,233 @@
+"""The ingest hot path: validate a whole batch, then store and fold it in one transaction.
+
+Order matters:
+
+1. Reports whose id is already stored are duplicates: counted, not re-validated (a retry
+   whose acknowledgement was lost may arrive after its window closed, and must still be told
+   its reports are safe).
+2. Every other report is validated before anything is written: metric and version in the
+   verified manifest, a key id the manifest accepts for the metric's scheme, a window that
+   takes reports now, and ciphertexts the scheme accepts (count, length, range, gcd). The
+   first fault refuses the whole batch with a 4xx naming the report.
+3. One ``BEGIN IMMEDIATE`` transaction inserts the new reports, adds each group's
+   homomorphic sum into its window aggregate and commits durably. A window that is no
+   longer open, or whose count would pass ``max_contributors`` (the packing headroom: one
+   report more could carry into a neighbouring slot), refuses the whole batch.
+
+The receipt is returned only after the commit, so an acknowledged report is never lost.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from blindsum.server.aggregator.manifests import ManifestSource
+from blindsum.server.aggregator.store import Store, Transaction, WindowKey, pack_blobs
+from blindsum.server.aggregator.windows import check_report_window, due_at
+from blindsum.shared.codec import BatchReceipt, Report, ReportBatch
+from blindsum.shared.errors import (
+    BlindsumError,
+    Conflict,
+    InvalidCiphertext,
+    InvalidInput,
+)
+from blindsum.shared.manifest import Keyring, slot_spec
+from blindsum.shared.policy import MetricPolicy
+from blindsum.shared.schemes.base import PublicScheme, SlotSpec
+
+
+@dataclass(frozen=True)
+class _Route:
+    """Where reports of one (metric, version, key id, window) go, checked once per batch."""
+
+    key: WindowKey
+    policy: MetricPolicy
+    scheme: PublicScheme
+    spec: SlotSpec
+
+
+@dataclass(frozen=True)
+class _Checked:
+    index: int
+    report: Report
+    route: _Route
+    loaded: list[Any]
+
+
+class _ManifestMiss(Exception):  # noqa: N818 - internal signal, not an error we report
+    """A fault a newer manifest might cure (unknown metric, newer version, unknown key)."""
+
+    def __init__(self, error: BlindsumError) -> None:
+        super().__init__(error.detail)
+        self.error = error
+
+
+class Ingestor:
+    """Turns validated report batches into durable reports and window aggregates."""
+
+    def __init__(
+        self, store: Store, manifests: ManifestSource, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._store = store
+        self._manifests = manifests
+        self._clock = clock
+
+    def ingest(self, batch: ReportBatch) -> BatchReceipt:
+        """Validate, store and fold a batch; return once every new report is durable.
+
+        Raises:
+            InvalidInput / InvalidCiphertext: a report is invalid (named by index).
+            Conflict: a window was sealed for release or would exceed max_contributors.
+            UpstreamError: no verified manifest is available.
+        """
+        now = self._clock()
+        ids = [r.report_id for r in batch.reports]
+        known = self._store.existing_report_ids(ids)
+        pending = _first_occurrences(batch.reports, known)
+        checked = self._check_all(pending, now)
+        sums = _group_sums(checked)
+        with self._store.transaction() as tx:
+            stored = tx.existing_report_ids([c.report.report_id for c in checked])
+            fresh = [c for c in checked if c.report.report_id not in stored]
+            if len(fresh) != len(checked):  # a concurrent retry stored some of them first
+                sums = _group_sums(fresh)
+            _fold(tx, sums, now)
+            tx.insert_reports(
+                (c.report.report_id, c.report.metric, c.report.version, c.report.key_id,
+                 c.report.window, pack_blobs(c.report.ciphertexts), now)
+                for c in fresh
+            )
+        return BatchReceipt(accepted=len(fresh), duplicates=len(ids) - len(fresh))
+
+    # -- validation ----------------------------------------------------------------------
+
+    def _check_all(self, pending: Sequence[tuple[int, Report]], now: float) -> list[_Checked]:
+        if not pending:
+            return []
+        keyring = self._manifests.keyring()
+        try:
+            return _check_batch(pending, keyring, now)
+        except _ManifestMiss as miss:
+            self._manifests.refresh_on_demand()
+            newer = self._manifests.keyring()
+            if newer is keyring:
+                raise miss.error from None
+        try:
+            return _check_batch(pending, newer, now)
+        except _ManifestMiss as miss:
+            raise miss.error from None
+
+
+def _first_occurrences(
+    reports: Sequence[Report], known: set[bytes]
+) -> list[tuple[int, Report]]:
+    """(index, report) of each id not stored yet, first occurrence only."""
+    seen = set(known)
+    pending = []
+    for index, report in enumerate(reports):
+        if report.report_id not in seen:
+            seen.add(report.report_id)
+            pending.append((index, report))
+    return pending
+
+
+def _check_batch(
+    pending: Sequence[tuple[int, Report]], keyring: Keyring, now: float
+) -> list[_Checked]:
+    routes: dict[tuple[str, int, str, int], _Route] = {}
+    checked = []
+    for index, report in pending:
+        where = f"batch.reports[{index}]"
+        try:
+            lookup = (report.metric, report.version, report.key_id, report.window)
+            route = routes.get(lookup)
+            if route is None:
+                route = routes[lookup] = _route(report, keyring, now)
+            loaded = route.scheme.load(report.ciphertexts, route.spec)
+        except _ManifestMiss as miss:
+            error = miss.error
+            raise _ManifestMiss(type(error)(f"{where}: {error.detail}")) from None
+        except BlindsumError as exc:
+            if exc.status >= 500:
+                raise
+            raise type(exc)(f"{where}: {exc.detail}") from None
+        checked.append(_Checked(index, report, route, loaded))
+    return checked
+
+
+def _route(report: Report, keyring: Keyring, now: float) -> _Route:
+    manifest = keyring.manifest
+    policy = manifest.policies.get(report.metric)
+    if policy is None:
+        raise _ManifestMiss(InvalidInput(
+            f"metric {report.metric!r} is not in the manifest (serial {manifest.serial})"
+        ))
+    if report.version != policy.version:
+        error = InvalidInput(
+            f"metric {report.metric!r} is at version {policy.version}, the report has "
+            f"version {report.version}: refresh the manifest (GET /v1/manifest) and encode "
+            "new reports with the current policy"
+        )
+        if report.version > policy.version:
+            raise _ManifestMiss(error)
+        raise error
+    if all(entry.key_id != report.key_id for entry in manifest.keys):
+        raise _ManifestMiss(InvalidCiphertext(
+            f"key id {report.key_id!r} is unknown or retired: refresh the manifest"
+        ))
+    scheme = keyring.check_report_key(policy, report.key_id)
+    check_report_window(policy, report.window, now)
+    key = WindowKey(report.metric, report.version, report.window, report.key_id)
+    return _Route(key, policy, scheme, slot_spec(policy))
+
+
+# -- folding -------------------------------------------------------------------------------
+
+
+def _group_sums(checked: Sequence[_Checked]) -> dict[WindowKey, tuple[_Checked, int, list[Any]]]:
+    """Per window: (first report, report count, homomorphic sum of the group)."""
+    groups: dict[WindowKey, list[_Checked]] = {}
+    for item in checked:
+        groups.setdefault(item.route.key, []).append(item)
+    return {
+        key: (members[0], len(members),
+              members[0].route.scheme.add_many([m.loaded for m in members]))
+        for key, members in groups.items()
+    }
+
+
+def _fold(
+    tx: Transaction,
+    sums: dict[WindowKey, tuple[_Checked, int, list[Any]]],
+    now: float,
+) -> None:
+    for key, (first, count, group_sum) in sums.items():
+        route = first.route
+        row = tx.window(key)
+        where = f"batch.reports[{first.index}]"
+        if row is not None and row.state != "open":
+            raise Conflict(
+                f"{where}: {key.describe()} is {row.state} and takes no more reports; "
+                "nothing in this batch was stored"
+            )
+        total = count + (row.report_count if row else 0)
+        if total > route.policy.max_contributors:
+            raise Conflict(
+                f"{where}: {key.describe()} holds {row.report_count if row else 0} reports; "
+                f"{count} more would exceed max_contributors = "
+                f"{route.policy.max_contributors} (the packing headroom), so the whole batch "
+                "was refused"
+            )
+        if row is None:
+            tx.create_window(key, route.scheme.dump(group_sum), count,
+                             due_at(route.policy, key.window), now)
+            continue
+        try:
+            stored = route.scheme.load(row.aggregate, route.spec)
+        except BlindsumError as exc:
+            raise RuntimeError(f"stored aggregate of {key.describe()} is corrupt: {exc}") from None
+        total_sum = route.scheme.add(stored, group_sum)
+        tx.fold_window(key, route.scheme.dump(total_sum), total, now)

@@ -1,0 +1,193 @@
+"""The release driver: sends closed windows' aggregates to the key-holder, stores the results.
+
+A release first *claims* its window (``open`` -> ``sealed`` in one UPDATE): from then on
+ingest refuses reports for it, so the aggregate and the report-id digest that are sent are
+final, and only the worker whose UPDATE changed the row proceeds. A claim is a lease: a
+window left ``sealed`` by a crash (or by a failed call) is claimed again once
+``claimed_until`` passes. Sending the same window twice is safe: the key-holder answers
+409 and the stored result is fetched and checked against our report-id digest.
+
+Outcomes: ``released`` (verified result stored), ``refused`` (the policy said no: too few
+contributors, budget exhausted, released before with other reports; final unless the
+window was released early and is still taking reports, in which case it re-opens), or
+``failed`` (the key-holder was unreachable or misbehaved; retried later).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from blindsum.server.aggregator.keyholder_client import KeyholderApi
+from blindsum.server.aggregator.store import Store, WindowKey, WindowRow
+from blindsum.shared.codec import ReleaseRequest, report_ids_digest
+from blindsum.shared.errors import (
+    AlreadyReleased,
+    BlindsumError,
+    Conflict,
+    NotFound,
+    ReleaseRefused,
+)
+
+LEASE_SECONDS = 300.0  # longer than a release call may take (connect + read timeouts)
+RETRY_SECONDS = 15.0
+# Released a little after the window is due, so a key-holder whose clock lags ours by
+# less than this still sees the window closed and does not refuse it as open.
+GRACE_SECONDS = 2.0
+log = logging.getLogger("blindsum.aggregator.release")
+
+Status = Literal["released", "refused", "failed"]
+
+
+@dataclass(frozen=True)
+class ReleaseOutcome:
+    key: WindowKey
+    report_count: int
+    status: Status
+    code: str | None = None
+    detail: str | None = None
+    payload: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "metric": self.key.metric,
+            "version": self.key.version,
+            "window": self.key.window,
+            "kid": self.key.key_id,
+            "report_count": self.report_count,
+        }
+        if self.payload is not None:
+            data.update(value=self.payload.get("value"), ci=self.payload.get("ci"),
+                        epsilon=self.payload.get("epsilon"))
+        else:
+            data.update(code=self.code, detail=self.detail)
+        return data
+
+
+class ReleaseDriver:
+    """Releases windows through a key-holder; safe to run in several threads and workers."""
+
+    def __init__(
+        self, store: Store, keyholder: KeyholderApi, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._store = store
+        self._keyholder = keyholder
+        self._clock = clock
+
+    def release_window(
+        self, metric: str, version: int, window: int, key_id: str, early: bool
+    ) -> ReleaseOutcome:
+        """Claim, send and settle one window aggregate.
+
+        ``early`` asks the key-holder to release a window that still takes reports (its
+        policy decides); without it a window that is not due yet is left alone.
+
+        Raises:
+            NotFound: no such window.
+        """
+        key = WindowKey(metric, version, window, key_id)
+        now = self._clock()
+        row = self._store.window(key)
+        if row is None:
+            raise NotFound(f"no reports for {key.describe()}")
+        if not early and now < row.due_at:
+            return ReleaseOutcome(key, row.report_count, "failed", Conflict.code,
+                                  f"{key.describe()} takes reports until {row.due_at:.0f}")
+        with self._store.transaction() as tx:
+            claimed = tx.claim_window(key, now, LEASE_SECONDS)
+            row = tx.window(key)
+        assert row is not None  # windows are never deleted
+        if not claimed:
+            return ReleaseOutcome(key, row.report_count, "failed", Conflict.code,
+                                  f"{key.describe()} is {row.state} (being or already released)")
+        return self._send(row, early=now < row.due_at)
+
+    def release_due(self, now: float | None = None) -> list[ReleaseOutcome]:
+        """Release every window that is due (oldest first); per-window faults are logged."""
+        now = self._clock() if now is None else now
+        outcomes = []
+        for row in self._store.releasable_windows(due_by=now - GRACE_SECONDS, now=now):
+            try:
+                outcomes.append(self.release_window(*_key_fields(row.key), early=False))
+            except Exception:
+                log.exception("releasing %s failed", row.key.describe())
+        return outcomes
+
+    def release_requested(self, metric: str | None, window: int | None) -> list[ReleaseOutcome]:
+        """The operator's release: every open window matching the filters, early if need be.
+
+        Raises:
+            NotFound: a named metric and window with no reports.
+            AlreadyReleased / Conflict: that window was already released or refused.
+        """
+        rows = self._store.windows(metric=metric, window=window, states=("open", "sealed"))
+        if not rows and metric is not None and window is not None:
+            _explain_nothing_to_release(self._store.windows(metric=metric, window=window),
+                                        metric, window)
+        now = self._clock()
+        return [self.release_window(*_key_fields(row.key), early=now < row.due_at)
+                for row in rows]
+
+    # -- one claimed window --------------------------------------------------------------
+
+    def _send(self, row: WindowRow, early: bool) -> ReleaseOutcome:
+        key = row.key
+        report_ids = self._store.report_ids(key)
+        if len(report_ids) != row.report_count:
+            return self._failed(row, early, "internal",
+                                f"{key.describe()} counts {row.report_count} reports but "
+                                f"{len(report_ids)} are stored")
+        request = ReleaseRequest(
+            metric=key.metric, version=key.version, window=key.window, key_id=key.key_id,
+            report_count=row.report_count, report_ids_digest=report_ids_digest(report_ids),
+            aggregate=row.aggregate, early=early,
+        )
+        try:
+            result = self._keyholder.release(request)
+        except (ReleaseRefused, AlreadyReleased) as exc:
+            return self._refused(row, early, exc)
+        except BlindsumError as exc:
+            return self._failed(row, early, exc.code, exc.detail)
+        now = self._clock()
+        payload_text = result.document["payload"]
+        with self._store.transaction() as tx:
+            tx.put_result(key, result.document, payload_text, now)
+            tx.set_window_state(key, "released", None, now)
+        log.info("released %s (%d reports)", key.describe(), row.report_count)
+        return ReleaseOutcome(key, row.report_count, "released", payload=json.loads(payload_text))
+
+    def _refused(self, row: WindowRow, early: bool, exc: BlindsumError) -> ReleaseOutcome:
+        # An early release the policy refuses must not end a window that still takes reports.
+        state = "open" if early and self._clock() < row.due_at else "refused"
+        with self._store.transaction() as tx:
+            tx.set_window_state(row.key, state, exc.detail, self._clock())
+        log.warning("release of %s refused: %s", row.key.describe(), exc.detail)
+        return ReleaseOutcome(row.key, row.report_count, "refused", exc.code, exc.detail)
+
+    def _failed(self, row: WindowRow, early: bool, code: str, detail: str) -> ReleaseOutcome:
+        now = self._clock()
+        with self._store.transaction() as tx:
+            if early and now < row.due_at:
+                tx.set_window_state(row.key, "open", detail, now)
+            else:
+                tx.set_window_state(row.key, "sealed", detail, now, now + RETRY_SECONDS)
+        log.warning("release of %s failed (will retry): %s", row.key.describe(), detail)
+        return ReleaseOutcome(row.key, row.report_count, "failed", code, detail)
+
+
+def _key_fields(key: WindowKey) -> tuple[str, int, int, str]:
+    return key.metric, key.version, key.window, key.key_id
+
+
+def _explain_nothing_to_release(rows: list[WindowRow], metric: str, window: int) -> None:
+    if not rows:
+        raise NotFound(f"no reports for metric {metric!r} window {window}")
+    states = sorted({row.state for row in rows})
+    if states == ["released"]:
+        raise AlreadyReleased(f"metric {metric!r} window {window} was already released")
+    raise Conflict(f"metric {metric!r} window {window} is {', '.join(states)}: "
+                   "nothing left to release")

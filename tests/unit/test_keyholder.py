@@ -1,0 +1,215 @@
+"""The key-holder's release rules, ledger, audit chain and key store, in process."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import stat
+import threading
+from pathlib import Path
+
+import pytest
+
+from blindsum.server.keyholder import audit, ledger
+from blindsum.server.keyholder.keystore import KeyStore
+from blindsum.server.keyholder.service import Keyholder
+from blindsum.shared.codec import ReleaseRequest
+from blindsum.shared.encoding import encode
+from blindsum.shared.errors import (
+    AlreadyReleased,
+    BudgetExhausted,
+    InvalidCiphertext,
+    InvalidConfig,
+    InvalidPolicy,
+    KeyStoreError,
+    ReleaseRefused,
+)
+from blindsum.shared.manifest import Manifest, slot_spec
+from blindsum.shared.policy import MetricPolicy
+
+PASS = "correct horse battery staple"
+
+
+@pytest.fixture(scope="module")
+def holder_dir(tmp_path_factory: pytest.TempPathFactory, test_policies) -> Path:
+    data_dir = tmp_path_factory.mktemp("kh") / "data"
+    holder, _ = Keyholder.init(data_dir, PASS, paillier_bits=2048)
+    holder.add_policies(test_policies)
+    return data_dir
+
+
+@pytest.fixture
+def holder(holder_dir: Path) -> Keyholder:
+    return Keyholder.open(holder_dir, PASS)
+
+
+def window_of(policy: MetricPolicy, now: float) -> int:
+    return int(now) - int(now) % policy.window_seconds
+
+
+def aggregate_request(holder: Keyholder, metric: str, values: list, *, window: int,
+                      early: bool = True, count: int | None = None) -> ReleaseRequest:
+    manifest = Manifest.verify(holder.db.latest_manifest(), holder.identity.public_key())
+    policy = manifest.policy(metric)
+    key = manifest.active_key(policy.scheme)
+    scheme = holder.secret_for(policy.scheme, key.key_id).public
+    spec = slot_spec(policy)
+    loaded = [scheme.load(scheme.encrypt(encode(policy, v), spec), spec) for v in values]
+    ids = [secrets.token_bytes(16) for _ in values]
+    from blindsum.shared.codec import report_ids_digest
+
+    return ReleaseRequest(metric, policy.version, window, key.key_id,
+                          count if count is not None else len(values),
+                          report_ids_digest(ids), tuple(scheme.dump(scheme.add_many(loaded))),
+                          early)
+
+
+def test_init_refuses_to_overwrite(holder_dir: Path) -> None:
+    with pytest.raises(InvalidConfig, match="refusing to overwrite"):
+        Keyholder.init(holder_dir, PASS)
+
+
+def test_key_files_are_private_and_sealed(holder_dir: Path) -> None:
+    files = list((holder_dir / "keys").iterdir())
+    assert len(files) == 3  # identity, paillier, ckks
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert b'"sealed": true' in path.read_bytes()
+    assert stat.S_IMODE((holder_dir / "keys").stat().st_mode) == 0o700
+
+
+def test_wrong_passphrase_is_a_clear_error(holder_dir: Path) -> None:
+    with pytest.raises(KeyStoreError, match="wrong key store passphrase"):
+        Keyholder.open(holder_dir, "wrong")
+    with pytest.raises(KeyStoreError, match="encrypted"):
+        Keyholder.open(holder_dir, None)
+
+
+def test_swapped_key_files_are_detected(tmp_path: Path) -> None:
+    store = KeyStore.open(tmp_path, PASS)
+    store.write("a.key", b"secret a")
+    store.write("b.key", b"secret b")
+    os.replace(tmp_path / "keys" / "a.key", tmp_path / "keys" / "b.key")
+    with pytest.raises(KeyStoreError):
+        store.read("b.key")
+
+
+def test_release_publishes_a_noisy_value_with_ci(holder: Keyholder) -> None:
+    values = [100, 200, 300, 400, 500]
+    request = aggregate_request(holder, "seconds", values, window=0)
+    document = holder.releaser().release(request)
+    from blindsum.shared.signing import verify_document
+
+    payload = verify_document(document, holder.identity.public_key(), "result")
+    assert payload["report_count"] == 5 and payload["metric"] == "seconds"
+    low, high = payload["ci"]
+    assert low < payload["value"] < high
+    assert payload["epsilon"] == 1.0 and payload["mechanism"] == "gaussian"
+
+
+def test_second_release_of_a_window_is_refused(holder: Keyholder) -> None:
+    request = aggregate_request(holder, "opened", [1, 1, 0], window=3600)
+    holder.releaser().release(request)
+    with pytest.raises(AlreadyReleased):
+        holder.releaser().release(request)
+
+
+def test_release_below_min_contributors_is_refused(holder: Keyholder) -> None:
+    with pytest.raises(ReleaseRefused, match="needs at least 3"):
+        holder.releaser().release(aggregate_request(holder, "opened", [1, 1], window=7200))
+
+
+def test_open_window_is_refused_unless_policy_allows_early_release(holder: Keyholder) -> None:
+    import time
+
+    policy = holder.db.policy("strict", 1)
+    assert policy is not None
+    request = aggregate_request(holder, "strict", [1, 1, 1],
+                                window=window_of(policy, time.time()))
+    with pytest.raises(ReleaseRefused, match="forbids early release"):
+        holder.releaser().release(request)
+
+
+def test_aggregate_inconsistent_with_count_is_refused(holder: Keyholder) -> None:
+    request = aggregate_request(holder, "load_ms", [5, 50, 700, 2000], window=10800, count=3)
+    with pytest.raises(InvalidCiphertext, match="claims 3 reports"):
+        holder.releaser().release(request)
+
+
+def test_budget_is_never_overspent_by_racing_releases(holder_dir: Path) -> None:
+    # 'temp' allows 3 releases of epsilon 1; eight threads race for eight windows.
+    requests = [aggregate_request(Keyholder.open(holder_dir, PASS), "temp", [1.0, 2.0, 3.0],
+                                  window=3600 * (100 + i)) for i in range(8)]
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def race(request: ReleaseRequest) -> None:
+        holder = Keyholder.open(holder_dir, PASS)
+        try:
+            holder.releaser().release(request)
+            result = "released"
+        except BudgetExhausted:
+            result = "refused"
+        with lock:
+            outcomes.append(result)
+
+    threads = [threading.Thread(target=race, args=(r,)) for r in requests]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert outcomes.count("released") == 3 and outcomes.count("refused") == 5
+    holder = Keyholder.open(holder_dir, PASS)
+    state = ledger.budget(holder.db.conn, holder.db.policy("temp", 1))  # type: ignore[arg-type]
+    assert state.spent_epsilon == pytest.approx(3.0)
+
+
+def test_refusals_and_releases_are_in_an_intact_audit_chain(holder: Keyholder) -> None:
+    events = [e.event for e in audit.entries(holder.db.conn)]
+    assert "release" in events and "release-refused" in events
+    assert audit.verify_chain(holder.db.conn) is None
+
+
+def test_tampering_with_the_audit_log_is_detected(tmp_path: Path, test_policies) -> None:
+    holder, _ = Keyholder.init(tmp_path / "kh", None, paillier_bits=2048)
+    holder.add_policies(test_policies)
+    holder.db.conn.execute("UPDATE audit SET detail = '{}' WHERE seq = 2")
+    assert audit.verify_chain(holder.db.conn) == 2
+
+
+def test_changing_a_registered_policy_needs_a_new_version(holder: Keyholder,
+                                                          test_policies) -> None:
+    original = next(p for p in test_policies if p.name == "seconds")
+    changed = MetricPolicy.from_mapping("seconds", {**original.to_json(), "upper": 60})
+    with pytest.raises(InvalidPolicy, match="bump its version"):
+        holder.add_policies([changed])
+    assert holder.add_policies([original]) == []
+
+
+def test_ckks_release_rounds_and_noises(holder: Keyholder) -> None:
+    values = [[float(i % 60)] * 8 for i in range(10)]
+    request = aggregate_request(holder, "features", values, window=0)
+    document = holder.releaser().release(request)
+    from blindsum.shared.signing import verify_document
+
+    payload = verify_document(document, holder.identity.public_key(), "result")
+    assert len(payload["value"]) == 8 and len(payload["ci"]) == 8
+    assert all(isinstance(v, float) for v in payload["value"])
+
+
+def test_spec_of_every_test_policy_fits_its_scheme(holder: Keyholder, test_policies) -> None:
+    for policy in test_policies:
+        key = "pai" if policy.scheme == "paillier" else "ckks"
+        kid = next(k.key_id for k in holder.db.keys() if k.key_id.startswith(key))
+        scheme = holder.secret_for(policy.scheme, kid).public
+        assert scheme.capacity_error(slot_spec(policy)) is None
+
+
+def test_policy_that_could_overflow_its_scheme_is_refused(holder: Keyholder) -> None:
+    huge = MetricPolicy.from_mapping("huge_vector", {
+        "kind": "vector", "scheme": "ckks", "dimension": 4, "lower": 0, "upper": 1e6,
+        "max_contributors": 10**9,
+        "privacy": {"mechanism": "laplace", "epsilon": 1, "budget_epsilon": 1}})
+    with pytest.raises(InvalidPolicy, match="does not fit ckks"):
+        holder.add_policies([huge])
+    assert holder.db.policy("huge_vector", 1) is None
