@@ -74,6 +74,9 @@ AUTO_FLUSH_PAUSE = 1.0
 AUTO_FLUSH_MAX_PAUSE = 300.0
 # A scheduled manifest refresh that fails is tried again after this many seconds.
 MANIFEST_RETRY_SECONDS = 60.0
+# Ciphertext bytes per upload: half the server's default body limit (64 MiB), since CKKS
+# reports are ~66 KB each. A 413 halves the batch further.
+MAX_BATCH_BYTES = 32 * 1024 * 1024
 
 log = logging.getLogger("blindsum.client")
 
@@ -154,8 +157,12 @@ class Client:
             verify=verify,
         )
         path = Path(queue_path) if queue_path is not None else None
-        self._queue: ReportQueue = DiskQueue(path) if path else MemoryQueue()
-        self._limiter = ContributionLimiter(path) if enforce_contribution_limit else None
+        try:
+            self._queue: ReportQueue = DiskQueue(path) if path else MemoryQueue()
+            self._limiter = ContributionLimiter(path) if enforce_contribution_limit else None
+        except BaseException:
+            self._transport.close()
+            raise
         self._loaded: _Loaded | None = None
         self._manifest_lock = threading.Lock()
         self._schemes: dict[tuple[str, str, str], PublicScheme] = {}
@@ -176,16 +183,17 @@ class Client:
                 is older than one this Client already holds.
             UpstreamError: the server could not be reached.
         """
+        return self._current().manifest
+
+    def _current(self) -> _Loaded:
+        """The manifest state to use now: fetched on first use, refreshed after its TTL."""
         loaded = self._loaded
         if loaded is None:
             with self._manifest_lock:
-                if self._loaded is None:
-                    self._fetch_manifest()
-                loaded = self._loaded
+                loaded = self._loaded or self._fetch_manifest()
         elif time.monotonic() >= loaded.refresh_at:
             loaded = self._scheduled_refresh(loaded)
-        assert loaded is not None
-        return loaded.manifest
+        return loaded
 
     def refresh_manifest(self) -> Manifest:
         """Fetch and verify the manifest again now (e.g. after a key rotation).
@@ -220,7 +228,7 @@ class Client:
                 f"the server offered manifest serial {manifest.serial}, older than serial "
                 f"{held.manifest.serial} already verified; refusing to roll back"
             )
-        if held is not None and manifest.serial == held.manifest.serial:
+        if held is not None and manifest == held.manifest:
             keyring = held.keyring
         else:
             keyring = Keyring(manifest, self._fetch_context)
@@ -231,15 +239,13 @@ class Client:
     def _fetch_context(self, key_id: str) -> bytes:
         return self._transport.get_bytes(f"/v1/keys/{quote(key_id, safe='')}/context")
 
-    def _scheme(self, policy: MetricPolicy) -> PublicScheme:
+    def _scheme(self, loaded: _Loaded, policy: MetricPolicy) -> PublicScheme:
         """The active key's scheme for ``policy``, reused across records and refreshes.
 
         Building one is expensive (a Paillier fixed-base table, a CKKS context), so it is
         cached by key id *and* public key contents: a refreshed manifest re-listing the same
         key reuses it, while a different key under a reused id does not.
         """
-        loaded = self._loaded
-        assert loaded is not None
         entry = loaded.manifest.active_key(policy.scheme)
         cache_key = (entry.scheme, entry.key_id, json.dumps(entry.public, sort_keys=True))
         with self._schemes_lock:
@@ -267,15 +273,18 @@ class Client:
                 ``contributions_per_window`` reports of ``metric`` to that window.
             ManifestError, UpstreamError: the manifest could not be fetched or verified.
             ReportsDropped: the automatic flush found queued reports the server can no
-                longer accept (see ``flush``); this value itself was queued.
+                longer accept (see ``flush``). This value was queued first, so it is either
+                delivered, still queued, or listed among the dropped reports.
         """
         self._check_open()
         if not isinstance(metric, str):
             raise InvalidInput(f"metric must be a metric name, got {type(metric).__name__}")
-        policy = self.manifest().policy(metric)
+        # One manifest state for the whole record: its policy and key belong together.
+        loaded = self._current()
+        policy = loaded.manifest.policy(metric)
         slots = encode(policy, value)
         window = policy.window_start(time.time() if at is None else at)
-        scheme = self._scheme(policy)
+        scheme = self._scheme(loaded, policy)
         if self._limiter is not None:
             self._limiter.reserve(policy, window)
         try:
@@ -343,7 +352,7 @@ class Client:
         accepted = duplicates = 0
         refreshed = False
         dropped: list[DroppedReport] = []
-        while batch := self._queue.peek(self._batch_limit):
+        while batch := _within_bytes(self._queue.peek(self._batch_limit), MAX_BATCH_BYTES):
             try:
                 receipt = self._send(batch)
             except PayloadTooLarge:
@@ -443,6 +452,16 @@ class Client:
     def _check_open(self) -> None:
         if self._closed:
             raise InvalidInput("this Client is closed; create a new one")
+
+
+def _within_bytes(batch: list[Report], limit: int) -> list[Report]:
+    """The longest head of ``batch`` whose ciphertexts fit in ``limit`` bytes (at least one)."""
+    total = 0
+    for index, report in enumerate(batch):
+        total += sum(len(ct) for ct in report.ciphertexts)
+        if total > limit and index > 0:
+            return batch[:index]
+    return batch
 
 
 def _unsendable_reason(report: Report, manifest: Manifest, now: float) -> str | None:

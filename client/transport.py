@@ -46,6 +46,9 @@ PROBLEM_JSON = "application/problem+json"
 OCTET_STREAM = "application/octet-stream"
 USER_AGENT = "blindsum-client/0.1"
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+# No answer we expect comes near this (a CKKS context is ~130 KB, a manifest a few KB); the
+# cap keeps a hostile server or proxy from filling the app's memory.
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
 _LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
 # When a problem document's code is unknown to this SDK, the status still says what happened.
 _BY_STATUS: dict[int, type[BlindsumError]] = {
@@ -108,6 +111,21 @@ class Timeouts:
                 raise InvalidConfig(f"{name} timeout must be positive, got {value!r}")
 
 
+@dataclass(frozen=True)
+class Answer:
+    """An HTTP answer read in full: status, headers (case-insensitive) and body bytes."""
+
+    status: int
+    reason: str
+    headers: Mapping[str, str]
+    body: bytes
+
+    @property
+    def media(self) -> str:
+        """The Content-Type without parameters, lower-case ("" if absent)."""
+        return self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+
+
 class Transport:
     """Authenticated requests to one blindsum server, with retries and error mapping.
 
@@ -155,14 +173,14 @@ class Transport:
 
     def get_bytes(self, path: str) -> bytes:
         """GET ``path`` and return its raw body (e.g. a CKKS public context)."""
-        return self.request("GET", path, accept=OCTET_STREAM).content
+        return self.request("GET", path, accept=OCTET_STREAM).body
 
     def post_data(self, path: str, data: Any) -> Any:
         """POST wire data (from ``to_wire``) encoded as ``media``; decode the answer."""
         body = codec.dumps(data, self.media)
         accept = f"{self.media}, {_other(self.media)};q=0.5"
-        response = self.request("POST", path, body=body, content_type=self.media, accept=accept)
-        return _decode(response)
+        answer = self.request("POST", path, body=body, content_type=self.media, accept=accept)
+        return _decode(answer)
 
     def request(
         self,
@@ -173,12 +191,12 @@ class Transport:
         content_type: str | None = None,
         accept: str = codec.JSON,
         max_retries: int | None = None,
-    ) -> requests.Response:
-        """Send one request, retrying transient failures; return a 2xx/3xx response.
+    ) -> Answer:
+        """Send one request, retrying transient failures; return a 2xx/3xx answer.
 
         Raises:
-            UpstreamError: the server stayed unreachable, kept failing, or answered an error
-                without a problem document.
+            UpstreamError: the server stayed unreachable, kept failing, answered more than
+                ``MAX_ANSWER_BYTES``, or answered an error without a problem document.
             BlindsumError: the subclass named by a problem document's ``code``.
         """
         url = self.base_url + path
@@ -190,10 +208,7 @@ class Transport:
         while True:
             attempt += 1
             try:
-                response = self._session.request(
-                    method, url, data=body, headers=headers, verify=self._verify,
-                    timeout=(self.timeouts.connect, self.timeouts.read),
-                )
+                answer = self._exchange(method, url, body, headers)
             except requests.exceptions.SSLError as exc:
                 raise UpstreamError(f"TLS with {self.base_url} failed: {exc}") from None
             except (
@@ -208,20 +223,37 @@ class Transport:
                 wait = self.retry.delay(attempt - 1)
                 log.info("%s %s: %s; retrying in %.2f s", method, path, type(exc).__name__, wait)
             else:
-                if response.status_code < 400:
-                    return response
-                wait = self._retry_wait(response, attempt, retries)
+                if answer.status < 400:
+                    return answer
+                wait = self._retry_wait(answer, attempt, retries)
                 if wait is None:
-                    raise error_from_response(response, attempt)
-                log.info("%s %s: HTTP %d; retrying in %.2f s",
-                         method, path, response.status_code, wait)
-                response.close()
+                    raise error_from_answer(answer, attempt)
+                log.info("%s %s: HTTP %d; retrying in %.2f s", method, path, answer.status, wait)
             self._sleep(wait)
 
-    def _retry_wait(self, response: requests.Response, attempt: int, retries: int) -> float | None:
-        if response.status_code not in RETRY_STATUSES or attempt > retries:
+    def _exchange(
+        self, method: str, url: str, body: bytes | None, headers: dict[str, str]
+    ) -> Answer:
+        response = self._session.request(
+            method, url, data=body, headers=headers, verify=self._verify, stream=True,
+            timeout=(self.timeouts.connect, self.timeouts.read),
+        )
+        with response:
+            chunks, size = [], 0
+            for chunk in response.iter_content(chunk_size=1 << 16):
+                size += len(chunk)
+                if size > MAX_ANSWER_BYTES:
+                    raise UpstreamError(
+                        f"{method} {url}: the answer exceeds {MAX_ANSWER_BYTES} bytes"
+                    )
+                chunks.append(chunk)
+            return Answer(response.status_code, response.reason or "", response.headers,
+                          b"".join(chunks))
+
+    def _retry_wait(self, answer: Answer, attempt: int, retries: int) -> float | None:
+        if answer.status not in RETRY_STATUSES or attempt > retries:
             return None
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        retry_after = parse_retry_after(answer.headers.get("Retry-After"))
         if retry_after is not None and retry_after > self.retry.max_delay:
             return None
         return self.retry.delay(attempt - 1, retry_after)
@@ -248,50 +280,48 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def error_from_response(response: requests.Response, attempts: int = 1) -> BlindsumError:
+def error_from_answer(answer: Answer, attempts: int = 1) -> BlindsumError:
     """The exception for an error answer (status >= 400).
 
-    A problem document becomes the class of its ``code`` carrying the server's ``detail``; a
-    5xx with a code this SDK has no class for, or an answer without a problem document,
-    becomes ``UpstreamError`` naming the status.
+    A problem document becomes the class of its ``code`` carrying the server's ``detail``
+    (a code this SDK does not know falls back to the class of the status); a 5xx of no
+    known class, or an answer without a problem document, becomes ``UpstreamError`` naming
+    the status.
     """
-    status = response.status_code
-    problem = _problem(response)
+    problem = _problem(answer)
     tries = f" after {attempts} attempts" if attempts > 1 else ""
     if problem is None:
-        snippet = response.text[:200].strip() if response.content else ""
+        snippet = answer.body[:200].decode("utf-8", "replace").strip()
         return UpstreamError(
-            f"server answered HTTP {status} {response.reason or ''}{tries}".rstrip()
-            + (f": {snippet}" if snippet else "")
+            f"server answered HTTP {answer.status} {answer.reason}".rstrip()
+            + tries + (f": {snippet}" if snippet else "")
         )
     code = problem.get("code")
-    detail = problem.get("detail") or problem.get("title") or f"HTTP {status}"
+    detail = problem.get("detail") or problem.get("title") or f"HTTP {answer.status}"
     cls = error_for_code(code) if isinstance(code, str) else BlindsumError
     if cls is BlindsumError:
-        cls = _BY_STATUS.get(status, BlindsumError)
+        cls = _BY_STATUS.get(answer.status, BlindsumError)
     if cls is BlindsumError:
-        return UpstreamError(f"server answered HTTP {status} ({code}){tries}: {detail}")
+        return UpstreamError(f"server answered HTTP {answer.status} ({code}){tries}: {detail}")
     return cls(str(detail))
 
 
-def _problem(response: requests.Response) -> Mapping[str, Any] | None:
-    content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
-    if content_type not in (PROBLEM_JSON, codec.JSON):
+def _problem(answer: Answer) -> Mapping[str, Any] | None:
+    if answer.media not in (PROBLEM_JSON, codec.JSON):
         return None
     try:
-        data = json.loads(response.content)
+        data = json.loads(answer.body)
     except ValueError:
         return None
-    if isinstance(data, Mapping) and ("code" in data or content_type == PROBLEM_JSON):
+    if isinstance(data, Mapping) and ("code" in data or answer.media == PROBLEM_JSON):
         return data
     return None
 
 
-def _decode(response: requests.Response) -> Any:
-    content_type = response.headers.get("Content-Type", "")
+def _decode(answer: Answer) -> Any:
     try:
-        media = codec.media_type(content_type)
-        return codec.loads(response.content, media)
+        media = codec.media_type(answer.headers.get("Content-Type"))
+        return codec.loads(answer.body, media)
     except BlindsumError as exc:
         raise UpstreamError(f"server answered an unreadable body: {exc.detail}") from None
 

@@ -33,6 +33,8 @@ class Ticker:
 
     def start(self) -> None:
         """Start the thread (once; later calls do nothing)."""
+        if self._thread is not None:
+            return
         with self._lock:
             if self._thread is not None or not self._jobs or self._stop.is_set():
                 return

@@ -57,7 +57,7 @@ class _Checked:
     loaded: list[Any]
 
 
-class _ManifestMiss(Exception):  # noqa: N818 - internal signal, not an error we report
+class _ManifestMiss(Exception):
     """A fault a newer manifest might cure (unknown metric, newer version, unknown key)."""
 
     def __init__(self, error: BlindsumError) -> None:
@@ -88,6 +88,8 @@ class Ingestor:
         known = self._store.existing_report_ids(ids)
         pending = _first_occurrences(batch.reports, known)
         checked = self._check_all(pending, now)
+        if not checked:
+            return BatchReceipt(accepted=0, duplicates=len(ids))
         sums = _group_sums(checked)
         with self._store.transaction() as tx:
             stored = tx.existing_report_ids([c.report.report_id for c in checked])

@@ -30,6 +30,7 @@ from blindsum.shared.errors import (
     AlreadyReleased,
     BlindsumError,
     Conflict,
+    InvalidCiphertext,
     ManifestError,
     NotFound,
     ReleaseRefused,
@@ -158,6 +159,8 @@ class KeyholderClient:
 
         Raises:
             ReleaseRefused / BudgetExhausted: the policy refuses (422).
+            InvalidCiphertext: the aggregate does not decrypt to valid sums (a malformed
+                report is in it; the window can never be released).
             AlreadyReleased: the window was released with *other* reports.
             ManifestError: the result is unsigned, signed by another key, or mismatched.
             UpstreamError: the key-holder cannot be reached or fails.
@@ -226,9 +229,12 @@ def _json_body(response: requests.Response, what: str) -> Any:
         raise UpstreamError(f"the key-holder's {what} is not JSON") from None
 
 
-# Key-holder verdicts about the *window*, passed on as they are; anything else is a failure
-# of the upstream call as far as our callers are concerned.
-_PASSED_ON: tuple[type[BlindsumError], ...] = (ReleaseRefused, Conflict, NotFound)
+# Key-holder verdicts about the *window*, passed on as they are (an aggregate that does not
+# decrypt to valid sums holds a malformed report: final, like a refusal); anything else is a
+# failure of the upstream call as far as our callers are concerned.
+_PASSED_ON: tuple[type[BlindsumError], ...] = (
+    ReleaseRefused, Conflict, NotFound, InvalidCiphertext,
+)
 
 
 def _problem_error(response: requests.Response, what: str) -> BlindsumError:

@@ -44,7 +44,7 @@ class ManifestSource:
         self._clock = clock
         self._keyring: Keyring | None = None
         self._lock = threading.Lock()
-        self._last_attempt = float("-inf")
+        self._last_on_demand = float("-inf")
         self.last_error: str | None = None
 
     # -- what callers use ----------------------------------------------------------------
@@ -112,9 +112,10 @@ class ManifestSource:
     def refresh(self) -> bool:
         """Fetch and adopt the key-holder's manifest now; False (logged) if that failed."""
         with self._lock:
-            self._last_attempt = time.monotonic()
             try:
-                manifest = self._keyholder.fetch_manifest()
+                fetched = self._keyholder.fetch_manifest()
+                # Checked here too, whatever the client did: only the pin decides.
+                manifest = Manifest.verify(dict(fetched.document), self._pinned)
                 self._adopt(manifest, cache=True)
             except BlindsumError as exc:
                 self.last_error = exc.detail
@@ -124,13 +125,14 @@ class ManifestSource:
             return True
 
     def refresh_on_demand(self) -> bool:
-        """``refresh()`` unless one ran in the last ``ON_DEMAND_SECONDS``; True if it ran OK."""
-        if time.monotonic() - self._last_attempt < ON_DEMAND_SECONDS:
-            return False
+        """``refresh()`` unless an on-demand one ran in the last ``ON_DEMAND_SECONDS``.
+
+        Returns True if a refresh ran and succeeded.
+        """
         with self._lock:
-            if time.monotonic() - self._last_attempt < ON_DEMAND_SECONDS:
-                return False  # another thread refreshed while we waited
-            self._last_attempt = time.monotonic()
+            if time.monotonic() - self._last_on_demand < ON_DEMAND_SECONDS:
+                return False
+            self._last_on_demand = time.monotonic()
         return self.refresh()
 
     def _adopt(self, manifest: Manifest, cache: bool) -> None:

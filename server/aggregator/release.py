@@ -8,7 +8,8 @@ window left ``sealed`` by a crash (or by a failed call) is claimed again once
 409 and the stored result is fetched and checked against our report-id digest.
 
 Outcomes: ``released`` (verified result stored), ``refused`` (the policy said no: too few
-contributors, budget exhausted, released before with other reports; final unless the
+contributors, budget exhausted, released before with other reports, or an aggregate that
+does not decrypt to valid sums because a malformed report is in it; final unless the
 window was released early and is still taking reports, in which case it re-opens), or
 ``failed`` (the key-holder was unreachable or misbehaved; retried later).
 """
@@ -29,6 +30,7 @@ from blindsum.shared.errors import (
     AlreadyReleased,
     BlindsumError,
     Conflict,
+    InvalidCiphertext,
     NotFound,
     ReleaseRefused,
 )
@@ -148,7 +150,7 @@ class ReleaseDriver:
         )
         try:
             result = self._keyholder.release(request)
-        except (ReleaseRefused, AlreadyReleased) as exc:
+        except (ReleaseRefused, AlreadyReleased, InvalidCiphertext) as exc:
             return self._refused(row, early, exc)
         except BlindsumError as exc:
             return self._failed(row, early, exc.code, exc.detail)

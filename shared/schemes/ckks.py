@@ -16,16 +16,16 @@ below ``q / 2 ~ 2**59``; with ``scale = 2**27`` that is ``2**32``, and ``MAX_SLO
 2**31`` keeps a factor of two in reserve.
 
 Precision. CKKS noise does not depend on the values, only on how many ciphertexts are added.
-Measured here with scale ``2**27``: a fresh ciphertext's slot error has standard deviation
-5.1e-6 on average, but slots differ (the noise of slot ``j`` scales with ``|s(zeta_j)|`` for
-the secret ``s``): the worst slot over 8 keys had 1.65e-5. Errors of independent reports add
-like a random walk (measured std 1.30e-3 for 16384 reports at scale ``2**26``, against
-1.30e-3 predicted from the fresh std times ``sqrt(k)``). Taking ``2.5e-5`` per fresh
-ciphertext, ``MAX_CONTRIBUTORS = 2**20`` reports give a worst-slot std of at most 0.026, so
-rounding to the nearest integer (wrong only past 0.5, i.e. 19 standard deviations) is exact,
-and honest aggregates always pass the 0.25 integrity tolerance below (9.8 standard
-deviations). Summing ``2**18`` reports of ``2**13`` (a slot sum of ``2**31``, the headroom
-limit) was measured off by at most 0.008.
+Measured here at scale ``2**27``: a fresh ciphertext's slot error has standard deviation
+5.1e-6 on average, but slots differ (slot ``j``'s noise grows with ``|s(zeta_j)|`` for the
+secret ``s``): the worst slot over 16 keys had 1.6e-5. Errors of independent reports add like
+a random walk: the sum of ``2**18`` reports of ``2**13`` (a slot sum of ``2**31``, the
+headroom limit) had std 2.6e-3 against 2.6e-3 predicted, and was off by at most 0.015.
+Taking 2.5e-5 per fresh ciphertext, ``MAX_CONTRIBUTORS = 2**20`` reports give a worst-slot
+std of at most 0.026: rounding to the nearest integer (wrong only past 0.5, 19 standard
+deviations) is exact, and honest aggregates pass the 0.25 integrity tolerance below (9.8
+standard deviations). More contributors would need a larger scale and so less headroom;
+``max_slot_sum * sqrt(max_contributors) <~ 2**41`` is the real trade-off at ``q ~ 2**60``.
 
 Leakage. Raw CKKS decryptions leak the secret key (Li and Micciancio, "On the Security of
 Homomorphic Encryption on Approximate Numbers", EUROCRYPT 2021): the error term is a function
@@ -35,15 +35,22 @@ reports. A report that is not an honest encryption (garbage that still parses, o
 ciphertext under another key) cannot be told apart without the secret key, so decryption also
 refuses an aggregate whose slots are not all within 0.25 of an integer in range, or whose
 padding slots are not zero, instead of rounding it and releasing ``s``-dependent values.
+The refusal itself still tells whoever forged the report one bit, so a refused window should
+not be decrypted again and again.
 
 Wire format. A report is ``ceil(count / 2048)`` ciphertexts, each TenSEAL's serialized
-``CKKSVector`` of exactly 2048 slots (the report's slots zero-padded), so padding is checked
-at decryption too. ``load`` accepts only that exact protobuf framing (sizes = [2048], one SEAL
-ciphertext, scale = 2**27) before handing the blob to TenSEAL, because TenSEAL indexes its
-chunk sizes without bounds checks; SEAL itself validates the ciphertext's metadata and that
-every coefficient is reduced modulo ``q``. SEAL compresses with zstd by default, which gains
-nothing on 60-bit residues (65,659 bytes against 65,649 uncompressed), and TenSEAL exposes no
-smaller encoding (public-key ciphertexts cannot use SEAL's seeded form).
+``CKKSVector`` of exactly 2048 slots (the report's slots zero-padded, so padding is checked at
+decryption too): 65,676 bytes. ``load`` accepts only that exact protobuf framing (sizes =
+[2048], one SEAL ciphertext, scale ``2**27``) and a SEAL header with zero reserved bytes
+before handing the blob to TenSEAL, because TenSEAL trusts the chunk sizes: a vector with
+ciphertexts but no sizes segfaults on decryption, and a huge size reads far past the
+decrypted buffer. SEAL then checks the metadata (parameters, NTT form) and that every
+coefficient is reduced modulo ``q``, and ``load`` requires two polynomials at scale
+``2**27``. SEAL compresses with zstd by default, which gains nothing on 60-bit residues
+(65,659 bytes against 65,649 uncompressed), and TenSEAL exposes no smaller encoding
+(public-key ciphertexts cannot use SEAL's seeded form). Inside the zstd frame SEAL ignores
+trailing data, so one ciphertext has several accepted encodings: never deduplicate reports by
+the hash of their bytes.
 """
 
 from __future__ import annotations
@@ -74,7 +81,7 @@ MAX_CONTRIBUTORS = 2**20
 _PRIMES = (1152921504606830593, 562949953216513)
 _SCALE = float(2**SCALE_BITS)
 _INTEGRITY_TOLERANCE = 0.25
-# Honest sizes: ciphertext 65,676 bytes, public context ~124,750, secret context ~190,000.
+# Honest sizes: ciphertext 65,676 bytes, public context ~124,750, secret context ~187,100.
 MAX_CIPHERTEXT_BYTES = 66_560
 MAX_CONTEXT_BYTES = 131_072
 MAX_SECRET_CONTEXT_BYTES = 262_144
@@ -103,12 +110,12 @@ _SEAL_COMPRESSION = (0, 2)  # none or zstd, what TenSEAL's SEAL build writes
 
 def generate_ckks(key_id: str | None = None) -> CkksSecret:
     """A fresh CKKS key (public key and secret key; no relinearisation or Galois keys)."""
+    kid = _check_kid(key_id, InvalidInput) if key_id is not None else _new_kid()
     context = ts.context(
         ts.SCHEME_TYPE.CKKS,
         poly_modulus_degree=POLY_MODULUS_DEGREE,
         coeff_mod_bit_sizes=list(COEFF_MOD_BIT_SIZES),
     )
-    kid = _check_kid(key_id, InvalidInput) if key_id is not None else _new_kid()
     context.global_scale = _SCALE
     # Through bytes, so a new key and a key-store key are the same object (no relin keys).
     return CkksSecret.from_bytes(_serialize(context, secret=True), kid)

@@ -227,6 +227,14 @@ def test_an_unreadable_success_body_is_upstream_error(server: FakeServer, manife
         transport(server).post_data("/v1/reports", a_batch(manifest))
 
 
+def test_an_oversized_answer_is_refused_without_reading_it_all(
+    server: FakeServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("blindsum.client.transport.MAX_ANSWER_BYTES", 64)
+    with pytest.raises(UpstreamError, match="exceeds 64 bytes"):
+        transport(server).get_data("/v1/manifest")
+
+
 def test_parse_retry_after_reads_seconds_and_http_dates() -> None:
     assert parse_retry_after("120") == 120.0
     assert parse_retry_after(None) is None

@@ -1,0 +1,286 @@
+"""The aggregator's OpenAPI 3.0 description, written by hand to match docs/API.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from blindsum.shared.codec import MAX_BATCH_REPORTS, MAX_CIPHERTEXTS
+
+JSON = "application/json"
+CBOR = "application/cbor"
+PROBLEM = "application/problem+json"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _body(schema: str, description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {JSON: {"schema": _ref(schema)}, CBOR: {"schema": _ref(schema)}}}
+
+
+def _problem(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {PROBLEM: {"schema": _ref("Problem")}}}
+
+
+_AUTH_ERRORS = {
+    "401": _problem("no bearer token, or an unknown one"),
+    "403": _problem("a token of another role"),
+}
+_BYTES = {"type": "string", "format": "byte",
+          "description": "base64url without padding in JSON; a byte string in CBOR"}
+
+
+def _schemas() -> dict[str, Any]:
+    report = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["id", "metric", "version", "kid", "window", "ct"],
+        "properties": {
+            "id": {**_BYTES, "description": "16 random bytes; a retry reuses them"},
+            "metric": {"type": "string", "pattern": "^[a-z][a-z0-9_.-]{0,63}$"},
+            "version": {"type": "integer", "minimum": 1},
+            "kid": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"},
+            "window": {"type": "integer", "minimum": 0,
+                       "description": "start of the report's window, unix seconds"},
+            "ct": {"type": "array", "items": _BYTES, "minItems": 1,
+                   "maxItems": MAX_CIPHERTEXTS},
+        },
+    }
+    result = {
+        "type": "object",
+        "description": "a key-holder-signed release result payload plus its signed document",
+        "properties": {
+            "type": {"type": "string", "enum": ["blindsum.release"]},
+            "v": {"type": "integer"},
+            "metric": {"type": "string"},
+            "version": {"type": "integer"},
+            "kind": {"type": "string",
+                     "enum": ["count", "sum", "mean", "histogram", "vector"]},
+            "scheme": {"type": "string", "enum": ["paillier", "ckks"]},
+            "window": {"type": "integer"},
+            "window_seconds": {"type": "integer"},
+            "report_count": {"type": "integer"},
+            "report_ids_digest": {"type": "string", "description": "hex SHA-256"},
+            "value": {"oneOf": [{"type": "number"},
+                                {"type": "array", "items": {"type": "number"}}]},
+            "ci": {"type": "array", "description": "[low, high] or a list of such pairs"},
+            "mechanism": {"type": "string"},
+            "epsilon": {"type": "number"},
+            "delta": {"type": "number"},
+            "rho": {"type": "number"},
+            "scale": {"type": "number"},
+            "released_at": {"type": "number"},
+            "audit_seq": {"type": "integer"},
+            "document": _ref("SignedDocument"),
+        },
+    }
+    outcome = {
+        "type": "object",
+        "properties": {
+            "metric": {"type": "string"}, "version": {"type": "integer"},
+            "window": {"type": "integer"}, "kid": {"type": "string"},
+            "report_count": {"type": "integer"},
+            "value": {"description": "released only"}, "ci": {"description": "released only"},
+            "epsilon": {"type": "number", "description": "released only"},
+            "code": {"type": "string", "description": "refused/failed only"},
+            "detail": {"type": "string", "description": "refused/failed only"},
+        },
+    }
+    window = {
+        "type": "object",
+        "properties": {
+            "metric": {"type": "string"}, "version": {"type": "integer"},
+            "window": {"type": "integer"}, "kid": {"type": "string"},
+            "report_count": {"type": "integer"},
+            "state": {"type": "string", "enum": ["open", "sealed", "released", "refused"]},
+            "detail": {"type": "string", "nullable": True},
+            "due_at": {"type": "number", "description": "when the window stops taking reports"},
+        },
+    }
+    return {
+        "Problem": {
+            "type": "object",
+            "required": ["type", "title", "status", "detail", "code"],
+            "properties": {
+                "type": {"type": "string", "example": "urn:blindsum:error:invalid-input"},
+                "title": {"type": "string"},
+                "status": {"type": "integer"},
+                "detail": {"type": "string", "description": "what is wrong and what to do"},
+                "code": {"type": "string", "example": "invalid-ciphertext"},
+            },
+        },
+        "SignedDocument": {
+            "type": "object",
+            "required": ["payload", "signer", "signature"],
+            "properties": {
+                "payload": {"type": "string", "description": "the exact JSON text signed"},
+                "signer": {"type": "string", "example": "ed25519:..."},
+                "signature": {"type": "string", "description": "Ed25519, base64url"},
+            },
+        },
+        "Report": report,
+        "ReportBatch": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["reports"],
+            "properties": {
+                "v": {"type": "integer", "enum": [1]},
+                "reports": {"type": "array", "items": _ref("Report"), "minItems": 1,
+                            "maxItems": MAX_BATCH_REPORTS},
+            },
+        },
+        "BatchReceipt": {
+            "type": "object",
+            "required": ["v", "accepted", "duplicates"],
+            "properties": {
+                "v": {"type": "integer", "enum": [1]},
+                "accepted": {"type": "integer", "description": "new reports, now durable"},
+                "duplicates": {"type": "integer", "description": "ids seen before"},
+            },
+        },
+        "PublishedResult": result,
+        "Published": {"type": "object", "properties": {
+            "results": {"type": "array", "items": _ref("PublishedResult")}}},
+        "Window": window,
+        "Windows": {"type": "object", "properties": {
+            "windows": {"type": "array", "items": _ref("Window")}}},
+        "ReleaseFilter": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "metric": {"type": "string", "description": "omit: every metric"},
+                "window": {"type": "integer", "description": "omit: every open window"},
+            },
+        },
+        "ReleaseOutcome": outcome,
+        "ReleaseOutcomes": {
+            "type": "object",
+            "properties": {
+                "released": {"type": "array", "items": _ref("ReleaseOutcome")},
+                "refused": {"type": "array", "items": _ref("ReleaseOutcome"),
+                            "description": "the key-holder's policy said no"},
+                "failed": {"type": "array", "items": _ref("ReleaseOutcome"),
+                           "description": "not settled (key-holder unreachable, or being "
+                                          "released by another worker); retried later"},
+            },
+        },
+        "Health": {"type": "object", "properties": {
+            "status": {"type": "string", "enum": ["ok", "no-manifest"]},
+            "manifest_serial": {"type": "integer"}, "detail": {"type": "string"}}},
+    }
+
+
+def _paths() -> dict[str, Any]:
+    published_ok = {"200": _body("Published", "released results, oldest window first")}
+    return {
+        "/v1/manifest": {"get": {
+            "summary": "The key-holder's signed manifest, relayed unchanged",
+            "tags": ["keys"],
+            "responses": {"200": _body("SignedDocument", "signed manifest"),
+                          "502": _problem("no verified manifest available")},
+        }},
+        "/v1/keys/{kid}/context": {"get": {
+            "summary": "CKKS public context bytes (check their SHA-256 against the manifest)",
+            "tags": ["keys"],
+            "parameters": [{"name": "kid", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "responses": {
+                "200": {"description": "context bytes",
+                        "content": {"application/octet-stream": {
+                            "schema": {"type": "string", "format": "binary"}}}},
+                "404": _problem("no CKKS key with this id"),
+                "502": _problem("the key-holder's context does not match the manifest"),
+            },
+        }},
+        "/v1/reports": {"post": {
+            "summary": "Submit a batch of encrypted reports (all-or-nothing, idempotent ids)",
+            "tags": ["reports"],
+            "security": [{"ingestToken": []}],
+            "requestBody": {"required": True, **_body("ReportBatch", "the batch")},
+            "responses": {
+                "200": _body("BatchReceipt", "every report of the batch is durable"),
+                "400": _problem("malformed body or an invalid report (named by index): "
+                                "unknown metric, stale version, closed window, bad "
+                                "ciphertext or key id"),
+                **_AUTH_ERRORS,
+                "409": _problem("a window is sealed or would exceed max_contributors"),
+                "413": _problem("body larger than the server accepts"),
+                "415": _problem("Content-Type is not JSON or CBOR"),
+                "502": _problem("no verified manifest available"),
+            },
+        }},
+        "/v1/published": {"get": {
+            "summary": "Every published (noisy, signed) result", "tags": ["published"],
+            "responses": published_ok,
+        }},
+        "/v1/published/{metric}": {"get": {
+            "summary": "Published results of one metric", "tags": ["published"],
+            "parameters": [{"name": "metric", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "responses": {**published_ok, "404": _problem("unknown metric")},
+        }},
+        "/v1/windows": {"get": {
+            "summary": "Every window aggregate and its state", "tags": ["windows"],
+            "security": [{"adminToken": []}],
+            "parameters": [
+                {"name": "metric", "in": "query", "schema": {"type": "string"}},
+                {"name": "state", "in": "query", "schema": {
+                    "type": "string", "enum": ["open", "sealed", "released", "refused"]}},
+            ],
+            "responses": {"200": _body("Windows", "windows"), **_AUTH_ERRORS,
+                          "400": _problem("bad state filter")},
+        }},
+        "/v1/windows/release": {"post": {
+            "summary": "Release windows now (early if still open: the key-holder's policy "
+                       "decides)",
+            "tags": ["windows"],
+            "security": [{"adminToken": []}],
+            "requestBody": {"required": False, **_body("ReleaseFilter", "which windows")},
+            "responses": {
+                "200": _body("ReleaseOutcomes", "what happened to each window"),
+                "400": _problem("malformed filter"), **_AUTH_ERRORS,
+                "404": _problem("no reports for the named window"),
+                "409": _problem("the named window was already released or refused"),
+            },
+        }},
+        "/healthz": {"get": {
+            "summary": "Liveness and readiness", "tags": ["meta"],
+            "responses": {"200": _body("Health", "ready"),
+                          "503": _body("Health", "no verified manifest yet")},
+        }},
+        "/openapi.json": {"get": {
+            "summary": "This document", "tags": ["meta"],
+            "responses": {"200": {"description": "OpenAPI 3.0",
+                                  "content": {JSON: {"schema": {"type": "object"}}}}},
+        }},
+        "/": {"get": {
+            "summary": "HTML dashboard of published results", "tags": ["published"],
+            "responses": {"200": {"description": "HTML page",
+                                  "content": {"text/html": {"schema": {"type": "string"}}}}},
+        }},
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI 3.0 document of every aggregator endpoint."""
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "blindsum aggregator",
+            "version": "1",
+            "description": "Sums encrypted metric reports per window; never sees a plaintext "
+                           "or a secret key. Errors are application/problem+json.",
+        },
+        "paths": _paths(),
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {
+                "ingestToken": {"type": "http", "scheme": "bearer",
+                                "description": "app ingest token"},
+                "adminToken": {"type": "http", "scheme": "bearer",
+                               "description": "operator token"},
+            },
+        },
+    }

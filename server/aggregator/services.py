@@ -1,0 +1,68 @@
+"""The parts of one aggregator process, built from its configuration and wired together once."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from blindsum.server.aggregator.background import Ticker
+from blindsum.server.aggregator.config import AggregatorConfig
+from blindsum.server.aggregator.ingest import Ingestor
+from blindsum.server.aggregator.keyholder_client import KeyholderApi, KeyholderClient
+from blindsum.server.aggregator.manifests import ManifestSource
+from blindsum.server.aggregator.release import ReleaseDriver
+from blindsum.server.aggregator.store import Store
+from blindsum.server.http import token_digest
+
+
+@dataclass
+class Aggregator:
+    """Store, manifest, ingest, release driver and background jobs of one worker."""
+
+    config: AggregatorConfig
+    store: Store
+    keyholder: KeyholderApi
+    manifests: ManifestSource
+    ingestor: Ingestor
+    releases: ReleaseDriver
+    ticker: Ticker
+    token_digests: Mapping[str, tuple[str, ...]]
+
+    @classmethod
+    def build(
+        cls,
+        config: AggregatorConfig,
+        keyholder: KeyholderApi | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> Aggregator:
+        """Open the store and load the manifest (cached copy if the key-holder is down)."""
+        store = Store(config.data_dir)
+        if keyholder is None:
+            keyholder = KeyholderClient(config.keyholder_url, config.keyholder_identity,
+                                        config.release_token, config.ca_bundle)
+        manifests = ManifestSource(store, keyholder, config.keyholder_identity, clock)
+        manifests.start()
+        releases = ReleaseDriver(store, keyholder, clock)
+        jobs = [("manifest-refresh", config.manifest_refresh_seconds, manifests.refresh)]
+        if config.auto_release:
+            jobs.append(("release-due", config.release_interval_seconds, releases.release_due))
+        return cls(
+            config=config,
+            store=store,
+            keyholder=keyholder,
+            manifests=manifests,
+            ingestor=Ingestor(store, manifests, clock),
+            releases=releases,
+            ticker=Ticker("blindsum-aggregator", jobs),
+            token_digests={
+                "ingest": tuple(map(token_digest, config.ingest_tokens)),
+                "admin": tuple(map(token_digest, config.admin_tokens)),
+            },
+        )
+
+    def close(self) -> None:
+        """Stop the background thread, then release connections (idempotent)."""
+        self.ticker.stop()
+        self.keyholder.close()
+        self.store.close()

@@ -1,0 +1,187 @@
+"""The aggregator's public surface: health, manifest relay, contexts, OpenAPI, restarts."""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aggregator_kit import (
+    CKKS_KID,
+    PAILLIER_KID,
+    FakeKeyholder,
+    ckks_secret,
+    issue_manifest,
+    make_app,
+    make_report,
+    post_reports,
+)
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from flask import Flask
+
+from blindsum.server.aggregator.app import close_app
+from blindsum.server.aggregator.services import Aggregator
+
+
+@pytest.fixture
+def keyholder() -> FakeKeyholder:
+    return FakeKeyholder()
+
+
+@pytest.fixture
+def app(tmp_path: Path, keyholder: FakeKeyholder) -> Iterator[Flask]:
+    app = make_app(tmp_path, keyholder)
+    yield app
+    close_app(app)
+
+
+@pytest.fixture
+def client(app: Flask) -> Any:
+    return app.test_client()
+
+
+def _service(app: Flask) -> Aggregator:
+    return app.extensions["blindsum.aggregator"]
+
+
+def test_healthz_is_ok_with_a_verified_manifest(client: Any) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok", "manifest_serial": 1}
+
+
+def test_manifest_is_relayed_unchanged(client: Any, keyholder: FakeKeyholder) -> None:
+    response = client.get("/v1/manifest")
+    assert response.status_code == 200
+    assert response.get_json() == dict(keyholder.manifest.document)
+
+
+def test_ckks_context_is_served_and_matches_the_signed_digest(client: Any) -> None:
+    response = client.get(f"/v1/keys/{CKKS_KID}/context")
+    assert response.status_code == 200
+    assert response.content_type == "application/octet-stream"
+    expected = ckks_secret().public.public_json()["context_sha256"]
+    assert hashlib.sha256(response.get_data()).hexdigest() == expected
+
+
+@pytest.mark.parametrize("kid", [PAILLIER_KID, "no-such-key"])
+def test_context_of_a_key_without_one_is_404(client: Any, kid: str) -> None:
+    response = client.get(f"/v1/keys/{kid}/context")
+    assert response.status_code == 404
+    assert response.content_type == "application/problem+json"
+    assert kid in response.get_json()["detail"]
+
+
+def test_unknown_path_and_wrong_method_are_problem_documents(client: Any) -> None:
+    assert client.get("/v1/nothing").get_json()["code"] == "not-found"
+    response = client.get("/v1/reports")
+    assert response.status_code == 405
+    assert response.content_type == "application/problem+json"
+
+
+def test_openapi_describes_every_route(app: Flask, client: Any) -> None:
+    document = client.get("/openapi.json").get_json()
+    assert document["openapi"].startswith("3.0")
+    routes = {
+        rule.rule.replace("<kid>", "{kid}").replace("<metric>", "{metric}")
+        for rule in app.url_map.iter_rules() if rule.endpoint != "static"
+    }
+    assert routes == set(document["paths"])
+    report_errors = document["paths"]["/v1/reports"]["post"]["responses"]
+    assert {"200", "400", "401", "403", "409", "413", "415"} <= set(report_errors)
+    problem = report_errors["400"]["content"]["application/problem+json"]["schema"]
+    assert problem == {"$ref": "#/components/schemas/Problem"}
+
+
+def test_server_starts_without_a_keyholder_from_its_cached_manifest(tmp_path: Path) -> None:
+    first = make_app(tmp_path, FakeKeyholder())
+    assert first.test_client().get(f"/v1/keys/{CKKS_KID}/context").status_code == 200
+    close_app(first)  # caches the manifest and the CKKS context it used
+
+    down = FakeKeyholder(down=True)
+    app = make_app(tmp_path, down)
+    try:
+        client = app.test_client()
+        assert client.get("/healthz").status_code == 200
+        batch = [make_report("latency", 3), make_report("embed", [1] * 8)]
+        assert post_reports(client, batch).get_json()["accepted"] == 2
+    finally:
+        close_app(app)
+
+
+def test_without_keyholder_or_cache_the_server_is_not_ready_until_it_can_fetch(
+    tmp_path: Path,
+) -> None:
+    keyholder = FakeKeyholder(down=True)
+    app = make_app(tmp_path, keyholder)
+    try:
+        client = app.test_client()
+        health = client.get("/healthz")
+        assert health.status_code == 503
+        assert health.get_json()["status"] == "no-manifest"
+        refused = post_reports(client, [make_report("latency", 1)])
+        assert refused.status_code == 502 and refused.get_json()["code"] == "upstream"
+        keyholder.down = False
+        _service(app).manifests.refresh()
+        assert client.get("/healthz").status_code == 200
+        assert post_reports(client, [make_report("latency", 1)]).status_code == 200
+    finally:
+        close_app(app)
+
+
+def test_an_older_manifest_never_replaces_a_newer_one(app: Flask,
+                                                      keyholder: FakeKeyholder) -> None:
+    manifests = _service(app).manifests
+    keyholder.manifest = issue_manifest(serial=3)
+    assert manifests.refresh()
+    keyholder.manifest = issue_manifest(serial=2)  # a replayed, older signed manifest
+    assert not manifests.refresh()
+    assert "older than serial 3" in (manifests.last_error or "")
+    assert manifests.manifest().serial == 3
+
+
+def test_a_manifest_not_signed_by_the_pinned_identity_is_never_adopted(
+    app: Flask, keyholder: FakeKeyholder
+) -> None:
+    manifests = _service(app).manifests
+    keyholder.manifest = issue_manifest(serial=9, signer=Ed25519PrivateKey.generate())
+    assert not manifests.refresh()
+    assert manifests.manifest().serial == 1
+
+
+def test_a_tampered_cached_manifest_is_ignored(tmp_path: Path) -> None:
+    close_app(make_app(tmp_path, FakeKeyholder()))
+    conn = sqlite3.connect(tmp_path / "aggregator.db")
+    document = json.loads(conn.execute("SELECT document FROM manifest_cache").fetchone()[0])
+    document["payload"] = document["payload"].replace('"min_contributors":2',
+                                                      '"min_contributors":1')
+    conn.execute("UPDATE manifest_cache SET document = ?", (json.dumps(document),))
+    conn.commit()
+    conn.close()
+    app = make_app(tmp_path, FakeKeyholder(down=True))
+    try:
+        assert app.test_client().get("/healthz").status_code == 503
+    finally:
+        close_app(app)
+
+
+def test_aggregator_code_never_imports_secret_key_holders() -> None:
+    import blindsum.server.aggregator as package
+
+    forbidden = {"PaillierSecret", "CkksSecret", "SecretScheme", "generate_paillier",
+                 "generate_ckks"}
+    for path in Path(package.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            modules: list[str] = []
+            if isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""]
+                assert not forbidden & {alias.name for alias in node.names}, path.name
+            elif isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            for module in modules:
+                assert not module.startswith("blindsum.server.keyholder"), (path.name, module)
