@@ -181,7 +181,7 @@ BAD_BODIES = [
     (b"{", codec.JSON, "not valid JSON"),
     (b"[]", codec.JSON, "batch must be an object"),
     (b'{"v":1,"reports":[]}', codec.JSON, "1..5000"),
-    (b"\x9f\xff", codec.CBOR, "CBOR"),
+    (b"\x9f\x9f", codec.CBOR, "CBOR"),
     (b"hello", "text/plain", "Content-Type"),
 ]
 
@@ -198,7 +198,7 @@ def test_malformed_bodies_get_4xx_and_change_nothing(deployed, body, media, mess
 
 
 def _tampered(report: Report, ciphertexts: tuple[bytes, ...]) -> Report:
-    return Report(report.report_id, report.metric, report.version, report.key_id,
+    return Report(secrets.token_bytes(16), report.metric, report.version, report.key_id,
                   report.window, ciphertexts)
 
 
@@ -270,19 +270,29 @@ def test_server_pinned_to_another_identity_accepts_nothing(deployed, tmp_path) -
     stranger = identity_string(Ed25519PrivateKey.generate().public_key())
     env = {key: value for key, value in deployed.env.items()
            if key.startswith("BLINDSUM_") and "PASSPHRASE" not in key}
+    impostor = start_service(
+        "impostor",
+        ["server", "serve", "--data-dir", str(tmp_path), "--port", str(port),
+         "--keyholder-url", deployed.keyholder.url, "--keyholder-identity", stranger],
+        port, tmp_path, env, wait=False)
     try:
-        impostor = start_service(
-            "impostor",
-            ["server", "serve", "--data-dir", str(tmp_path), "--port", str(port),
-             "--keyholder-url", deployed.keyholder.url, "--keyholder-identity", stranger],
-            port, tmp_path, env)
-    except Exception as exc:  # refusing to start at all is also a correct answer
-        assert "manifest" in str(exc).lower() or "identity" in str(exc).lower()
-        return
-    try:
-        response = requests.get(f"{impostor.url}/v1/manifest", timeout=30)
-        assert response.status_code >= 500 or response.status_code == 404
-        assert response.json()["code"] in {"manifest-unverified", "upstream", "not-found"}
+        health = None
+        deadline = time.monotonic() + 30
+        while health is None and time.monotonic() < deadline:
+            try:
+                health = requests.get(f"{impostor.url}/healthz", timeout=5)
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        assert health is not None and health.status_code == 503
+        assert "not signed by the pinned" in json.dumps(health.json())
+        manifest = requests.get(f"{impostor.url}/v1/manifest", timeout=30)
+        assert manifest.status_code >= 500
+        with client(deployed) as sdk:
+            report = _one_report(sdk, "replayed", 1, time.time())
+        refused = requests.post(f"{impostor.url}/v1/reports",
+                                data=codec.dumps(ReportBatch((report,)).to_wire()),
+                                headers=ingest_headers(deployed), timeout=30)
+        assert refused.status_code >= 400
     finally:
         impostor.stop()
 
