@@ -194,6 +194,8 @@ def run_demo(clients: int = 1000, scheme: str = "both", as_json: bool = False,
              keep_serving: bool = False, paillier_bits: int = 3072) -> int:
     # With --json, stdout carries only the JSON object; the narrative goes to stderr.
     console = Console(stderr=as_json)
+    if not console.is_terminal:
+        console.width = max(console.width, 132)  # logs and CI: room for the table
     with tempfile.TemporaryDirectory(prefix="blindsum-demo-") as tmp:
         root = Path(tmp)
         paths = _policy_paths(scheme, root)

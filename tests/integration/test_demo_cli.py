@@ -1,0 +1,82 @@
+"""`blindsum demo` as a user runs it: real processes, JSON output, --serve lifecycle."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+DEMO = [sys.executable, "-m", "blindsum.server.cli", "demo", "--paillier-bits", "2048"]
+
+
+def test_demo_json_reports_every_metric_with_truth_and_interval() -> None:
+    completed = subprocess.run([*DEMO, "--clients", "60", "--json"], capture_output=True,
+                               text=True, timeout=300, check=False)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    out = json.loads(completed.stdout)
+    names = {m["name"] for m in out["metrics"]}
+    assert {"app_opened", "session_seconds", "battery_temp_c", "screen_load_ms",
+            "feature_minutes", "request_latency_ms", "crash_free_mean"} <= names
+    kinds = {m["kind"] for m in out["metrics"]}
+    assert kinds == {"count", "sum", "mean", "histogram", "vector"}
+    for metric in out["metrics"]:
+        assert metric["published"] is not None, metric["name"]
+        assert metric["scheme"] in {"paillier", "ckks"}
+        assert metric["epsilon"] > 0
+        if isinstance(metric["truth"], list):
+            assert len(metric["ci"]) == len(metric["truth"]) == len(metric["published"])
+            assert all(len(pair) == 2 and pair[0] <= pair[1] for pair in metric["ci"])
+        else:
+            low, high = metric["ci"]
+            assert low <= metric["published"] <= high
+
+
+def test_demo_scheme_flag_limits_the_metrics() -> None:
+    completed = subprocess.run([*DEMO, "--clients", "25", "--json", "--scheme", "ckks"],
+                               capture_output=True, text=True, timeout=300, check=False)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert {m["scheme"] for m in json.loads(completed.stdout)["metrics"]} == {"ckks"}
+
+
+@pytest.mark.parametrize("argument", [["--clients", "0"], ["--scheme", "rsa"],
+                                      ["--clients", "many"]])
+def test_demo_rejects_bad_arguments(argument: list[str]) -> None:
+    completed = subprocess.run([*DEMO, *argument], capture_output=True, text=True,
+                               timeout=60, check=False)
+    assert completed.returncode == 2
+    assert "error" in completed.stderr
+
+
+def test_demo_serve_keeps_services_up_until_sigterm() -> None:
+    process = subprocess.Popen([*DEMO, "--clients", "25", "--serve", "--scheme", "paillier"],
+                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                               start_new_session=True)
+    try:
+        assert process.stdout is not None
+        line = ""
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if line.startswith("{"):
+                break
+        info = json.loads(line)
+        for key in ("server_url", "keyholder_url", "keyholder_identity", "ingest_token",
+                    "admin_token", "keyholder_data_dir", "server_data_dir"):
+            assert key in info
+        assert requests.get(f"{info['server_url']}/healthz", timeout=10).status_code == 200
+        results = requests.get(f"{info['server_url']}/v1/published", timeout=10).json()
+        assert len(results["results"]) == 4
+        os.killpg(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{info['server_url']}/healthz", timeout=5)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
