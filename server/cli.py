@@ -92,6 +92,32 @@ def cmd_keyholder_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _open_keyholder(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from blindsum.server.keyholder.config import load_config
+    from blindsum.server.keyholder.service import Keyholder
+
+    config = load_config(_keyholder_overrides(args))
+    return Keyholder.open(config.data_dir, config.passphrase)
+
+
+def cmd_keyholder_key_list(args: argparse.Namespace) -> int:
+    for key in _open_keyholder(args).db.keys():
+        print(f"{key.key_id}\t{key.scheme}\t{key.status}")
+    return 0
+
+
+def cmd_keyholder_key_rotate(args: argparse.Namespace) -> int:
+    key_id = _open_keyholder(args).rotate(args.scheme)
+    print(f"new active {args.scheme} key: {key_id} (the previous one is still accepted)")
+    return 0
+
+
+def cmd_keyholder_key_retire(args: argparse.Namespace) -> int:
+    _open_keyholder(args).retire(args.key_id)
+    print(f"key {args.key_id} retired: reports under it are refused from the next manifest")
+    return 0
+
+
 def cmd_keyholder_serve(args: argparse.Namespace) -> int:
     from blindsum.server.keyholder.app import create_app
     from blindsum.server.keyholder.config import load_config
@@ -129,6 +155,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     keep_serving=args.serve, paillier_bits=args.paillier_bits)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from blindsum.benchmarks.runner import run_benchmarks
+
+    return run_benchmarks(quick=args.quick, as_json=args.json, output=args.output)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="blindsum",
@@ -161,6 +193,20 @@ def build_parser() -> argparse.ArgumentParser:
     audit_cmd = kh.add_parser("audit", help="verify the hash-chained audit log")
     kh_common(audit_cmd)
     audit_cmd.set_defaults(handler=cmd_keyholder_audit)
+
+    key = kh.add_parser("key", help="key epochs: list, rotate, retire")
+    key_actions = key.add_subparsers(dest="key_action", required=True)
+    key_list = key_actions.add_parser("list", help="every key with its status")
+    kh_common(key_list)
+    key_list.set_defaults(handler=cmd_keyholder_key_list)
+    rotate = key_actions.add_parser("rotate", help="new active key; the old one stays accepted")
+    kh_common(rotate)
+    rotate.add_argument("--scheme", choices=("paillier", "ckks"), required=True)
+    rotate.set_defaults(handler=cmd_keyholder_key_rotate)
+    retire = key_actions.add_parser("retire", help="refuse new reports under a key")
+    kh_common(retire)
+    retire.add_argument("key_id")
+    retire.set_defaults(handler=cmd_keyholder_key_retire)
 
     def tls(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--tls-cert", help="PEM certificate: serve HTTPS")
@@ -196,6 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="keep both services running after the release until SIGINT/SIGTERM")
     demo.add_argument("--paillier-bits", type=int, choices=(2048, 3072, 4096), default=3072)
     demo.set_defaults(handler=cmd_demo)
+
+    bench = roles.add_parser("bench", help="benchmarks: ratios against baselines, side by side")
+    bench.add_argument("--quick", action="store_true",
+                       help="small sizes: checks the figures, not the speed (CI)")
+    bench.add_argument("--json", action="store_true", help="print one JSON object at the end")
+    bench.add_argument("--output", type=Path, default=None,
+                       help="folder for results JSON and the PNG plot "
+                            "(default benchmarks/results/ in the checkout, or ./bench-results)")
+    bench.set_defaults(handler=cmd_bench)
     return parser
 
 

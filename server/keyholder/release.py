@@ -113,11 +113,10 @@ class Releaser:
             raise ReleaseRefused(
                 f"metric {request.metric!r} version {request.version} is not registered"
             )
+        # A retired key takes no new reports, but windows collected under it are released.
         key = self.db.key(request.key_id)
-        if key is None or key.status == "retired" or key.scheme != policy.scheme:
-            raise ReleaseRefused(
-                f"key {request.key_id!r} is unknown, retired, or not a {policy.scheme} key"
-            )
+        if key is None or key.scheme != policy.scheme:
+            raise ReleaseRefused(f"key {request.key_id!r} is unknown or not a {policy.scheme} key")
         if request.window % policy.window_seconds:
             raise ReleaseRefused(
                 f"window {request.window} is not aligned to {policy.window_seconds} s windows"

@@ -96,6 +96,35 @@ class Keyholder:
             self._issue_manifest(conn)
         return secret.key_id
 
+    def rotate(self, scheme: str) -> str:
+        """Start a new key epoch for ``scheme``; the previous active key stays accepted."""
+        from blindsum.shared.schemes.ckks import generate_ckks
+        from blindsum.shared.schemes.paillier import PaillierPublic, generate_paillier
+
+        active = [k for k in self.db.keys() if k.scheme == scheme and k.status == "active"]
+        if scheme == "paillier":
+            bits = PaillierPublic.from_json(active[0].public).n.bit_length() if active else 3072
+            return self.add_key(generate_paillier(bits))
+        if scheme == "ckks":
+            return self.add_key(generate_ckks())
+        raise InvalidConfig(f"unknown scheme {scheme!r}: expected paillier or ckks")
+
+    def retire(self, key_id: str) -> None:
+        """Stop accepting reports under a key. Its collected windows can still be released."""
+        key = self.db.key(key_id)
+        if key is None:
+            raise InvalidConfig(f"no key {key_id!r}")
+        if key.status == "active":
+            raise InvalidConfig(
+                f"key {key_id!r} is the active {key.scheme} key: rotate before retiring it"
+            )
+        if key.status == "retired":
+            return
+        with self.db.write() as conn:
+            conn.execute("UPDATE keys SET status = 'retired' WHERE kid = ?", (key_id,))
+            audit.append(conn, "key-retired", {"kid": key_id})
+            self._issue_manifest(conn)
+
     def add_policies(self, policies: list[MetricPolicy]) -> list[str]:
         """Register policies atomically (all or none); returns the names newly added."""
         for policy in policies:

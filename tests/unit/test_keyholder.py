@@ -48,10 +48,11 @@ def window_of(policy: MetricPolicy, now: float) -> int:
 
 
 def aggregate_request(holder: Keyholder, metric: str, values: list, *, window: int,
-                      early: bool = True, count: int | None = None) -> ReleaseRequest:
+                      early: bool = True, count: int | None = None,
+                      key_id: str | None = None) -> ReleaseRequest:
     manifest = Manifest.verify(holder.db.latest_manifest(), holder.identity.public_key())
     policy = manifest.policy(metric)
-    key = manifest.active_key(policy.scheme)
+    key = manifest.key(key_id) if key_id else manifest.active_key(policy.scheme)
     scheme = holder.secret_for(policy.scheme, key.key_id).public
     spec = slot_spec(policy)
     loaded = [scheme.load(scheme.encrypt(encode(policy, v), spec), spec) for v in values]
@@ -213,3 +214,23 @@ def test_policy_that_could_overflow_its_scheme_is_refused(holder: Keyholder) -> 
     with pytest.raises(InvalidPolicy, match="does not fit ckks"):
         holder.add_policies([huge])
     assert holder.db.policy("huge_vector", 1) is None
+
+
+def test_rotation_keeps_the_old_key_accepted_and_retire_drops_it(tmp_path: Path,
+                                                                 test_policies) -> None:
+    holder, init = Keyholder.init(tmp_path / "kh", None, paillier_bits=2048)
+    holder.add_policies(test_policies)
+    old = next(k for k in init.key_ids if k.startswith("pai"))
+    new = holder.rotate("paillier")
+    manifest = Manifest.verify(holder.db.latest_manifest(), holder.identity.public_key())
+    assert manifest.active_key("paillier").key_id == new
+    assert manifest.key(old).status == "accepted"
+    # a window collected under the old key is still released, even once it is retired
+    request = aggregate_request(holder, "opened", [1, 1, 1], window=0, key_id=old)
+    assert aggregate_request(holder, "opened", [1, 1, 1], window=0).key_id == new
+    with pytest.raises(InvalidConfig, match="rotate before retiring"):
+        holder.retire(new)
+    holder.retire(old)
+    manifest = Manifest.verify(holder.db.latest_manifest(), holder.identity.public_key())
+    assert old not in {k.key_id for k in manifest.keys}
+    holder.releaser().release(request)
