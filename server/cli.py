@@ -152,7 +152,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from blindsum.server.demo import run_demo
 
     return run_demo(clients=args.clients, scheme=args.scheme, as_json=args.json,
-                    keep_serving=args.serve, paillier_bits=args.paillier_bits)
+                    keep_serving=args.serve, paillier_bits=args.paillier_bits,
+                    tls=not args.no_tls)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -241,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--serve", action="store_true",
                       help="keep both services running after the release until SIGINT/SIGTERM")
     demo.add_argument("--paillier-bits", type=int, choices=(2048, 3072, 4096), default=3072)
+    demo.add_argument("--no-tls", action="store_true",
+                      help="plain HTTP on loopback (default: HTTPS with a private CA)")
     demo.set_defaults(handler=cmd_demo)
 
     bench = roles.add_parser("bench", help="benchmarks: ratios against baselines, side by side")

@@ -99,7 +99,8 @@ def simulate(
     # One SDK instance stands in for many installs: reports carry no install identity, and
     # reusing it shares the Paillier fixed-base tables and the verified manifest.
     with Client(deployed.server.url, deployed.ingest_token, deployed.identity,
-                enforce_contribution_limit=False, batch_size=1000) as client:
+                enforce_contribution_limit=False, batch_size=1000,
+                verify=deployed.verify) as client:
         client.manifest()
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), console=console, transient=False) as progress:
@@ -120,13 +121,15 @@ def release_all(deployed: Deployment) -> dict[str, Any]:
         json={},
         headers={"Authorization": f"Bearer {deployed.admin_token}"},
         timeout=300,
+        verify=deployed.verify,
     )
     response.raise_for_status()
     return response.json()
 
 
 def published(deployed: Deployment) -> dict[str, dict[str, Any]]:
-    response = requests.get(f"{deployed.server.url}/v1/published", timeout=30)
+    response = requests.get(f"{deployed.server.url}/v1/published", timeout=30,
+                            verify=deployed.verify)
     response.raise_for_status()
     return {r["metric"]: r for r in response.json()["results"]}
 
@@ -191,7 +194,7 @@ def _wait_for_signal() -> None:
 
 
 def run_demo(clients: int = 1000, scheme: str = "both", as_json: bool = False,
-             keep_serving: bool = False, paillier_bits: int = 3072) -> int:
+             keep_serving: bool = False, paillier_bits: int = 3072, tls: bool = True) -> int:
     # With --json, stdout carries only the JSON object; the narrative goes to stderr.
     console = Console(stderr=as_json)
     if not console.is_terminal:
@@ -203,8 +206,9 @@ def run_demo(clients: int = 1000, scheme: str = "both", as_json: bool = False,
         console.print(f"[bold]blindsum demo[/bold]: {clients} installs, "
                       f"{len(policies)} metrics, {paillier_bits}-bit Paillier + CKKS")
         started = time.monotonic()
-        with deployment(root, paths, paillier_bits=paillier_bits) as deployed:
-            console.print(f"key-holder {deployed.keyholder.url}  server {deployed.server.url}")
+        with deployment(root, paths, paillier_bits=paillier_bits, tls=tls) as deployed:
+            console.print(f"key-holder {deployed.keyholder.url}  server {deployed.server.url}"
+                          + ("  (TLS, private loopback CA)" if tls else ""))
             console.print(f"key-holder identity {deployed.identity}")
             truths = simulate(deployed, policies, clients, console)
             outcome = release_all(deployed)

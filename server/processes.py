@@ -136,6 +136,12 @@ class Deployment:
     keyholder_dir: Path
     server_dir: Path
     env: dict[str, str]
+    ca_bundle: str | None = None
+
+    @property
+    def verify(self) -> bool | str:
+        """What HTTP clients pass as ``verify``: the loopback CA when TLS is on."""
+        return self.ca_bundle or True
 
     def describe(self) -> dict[str, str]:
         return {
@@ -147,6 +153,7 @@ class Deployment:
             "release_token": self.release_token,
             "keyholder_data_dir": str(self.keyholder_dir),
             "server_data_dir": str(self.server_dir),
+            "ca_bundle": self.ca_bundle or "",
         }
 
     def stop(self) -> None:
@@ -162,9 +169,16 @@ def deployment(
     paillier_bits: int = 2048,
     auto_release: bool = False,
     server_env: Mapping[str, str] | None = None,
+    tls: bool = False,
 ) -> Iterator[Deployment]:
-    """Initialise a key-holder, register policies, start both services; stop them after."""
+    """Initialise a key-holder, register policies, start both services; stop them after.
+
+    With ``tls`` both services serve HTTPS with a certificate from a fresh loopback CA
+    (``Deployment.ca_bundle``), and the server verifies the key-holder against that CA.
+    """
     import secrets
+
+    from blindsum.server.pki import make_loopback_pki
 
     keyholder_dir, server_dir = root / "keyholder", root / "server"
     server_dir.mkdir(parents=True, exist_ok=True)
@@ -175,10 +189,17 @@ def deployment(
         cli("keyholder", "policy", "add", "--data-dir", str(keyholder_dir), str(policy_file),
             env=env)
     kh_port, srv_port = free_port(), free_port()
+    tls_args: list[str] = []
+    scheme, verify, ca_bundle = "http", True, None
+    if tls:
+        pki = make_loopback_pki(root / "tls")
+        tls_args = ["--tls-cert", str(pki.cert), "--tls-key", str(pki.key)]
+        scheme, verify, ca_bundle = "https", str(pki.ca_cert), str(pki.ca_cert)
     keyholder = start_service(
         "keyholder",
-        ["keyholder", "serve", "--data-dir", str(keyholder_dir), "--port", str(kh_port)],
-        kh_port, root, env,
+        ["keyholder", "serve", "--data-dir", str(keyholder_dir), "--port", str(kh_port),
+         *tls_args],
+        kh_port, root, env, scheme=scheme, verify=verify,
     )
     ingest, admin = "ing_" + secrets.token_urlsafe(24), "adm_" + secrets.token_urlsafe(24)
     srv_env = {
@@ -186,21 +207,23 @@ def deployment(
         "BLINDSUM_ADMIN_TOKENS": admin,
         "BLINDSUM_RELEASE_TOKEN": init["release_token"],
         "BLINDSUM_AUTO_RELEASE": "1" if auto_release else "0",
+        **({"BLINDSUM_CA_BUNDLE": ca_bundle} if ca_bundle else {}),
         **(server_env or {}),
     }
     try:
         server = start_service(
             "server",
             ["server", "serve", "--data-dir", str(server_dir), "--port", str(srv_port),
-             "--keyholder-url", keyholder.url, "--keyholder-identity", init["identity"]],
-            srv_port, root, srv_env,
+             "--keyholder-url", keyholder.url, "--keyholder-identity", init["identity"],
+             *tls_args],
+            srv_port, root, srv_env, scheme=scheme, verify=verify,
         )
     except BaseException:
         keyholder.stop()
         raise
     deployed = Deployment(keyholder, server, init["identity"], ingest, admin,
                           init["release_token"], keyholder_dir, server_dir,
-                          {**env, **srv_env})
+                          {**env, **srv_env}, ca_bundle)
     try:
         yield deployed
     finally:

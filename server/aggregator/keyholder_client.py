@@ -210,8 +210,10 @@ class KeyholderClient:
             headers["Authorization"] = f"Bearer {self._token}"
         url = self.base_url + path
         try:
+            # verify per request: requests lets REQUESTS_CA_BUNDLE override session.verify
             response = self._session().request(
-                method, url, data=body, headers=headers, timeout=(CONNECT_TIMEOUT, timeout)
+                method, url, data=body, headers=headers, timeout=(CONNECT_TIMEOUT, timeout),
+                verify=self._verify,
             )
         except requests.RequestException as exc:
             raise UpstreamError(
