@@ -34,7 +34,7 @@ MAX_BATCH_REPORTS = 5000
 MAX_CIPHERTEXTS = 64
 MAX_CIPHERTEXT_BYTES = 1 << 20
 _NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
-_KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_KEY_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
 def b64encode(data: bytes) -> str:

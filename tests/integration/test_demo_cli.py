@@ -69,13 +69,17 @@ def test_demo_serve_keeps_services_up_until_sigterm() -> None:
         for key in ("server_url", "keyholder_url", "keyholder_identity", "ingest_token",
                     "admin_token", "keyholder_data_dir", "server_data_dir"):
             assert key in info
-        assert requests.get(f"{info['server_url']}/healthz", timeout=10).status_code == 200
-        results = requests.get(f"{info['server_url']}/v1/published", timeout=10).json()
+        assert info["server_url"].startswith("https://")  # TLS is the demo's default
+        verify = info["ca_bundle"]
+        assert requests.get(f"{info['server_url']}/healthz", timeout=10,
+                            verify=verify).status_code == 200
+        results = requests.get(f"{info['server_url']}/v1/published", timeout=10,
+                               verify=verify).json()
         assert len(results["results"]) == 4
         os.killpg(process.pid, signal.SIGTERM)
         assert process.wait(timeout=60) == 0
         with pytest.raises(requests.ConnectionError):
-            requests.get(f"{info['server_url']}/healthz", timeout=5)
+            requests.get(f"{info['server_url']}/healthz", timeout=5, verify=verify)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
