@@ -101,7 +101,7 @@ def _open_keyholder(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def cmd_keyholder_key_list(args: argparse.Namespace) -> int:
-    for key in _open_keyholder(args).db.keys():
+    for key in _open_keyholder(args).db.key_records():
         print(f"{key.key_id}\t{key.scheme}\t{key.status}")
     return 0
 

@@ -101,7 +101,7 @@ class Keyholder:
         from blindsum.shared.schemes.ckks import generate_ckks
         from blindsum.shared.schemes.paillier import PaillierPublic, generate_paillier
 
-        active = [k for k in self.db.keys() if k.scheme == scheme and k.status == "active"]
+        active = [k for k in self.db.key_records() if k.scheme == scheme and k.status == "active"]
         if scheme == "paillier":
             bits = PaillierPublic.from_json(active[0].public).n.bit_length() if active else 3072
             return self.add_key(generate_paillier(bits))
@@ -137,7 +137,8 @@ class Keyholder:
 
     def _check_capacity(self, policy: MetricPolicy) -> None:
         """Refuse a policy whose largest window could overflow its scheme's plaintexts."""
-        active = [k for k in self.db.keys() if k.scheme == policy.scheme and k.status == "active"]
+        active = [k for k in self.db.key_records()
+                  if k.scheme == policy.scheme and k.status == "active"]
         if not active:
             raise InvalidPolicy(f"metric {policy.name!r}: no active {policy.scheme} key")
         public = self.secret_for(policy.scheme, active[0].key_id).public
@@ -147,7 +148,7 @@ class Keyholder:
 
     def _issue_manifest(self, conn: sqlite3.Connection) -> None:
         keys = [KeyEntry(k.scheme, k.key_id, k.status, k.public)
-                for k in self.db.keys(conn) if k.status != "retired"]
+                for k in self.db.key_records(conn) if k.status != "retired"]
         policies = self.db.current_policies(conn)
         serial = self.db.next_manifest_serial(conn)
         manifest = Manifest.issue(self.identity, serial, keys, policies)

@@ -156,14 +156,14 @@ class KeyholderDB:
         )
         audit.append(conn, "key-added", {"kid": record.key_id, "scheme": record.scheme})
 
-    def keys(self, conn: sqlite3.Connection | None = None) -> list[KeyRecord]:
+    def key_records(self, conn: sqlite3.Connection | None = None) -> list[KeyRecord]:
         rows = (conn or self.conn).execute(
             "SELECT kid, scheme, status, public, context FROM keys ORDER BY created_at"
         ).fetchall()
         return [KeyRecord(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
 
     def key(self, key_id: str) -> KeyRecord | None:
-        return next((k for k in self.keys() if k.key_id == key_id), None)
+        return next((k for k in self.key_records() if k.key_id == key_id), None)
 
     # -- manifests -------------------------------------------------------------------------
 

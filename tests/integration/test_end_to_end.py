@@ -336,7 +336,7 @@ def test_server_holds_no_secret_key_or_plaintext(deployed) -> None:
 
     holder = Keyholder.open(deployed.keyholder_dir,
                             deployed.env["BLINDSUM_KEYSTORE_PASSPHRASE"])
-    key = next(k for k in holder.db.keys() if k.scheme == "paillier")
+    key = next(k for k in holder.db.key_records() if k.scheme == "paillier")
     secret = holder.secret_for("paillier", key.key_id)
     p, q = int(secret.p), int(secret.q)
     size = (p.bit_length() + 7) // 8

@@ -7,7 +7,7 @@ import secrets
 import pytest
 
 from blindsum.shared import codec
-from blindsum.shared.codec import BatchReceipt, Report, ReportBatch, ReleaseRequest
+from blindsum.shared.codec import BatchReceipt, ReleaseRequest, Report, ReportBatch
 from blindsum.shared.errors import InvalidInput, UnsupportedMediaType
 
 
@@ -86,10 +86,10 @@ def test_unsupported_version_is_refused() -> None:
 
 
 def test_empty_and_oversized_batches_are_refused() -> None:
-    with pytest.raises(InvalidInput, match="1..5000"):
+    with pytest.raises(InvalidInput, match=r"1\.\.5000"):
         ReportBatch.from_wire({"v": 1, "reports": []})
     one = ReportBatch((report(),)).to_wire()["reports"][0]
-    with pytest.raises(InvalidInput, match="1..5000"):
+    with pytest.raises(InvalidInput, match=r"1\.\.5000"):
         ReportBatch.from_wire({"v": 1, "reports": [one] * 5001})
 
 

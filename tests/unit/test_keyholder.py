@@ -201,7 +201,7 @@ def test_ckks_release_rounds_and_noises(holder: Keyholder) -> None:
 def test_spec_of_every_test_policy_fits_its_scheme(holder: Keyholder, test_policies) -> None:
     for policy in test_policies:
         key = "pai" if policy.scheme == "paillier" else "ckks"
-        kid = next(k.key_id for k in holder.db.keys() if k.key_id.startswith(key))
+        kid = next(k.key_id for k in holder.db.key_records() if k.key_id.startswith(key))
         scheme = holder.secret_for(policy.scheme, kid).public
         assert scheme.capacity_error(slot_spec(policy)) is None
 

@@ -111,7 +111,7 @@ def test_toml_syntax_error_is_reported() -> None:
 
 
 def test_file_without_metrics_is_refused() -> None:
-    with pytest.raises(InvalidPolicy, match="no \\[metrics.NAME\\]"):
+    with pytest.raises(InvalidPolicy, match=r"no \[metrics\.NAME\]"):
         load_policies_toml("[metrics]\n")
 
 
