@@ -33,6 +33,9 @@ DIGEST_BYTES = 32
 MAX_BATCH_REPORTS = 5000
 MAX_CIPHERTEXTS = 64
 MAX_CIPHERTEXT_BYTES = 1 << 20
+# 4096-bit keys: n^2 has 8192 bits, 2467 decimal digits; the bound stops int() from
+# spending quadratic time on a hostile megabyte of digits.
+MAX_DECIMAL_DIGITS = 2500
 _NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 _KEY_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
@@ -145,6 +148,35 @@ class _Fields:
             for i, item in enumerate(value)
         )
 
+    def ciphertexts(self, key: str) -> tuple[bytes | int, ...]:
+        """Binary ciphertexts, or python-paillier's JSON pairs ``["<decimal>", 0]``.
+
+        phe serialises an EncryptedNumber as ``(str(ciphertext), exponent)``; our slots are
+        integers, so the exponent must be 0. Such a ciphertext comes out as a Python int and
+        the Paillier scheme range-checks it like any other.
+        """
+        value = self.get(key)
+        if not isinstance(value, list) or not 1 <= len(value) <= MAX_CIPHERTEXTS:
+            raise InvalidInput(f"{self.message}.{key} must be a list of 1..{MAX_CIPHERTEXTS}")
+        out: list[bytes | int] = []
+        for index, item in enumerate(value):
+            where = f"{self.message}.{key}[{index}]"
+            if isinstance(item, list):
+                out.append(_phe_pair(item, where))
+            else:
+                out.append(self.blob(f"{key}[{index}]", item, limit=MAX_CIPHERTEXT_BYTES))
+        return tuple(out)
+
+
+def _phe_pair(item: list[Any], where: str) -> int:
+    if len(item) != 2 or not isinstance(item[0], str) or item[1] != 0 or item[1] is False:
+        raise InvalidInput(f'{where} must be ["<decimal ciphertext>", 0] (exponent 0)')
+    digits = item[0]
+    if not 0 < len(digits) <= MAX_DECIMAL_DIGITS or not digits.isascii() or not digits.isdigit():
+        raise InvalidInput(f"{where} must hold a decimal ciphertext of at most "
+                           f"{MAX_DECIMAL_DIGITS} digits")
+    return int(digits)
+
 
 @dataclass(frozen=True)
 class Report:
@@ -159,7 +191,7 @@ class Report:
     version: int
     key_id: str
     window: int
-    ciphertexts: tuple[bytes, ...]
+    ciphertexts: tuple[bytes | int, ...]
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -168,7 +200,7 @@ class Report:
             "version": self.version,
             "kid": self.key_id,
             "window": self.window,
-            "ct": list(self.ciphertexts),
+            "ct": [[str(c), 0] if isinstance(c, int) else c for c in self.ciphertexts],
         }
 
     @classmethod
@@ -180,7 +212,7 @@ class Report:
             version=fields.integer("version", 1, 2**31 - 1),
             key_id=fields.text("kid", _KEY_ID),
             window=fields.integer("window", 0, 2**40),
-            ciphertexts=fields.blobs("ct"),
+            ciphertexts=fields.ciphertexts("ct"),
         )
 
 

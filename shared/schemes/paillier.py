@@ -262,15 +262,7 @@ class PaillierPublic(PublicScheme):
             )
         out = []
         for index, blob in enumerate(blobs):
-            if not isinstance(blob, bytes):
-                raise InvalidCiphertext(
-                    f"ciphertext {index} is {type(blob).__name__}, expected bytes"
-                )
-            if len(blob) != self.byte_length:
-                raise InvalidCiphertext(
-                    f"ciphertext {index} is {len(blob)} bytes, expected {self.byte_length}"
-                )
-            c = gmpy2.mpz.from_bytes(blob, "big")
+            c = self._parse(index, blob)
             if c == 0:
                 raise InvalidCiphertext(f"ciphertext {index} is zero")
             if c >= self.nsquare:
@@ -281,6 +273,22 @@ class PaillierPublic(PublicScheme):
                 raise InvalidCiphertext(f"ciphertext {index} shares a factor with n")
             out.append(c)
         return out
+
+    def _parse(self, index: int, blob: object) -> Mpz:
+        # An int is python-paillier's own JSON form (a decimal string, see shared/codec.py)
+        if isinstance(blob, int) and not isinstance(blob, bool):
+            if blob.bit_length() > 2 * self.byte_length * 8:
+                raise InvalidCiphertext(f"ciphertext {index} is not below n^2")
+            return gmpy2.mpz(blob)
+        if not isinstance(blob, bytes):
+            raise InvalidCiphertext(
+                f"ciphertext {index} is {type(blob).__name__}, expected bytes"
+            )
+        if len(blob) != self.byte_length:
+            raise InvalidCiphertext(
+                f"ciphertext {index} is {len(blob)} bytes, expected {self.byte_length}"
+            )
+        return gmpy2.mpz.from_bytes(blob, "big")
 
     def add(self, left: list[Mpz], right: list[Mpz]) -> list[Mpz]:
         if len(left) != len(right) or not left:

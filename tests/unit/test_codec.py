@@ -119,3 +119,18 @@ def test_report_ids_digest_ignores_order() -> None:
     ids = [secrets.token_bytes(16) for _ in range(5)]
     assert codec.report_ids_digest(ids) == codec.report_ids_digest(list(reversed(ids)))
     assert codec.report_ids_digest(ids) != codec.report_ids_digest(ids[:4])
+
+
+def test_phe_decimal_pairs_are_accepted_in_json() -> None:
+    data = _wire(ct=[["123456789012345678901234567890", 0]])
+    (parsed,) = ReportBatch.from_wire(data).reports
+    assert parsed.ciphertexts == (123456789012345678901234567890,)
+    assert codec.loads(codec.dumps(ReportBatch((parsed,)).to_wire()))["reports"][0]["ct"] == [
+        ["123456789012345678901234567890", 0]]
+
+
+@pytest.mark.parametrize("pair", [["12", 1], ["12"], ["-12", 0], ["1e5", 0], [12, 0],
+                                  ["9" * 3000, 0], ["", 0], ["12", False]])
+def test_bad_phe_pairs_are_refused(pair: list) -> None:
+    with pytest.raises(InvalidInput, match="decimal ciphertext"):
+        ReportBatch.from_wire(_wire(ct=[pair]))

@@ -305,10 +305,20 @@ def test_load_rejects_the_wrong_number_of_ciphertexts(public: PaillierPublic, go
             public.load(blobs, SPEC)
 
 
-@pytest.mark.parametrize("bad", ["text", 12345, None, bytearray(b"x"), memoryview(b"x")])
+@pytest.mark.parametrize("bad", ["text", 1.5, True, None, bytearray(b"x"), memoryview(b"x")])
 def test_load_rejects_blobs_that_are_not_bytes(public: PaillierPublic, bad: Any) -> None:
     with pytest.raises(InvalidCiphertext, match=r"ciphertext 0 is .*expected bytes"):
         public.load([bad], SPEC)
+
+
+def test_load_takes_phe_integers_with_the_same_checks(public: PaillierPublic,
+                                                      good: bytes) -> None:
+    as_int = int.from_bytes(good, "big")
+    assert public.load([as_int], SPEC) == public.load([good], SPEC)
+    for bad, reason in ((0, "zero"), (int(public.nsquare), "below n"),
+                        (int(public.n), "shares a factor"), (1 << 20000, "below n")):
+        with pytest.raises(InvalidCiphertext, match=reason):
+            public.load([bad], SPEC)
 
 
 def test_load_rejects_a_bare_byte_string_instead_of_a_list(
