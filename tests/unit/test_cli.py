@@ -1,0 +1,102 @@
+"""The `blindsum` command: clear errors, no tracebacks, nothing half-done."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from blindsum.server.cli import main
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:  # argparse
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def keyholder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data_dir = tmp_path_factory.mktemp("cli") / "kh"
+    assert main(["keyholder", "init", "--data-dir", str(data_dir), "--paillier-bits", "2048",
+                 "--json"]) == 0
+    return data_dir
+
+
+def test_init_prints_identity_and_token_once(keyholder_dir: Path, capsys) -> None:
+    code, out, err = run(capsys, "keyholder", "key", "list", "--data-dir", str(keyholder_dir))
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert {line.split("\t")[1] for line in lines} == {"paillier", "ckks"}
+    assert all(line.endswith("active") for line in lines)
+
+
+def test_init_twice_is_refused(keyholder_dir: Path, capsys) -> None:
+    code, _, err = run(capsys, "keyholder", "init", "--data-dir", str(keyholder_dir))
+    assert code == 2 and "refusing to overwrite" in err and "Traceback" not in err
+
+
+def test_bad_policy_file_is_refused_whole(keyholder_dir: Path, tmp_path: Path, capsys) -> None:
+    policy = tmp_path / "p.toml"
+    policy.write_text("""
+[metrics.good]
+kind = "count"
+scheme = "paillier"
+privacy = { mechanism = "laplace", epsilon = 1.0, budget_epsilon = 2.0 }
+
+[metrics.bad]
+kind = "sum"
+scheme = "paillier"
+lower = 5
+upper = 1
+privacy = { mechanism = "laplace", epsilon = 1.0, budget_epsilon = 2.0 }
+""")
+    code, _, err = run(capsys, "keyholder", "policy", "add", "--data-dir", str(keyholder_dir),
+                       str(policy))
+    assert code == 2 and "metric 'bad'" in err and "upper" in err
+    from blindsum.server.keyholder.service import DB_NAME
+    from blindsum.server.keyholder.store import KeyholderDB
+
+    assert KeyholderDB(keyholder_dir / DB_NAME).current_policies() == []
+
+
+def test_missing_policy_file_is_a_clear_error(keyholder_dir: Path, capsys) -> None:
+    code, _, err = run(capsys, "keyholder", "policy", "add", "--data-dir", str(keyholder_dir),
+                       "/nonexistent/p.toml")
+    assert code == 2 and "cannot read policy file" in err
+
+
+def test_audit_log_verifies(keyholder_dir: Path, capsys) -> None:
+    code, out, _ = run(capsys, "keyholder", "audit", "--data-dir", str(keyholder_dir))
+    assert code == 0 and "intact" in out
+
+
+@pytest.mark.parametrize("argv", [
+    ["keyholder", "serve", "--data-dir", "/tmp/x", "--port", "99999"],
+    ["keyholder", "serve", "--data-dir", "/tmp/x", "--port", "http"],
+    ["keyholder", "init", "--data-dir", "/tmp/x", "--paillier-bits", "1024"],
+    ["server", "serve", "--workers", "0"],
+    ["frobnicate"],
+])
+def test_bad_arguments_exit_2_with_a_message(argv: list[str], capsys) -> None:
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and "error" in err and "Traceback" not in err
+
+
+def test_serving_a_directory_that_is_not_a_keyholder_fails_clearly(tmp_path: Path,
+                                                                   capsys) -> None:
+    code, _, err = run(capsys, "keyholder", "serve", "--data-dir", str(tmp_path), "--port",
+                       "8799")
+    assert code == 2 and "not a key-holder data directory" in err
+
+
+def test_init_json_output_is_machine_readable(tmp_path: Path, capsys) -> None:
+    code, out, _ = run(capsys, "keyholder", "init", "--data-dir", str(tmp_path / "k"),
+                       "--paillier-bits", "2048", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["identity"].startswith("ed25519:")
+    assert data["release_token"].startswith("rel_")
