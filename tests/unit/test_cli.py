@@ -27,8 +27,8 @@ def keyholder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return data_dir
 
 
-def test_init_prints_identity_and_token_once(keyholder_dir: Path, capsys) -> None:
-    code, out, err = run(capsys, "keyholder", "key", "list", "--data-dir", str(keyholder_dir))
+def test_key_list_shows_one_active_key_per_scheme(keyholder_dir: Path, capsys) -> None:
+    code, out, _ = run(capsys, "keyholder", "key", "list", "--data-dir", str(keyholder_dir))
     assert code == 0
     lines = out.strip().splitlines()
     assert {line.split("\t")[1] for line in lines} == {"paillier", "ckks"}
