@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import render_template_string
+from markupsafe import Markup
 
 from blindsum.server.aggregator.store import StoredResult
 
@@ -34,6 +35,9 @@ th { background: #f3f5f9; font-weight: 600; }
 td.num { font-variant-numeric: tabular-nums; }
 .empty { color: #778; font-style: italic; }
 code { font-size: .9em; }
+svg.bars { display: block; margin-top: .4rem; }
+svg.bars rect { fill: #5b7fbf; }
+svg.bars line { stroke: #1d2330; stroke-width: 1; }
 </style>
 </head>
 <body>
@@ -48,7 +52,9 @@ individual report is ever decrypted.</p>
 <tbody>
 {% for row in rows %}
 <tr><td><code>{{ row.metric }}</code> v{{ row.version }}<br><small>{{ row.kind }}</small></td>
-<td>{{ row.window }}</td><td class="num">{{ row.value }}</td><td class="num">{{ row.ci }}</td>
+<td>{{ row.window }}</td>
+<td class="num">{{ row.value }}{% if row.chart %}<br>{{ row.chart }}{% endif %}</td>
+<td class="num">{{ row.ci }}</td>
 <td class="num">{{ row.epsilon }}</td><td class="num">{{ row.report_count }}</td></tr>
 {% endfor %}
 </tbody>
@@ -75,6 +81,7 @@ def _row(result: StoredResult) -> dict[str, Any]:
         "kind": payload.get("kind", ""),
         "window": _window_label(result.window, payload.get("window_seconds")),
         "value": _format(payload.get("value")),
+        "chart": _bar_chart(payload.get("value"), payload.get("ci")),
         "ci": _format_ci(payload.get("ci")),
         "epsilon": _format(payload.get("epsilon")),
         "report_count": payload.get("report_count", ""),
@@ -105,8 +112,56 @@ def _format(value: object) -> str:
 def _format_ci(ci: object) -> str:
     if isinstance(ci, list) and len(ci) == 2 and not any(isinstance(c, list) for c in ci):
         return f"[{_format(ci[0])}, {_format(ci[1])}]"
+    halves = {round((pair[1] - pair[0]) / 2, 9) for pair in ci
+              if isinstance(pair, list) and len(pair) == 2
+              and all(isinstance(v, int | float) for v in pair)} if isinstance(ci, list) else set()
+    if len(halves) == 1 and len(ci) > 1:  # type: ignore[arg-type]
+        return f"each value ± {_format(halves.pop())}"
     if isinstance(ci, list):
         pairs = [_format_ci(pair) for pair in ci[:MAX_LISTED]]
         more = f", … ({len(ci)} in all)" if len(ci) > MAX_LISTED else ""
         return "; ".join(pairs) + more
     return _format(ci)
+
+
+def _numbers(values: object) -> list[float] | None:
+    if not isinstance(values, list) or not values:
+        return None
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+               for v in values):
+        return None
+    return [float(v) for v in values]
+
+
+def _bar_chart(value: object, ci: object, width: int = 420, height: int = 110) -> Markup | None:
+    """An inline SVG of a histogram or vector: bars for values, whiskers for the 95% CI.
+
+    Only numbers reach the SVG text, so it is safe to mark as markup.
+    """
+    values = _numbers(value)
+    if values is None or not isinstance(ci, list) or len(ci) != len(values):
+        return None
+    lows = _numbers([pair[0] if isinstance(pair, list) and pair else None for pair in ci])
+    highs = _numbers([pair[-1] if isinstance(pair, list) and pair else None for pair in ci])
+    if lows is None or highs is None:
+        return None
+    top = max([*highs, *values, 1e-9])
+    bottom = min([*lows, *values, 0.0])
+    span = top - bottom
+    step = width / len(values)
+
+    def y(v: float) -> float:
+        return round(height - (v - bottom) / span * height, 1)
+
+    parts = [f'<svg class="bars" width="{width}" height="{height}" role="img" '
+             f'viewBox="0 0 {width} {height}">']
+    for index, (v, low, high) in enumerate(zip(values, lows, highs, strict=True)):
+        x = round(index * step + step * 0.15, 1)
+        w = round(step * 0.7, 1)
+        y0, yv = y(0.0), y(v)
+        parts.append(f'<rect x="{x}" y="{min(y0, yv)}" width="{w}" '
+                     f'height="{round(abs(y0 - yv), 1)}"/>')
+        mid = round(x + w / 2, 1)
+        parts.append(f'<line x1="{mid}" x2="{mid}" y1="{y(low)}" y2="{y(high)}"/>')
+    parts.append("</svg>")
+    return Markup("".join(parts))
