@@ -256,6 +256,23 @@ class Client:
                 scheme = self._schemes.setdefault(cache_key, scheme)
         return scheme
 
+    def precompute(self, reports: int) -> int:
+        """Prepare Paillier randomness for ``reports`` future records, e.g. while idle.
+
+        Each later Paillier ``record`` then costs one multiplication (~5 µs at 3072 bits)
+        instead of ~0.5 ms. Returns how many randomisers were added per Paillier key.
+        """
+        if isinstance(reports, bool) or not isinstance(reports, int) or reports < 0:
+            raise InvalidInput("reports must be a non-negative integer")
+        loaded = self._current()
+        added = 0
+        for policy in loaded.manifest.policies.values():
+            if policy.scheme == "paillier":
+                scheme = self._scheme(loaded, policy)
+                added = max(added, scheme.fill_pool(reports))  # type: ignore[attr-defined]
+                break  # one active Paillier key serves every Paillier metric
+        return added
+
     # -- recording -----------------------------------------------------------------------
 
     def record(self, metric: str, value: Value, *, at: float | None = None) -> None:

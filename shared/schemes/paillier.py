@@ -34,6 +34,7 @@ import base64
 import re
 import secrets
 import threading
+from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -56,6 +57,7 @@ ALLOWED_KEY_BITS = (2048, 3072, 4096)
 MIN_N_BITS, MAX_N_BITS = 2048, 4096
 _SECURITY_BITS = {2048: 112, 3072: 128, 4096: 152}
 _WINDOW_BITS = 8
+MAX_POOL = 100_000  # spare randomisers: 768 B each at 3072 bits, so at most ~77 MB
 _KID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _B64URL_RE = re.compile(r"[A-Za-z0-9_-]+")
 _PRIVATE_FIELDS = ("p", "q", "d", "lambda", "mu")
@@ -126,6 +128,7 @@ class PaillierPublic(PublicScheme):
         self.exponent_bits = short_exponent_bits(self.n.bit_length())
         self._table: _FixedBaseTable | None = None
         self._lock = threading.Lock()
+        self._pool: deque[Mpz] = deque()
 
     def __repr__(self) -> str:
         return f"PaillierPublic(kid={self.key_id!r}, bits={self.n.bit_length()})"
@@ -229,12 +232,37 @@ class PaillierPublic(PublicScheme):
             if gmpy2.gcd(x, self.n) == 1:
                 return x
 
+    def fill_pool(self, count: int) -> int:
+        """Precompute up to ``count`` spare randomisers (e.g. while the app is idle).
+
+        Each randomiser is taken from the pool exactly once (``deque.popleft`` is atomic),
+        so ciphertexts never share randomness; an empty pool falls back to computing one on
+        the spot. With spares, an encryption is one multiplication mod n^2 (~15 µs at
+        3072 bits) instead of ~0.5 ms. Returns how many were added.
+        """
+        table = self._randomiser_table()
+        added = 0
+        while len(self._pool) < min(count, MAX_POOL) and added < count:
+            self._pool.append(table.random_power())
+            added += 1
+        return added
+
+    @property
+    def pooled(self) -> int:
+        """Spare randomisers ready for use."""
+        return len(self._pool)
+
+    def _randomiser(self) -> Mpz:
+        try:
+            return self._pool.popleft()
+        except IndexError:
+            return self._randomiser_table().random_power()
+
     def encrypt_plaintext(self, m: int) -> Mpz:
         """Paillier encryption of one raw plaintext ``0 <= m < n``."""
         if isinstance(m, bool) or not isinstance(m, int | gmpy2.mpz) or not 0 <= m < self.n:
             raise InvalidInput("plaintext must be an integer in 0..n-1")
-        r = self._randomiser_table().random_power()
-        return (1 + m * self.n) * r % self.nsquare
+        return (1 + m * self.n) * self._randomiser() % self.nsquare
 
     def encrypt(self, slots: Sequence[int], spec: SlotSpec) -> list[bytes]:
         width, per = self._layout(spec)

@@ -622,3 +622,19 @@ def test_the_contribution_limit_holds_under_concurrent_records(
         thread.join()
     assert client.pending == 2 and len(refused) == 4
 
+
+
+def test_precomputed_randomness_is_used_and_reports_still_decrypt(
+    make_client: MakeClient, server: FakeServer, manifest1: Manifest, paillier_secret
+) -> None:  # type: ignore[no-untyped-def]
+    client = make_client()
+    assert client.precompute(4) >= 0
+    for value in (1.0, 2.0, 3.0, 4.0, 5.0):
+        client.record("latency", value, at=NOW)
+    client.flush()
+    latency = manifest1.policy("latency")
+    reports = list(server.stored.values())
+    assert decrypt_sum(paillier_secret, latency, reports) == [
+        sum(encode(latency, v)[0] for v in (1.0, 2.0, 3.0, 4.0, 5.0))]
+    with pytest.raises(InvalidInput):
+        client.precompute(-1)

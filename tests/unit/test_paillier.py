@@ -533,3 +533,13 @@ def test_secret_key_errors_never_contain_the_factors(secret: PaillierSecret) -> 
 def test_generate_rejects_a_malformed_key_id_before_generating() -> None:
     with pytest.raises(InvalidInput, match="kid"):
         generate_paillier(2048, key_id="")
+
+
+def test_pooled_randomisers_are_used_once_and_decrypt(public: PaillierPublic,
+                                                     secret: PaillierSecret) -> None:
+    assert public.fill_pool(5) == 5 and public.pooled >= 5
+    before = public.pooled
+    cts = [public.encrypt_plaintext(7) for _ in range(before + 2)]  # past the pool's end
+    assert public.pooled == 0
+    assert len(set(cts)) == len(cts)  # no randomness shared between ciphertexts
+    assert all(secret.decrypt_plaintext(c) == 7 for c in cts)
