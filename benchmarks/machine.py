@@ -6,7 +6,6 @@ import os
 import platform
 import sqlite3
 import subprocess
-import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -56,6 +55,14 @@ def _git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def load_average() -> list[float] | None:
+    """1, 5 and 15 minute load averages: other work on the machine skews every figure."""
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def describe() -> dict[str, Any]:
     """CPU model, cores, memory, OS, Python and the versions of every library measured."""
     affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
@@ -67,7 +74,6 @@ def describe() -> dict[str, Any]:
         "memory_gib": round(memory / 2**30, 1) if memory else None,
         "os": platform.platform(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
-        "python_executable": sys.executable,
         "gmp": gmpy2.mp_version(),
         "sqlite": sqlite3.sqlite_version,
         "libraries": {name: _version(name) for name in LIBRARIES},

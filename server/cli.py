@@ -7,8 +7,12 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from blindsum.shared.errors import BlindsumError, InvalidConfig
+
+if TYPE_CHECKING:
+    from blindsum.server.aggregator.tokens import TokenBook
 
 
 def _port(text: str) -> int:
@@ -141,10 +145,66 @@ def cmd_server_serve(args: argparse.Namespace) -> int:
         "data_dir": args.data_dir,
         "keyholder_url": args.keyholder_url,
         "keyholder_identity": args.keyholder_identity,
+        "ca_bundle": args.ca_bundle,
     }.items() if value is not None}
     config = load_config(overrides)
     serve(lambda: create_app(config), args.host, args.port, workers=args.workers, threads=8,
           certfile=args.tls_cert, keyfile=args.tls_key, name="blindsum-server")
+    return 0
+
+
+def _token_book(data_dir: Path, create: bool = False) -> TokenBook:
+    from blindsum.server.aggregator.store import DB_NAME, Store
+    from blindsum.server.aggregator.tokens import TokenBook
+
+    if not create and not (data_dir / DB_NAME).is_file():
+        raise InvalidConfig(f"{data_dir} is not an aggregator data directory (no {DB_NAME})")
+    return TokenBook(Store(data_dir))
+
+
+def _when(seconds: float | None) -> str:
+    import time
+
+    return "-" if seconds is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
+
+
+def cmd_server_token_create(args: argparse.Namespace) -> int:
+    token, record = _token_book(args.data_dir, create=True).create(
+        args.role, args.label, args.metric or None)
+    metrics = None if record.metrics is None else sorted(record.metrics)
+    if args.json:
+        print(json.dumps({"token": token, "role": record.role, "label": record.label,
+                          "metrics": metrics}))
+        return 0
+    scope = "every metric" if metrics is None else ", ".join(metrics)
+    print(f"created {record.role} token {record.label!r} (digest {record.digest[:12]}) for "
+          f"{scope}; it is shown once, store it now:", file=sys.stderr)
+    print(token)
+    return 0
+
+
+def cmd_server_token_revoke(args: argparse.Namespace) -> int:
+    # "-" reads the reference from stdin, so a token need not appear in process arguments.
+    reference = sys.stdin.readline().strip() if args.token == "-" else args.token
+    record, revoked = _token_book(args.data_dir).revoke(reference)
+    state = ("revoked: every worker refuses it from its next request" if revoked
+             else "was already revoked")
+    print(f"{record.role} token {record.label!r} (digest {record.digest[:12]}) {state}")
+    return 0
+
+
+def cmd_server_token_list(args: argparse.Namespace) -> int:
+    records = _token_book(args.data_dir).all()
+    if args.json:
+        print(json.dumps([r.to_json() for r in records]))
+        return 0
+    rows = [("LABEL", "ROLE", "METRICS", "CREATED", "REVOKED", "DIGEST")]
+    rows += [(r.label, r.role, "*" if r.metrics is None else ",".join(sorted(r.metrics)),
+              _when(r.created_at), _when(r.revoked_at), r.digest[:12]) for r in records]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+              .rstrip())
     return 0
 
 
@@ -160,6 +220,31 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from blindsum.benchmarks.runner import run_benchmarks
 
     return run_benchmarks(quick=args.quick, as_json=args.json, output=args.output)
+
+
+def _token_parsers(srv: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    token = srv.add_parser("token", help="bearer tokens of apps and operators (stored hashed)")
+    actions = token.add_subparsers(dest="token_action", required=True)
+    create = actions.add_parser("create", help="make a token and print it once")
+    create.add_argument("--data-dir", required=True, type=Path)
+    create.add_argument("--role", required=True, choices=("ingest", "admin"))
+    create.add_argument("--label", help="a name for operators (default: role-digestprefix)")
+    create.add_argument("--metric", action="append", metavar="NAME",
+                        help="an ingest token may report only these metrics (repeatable; "
+                             "default: every metric)")
+    create.add_argument("--json", action="store_true",
+                        help='print {"token", "role", "label", "metrics"}')
+    create.set_defaults(handler=cmd_server_token_create)
+    revoke = actions.add_parser("revoke", help="refuse a token from the next request on")
+    revoke.add_argument("--data-dir", required=True, type=Path)
+    revoke.add_argument("token", metavar="TOKEN_OR_LABEL_OR_DIGEST_PREFIX",
+                        help="the token, its label, or >= 8 hex digits of its digest; "
+                             "'-' reads it from stdin")
+    revoke.set_defaults(handler=cmd_server_token_revoke)
+    listing = actions.add_parser("list", help="every token (labels and digests, never tokens)")
+    listing.add_argument("--data-dir", required=True, type=Path)
+    listing.add_argument("--json", action="store_true", help="print a JSON list")
+    listing.set_defaults(handler=cmd_server_token_list)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -223,7 +308,8 @@ def build_parser() -> argparse.ArgumentParser:
     server = roles.add_parser("server", help="the aggregator server (ciphertexts only)")
     srv = server.add_subparsers(dest="action", required=True)
     srv_serve = srv.add_parser(
-        "serve", help="serve the aggregator API (gunicorn); tokens come from the environment"
+        "serve", help="serve the aggregator API (gunicorn); tokens come from `server token "
+                      "create` and the environment"
     )
     srv_serve.add_argument("--data-dir", type=Path)
     srv_serve.add_argument("--keyholder-url")
@@ -231,8 +317,12 @@ def build_parser() -> argparse.ArgumentParser:
     srv_serve.add_argument("--host", default="127.0.0.1")
     srv_serve.add_argument("--port", type=_port, default=8700)
     srv_serve.add_argument("--workers", type=_positive, default=2)
+    srv_serve.add_argument("--ca-bundle",
+                           help="CA file that verifies the key-holder's TLS certificate "
+                                "(or set BLINDSUM_CA_BUNDLE; default: the system CAs)")
     tls(srv_serve)
     srv_serve.set_defaults(handler=cmd_server_serve)
+    _token_parsers(srv)
 
     demo = roles.add_parser("demo", help="run both services and simulate app installs")
     demo.add_argument("--clients", type=_positive, default=1000,

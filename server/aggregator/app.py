@@ -4,6 +4,10 @@ Each call builds an independent app (no module-level state): its store, manifest
 driver and background thread live in ``app.extensions`` and are reached through
 ``current_app``. The background thread starts with the first request, so it runs in the
 process that serves (a gunicorn worker), and stops at interpreter exit or on ``close``.
+
+Every answer that is not a success is ``application/problem+json``: our errors, werkzeug's
+(404, 405 with ``Allow``, 413 naming the limit that applied), rate limits (429 with
+``Retry-After``) and unexpected failures (500, with nothing about the cause).
 """
 
 from __future__ import annotations
@@ -12,13 +16,16 @@ import time
 import weakref
 from collections.abc import Callable
 
-from flask import Flask
+from flask import Flask, Response, request
+from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
 
 from blindsum.server.aggregator.config import AggregatorConfig
 from blindsum.server.aggregator.keyholder_client import KeyholderApi
-from blindsum.server.aggregator.routes import BLUEPRINTS, EXTENSION
+from blindsum.server.aggregator.ratelimit import install_rate_limits
+from blindsum.server.aggregator.routes import AUTHENTICATED, BLUEPRINTS, EXTENSION, PUBLIC
 from blindsum.server.aggregator.services import Aggregator
-from blindsum.server.http import install_error_handlers
+from blindsum.server.http import install_error_handlers, problem
+from blindsum.shared.errors import PayloadTooLarge
 
 
 def create_app(
@@ -37,8 +44,10 @@ def create_app(
     service = Aggregator.build(config, keyholder, clock)
     app.extensions[EXTENSION] = service
     install_error_handlers(app)
+    _install_http_errors(app)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
+    install_rate_limits(app, config, service.auth, AUTHENTICATED, PUBLIC)
 
     @app.before_request
     def _start_background() -> None:
@@ -47,6 +56,25 @@ def create_app(
     # Stops the thread and closes connections when the app is collected or at exit.
     weakref.finalize(app, service.close)
     return app
+
+
+def _install_http_errors(app: Flask) -> None:
+    """werkzeug's errors as problem documents with what the client needs to act on them."""
+
+    @app.errorhandler(MethodNotAllowed)
+    def _method(exc: MethodNotAllowed) -> Response:
+        allowed = sorted(exc.valid_methods or ())
+        response = problem(405, "Method not allowed",
+                           f"{request.method} is not allowed here; allowed: "
+                           f"{', '.join(allowed)}", "method-not-allowed")
+        response.headers["Allow"] = ", ".join(allowed)
+        return response
+
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(_: RequestEntityTooLarge) -> Response:
+        return problem(413, PayloadTooLarge.title,
+                       f"request body exceeds {request.max_content_length} bytes; nothing "
+                       "was stored", PayloadTooLarge.code)
 
 
 def close_app(app: Flask) -> None:

@@ -1,19 +1,26 @@
 """The aggregator's configuration: one typed value, loaded from the environment in one place.
 
 CLI flags arrive as ``overrides`` and win over the environment. Every missing or invalid
-field raises ``InvalidConfig`` naming the field and where it came from, so a misconfigured
-server refuses to start instead of running half-configured.
+setting raises ``InvalidConfig`` naming the setting and where it came from, so a
+misconfigured server refuses to start instead of running half-configured.
+
+Bearer tokens given in the environment (``BLINDSUM_INGEST_TOKENS``, ``BLINDSUM_ADMIN_TOKENS``)
+are hashed as they are parsed: the configuration holds their SHA-256 digests only. Tokens
+created with ``blindsum server token create`` live (hashed, scoped, revocable) in the store.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import limits
+
+from blindsum.server.http import token_digest
 from blindsum.shared.errors import InvalidConfig, InvalidInput
 from blindsum.shared.signing import parse_identity
 
@@ -28,7 +35,19 @@ ENV_VARS: Mapping[str, str] = {
     "release_token": "BLINDSUM_RELEASE_TOKEN",
     "auto_release": "BLINDSUM_AUTO_RELEASE",
     "ca_bundle": "BLINDSUM_CA_BUNDLE",
+    "max_body_bytes": "BLINDSUM_MAX_BODY_BYTES",
+    "rate_limit_ingest": "BLINDSUM_RATE_LIMIT_INGEST",
+    "rate_limit_admin": "BLINDSUM_RATE_LIMIT_ADMIN",
+    "rate_limit_public": "BLINDSUM_RATE_LIMIT_PUBLIC",
+    "rate_limit_auth_failures": "BLINDSUM_RATE_LIMIT_AUTH_FAILURES",
 }
+# Settings whose parsed value is stored under another field name (tokens become digests).
+_FIELD_OF: Mapping[str, str] = {
+    "ingest_tokens": "ingest_token_digests",
+    "admin_tokens": "admin_token_digests",
+}
+REQUIRED = ("data_dir", "keyholder_url", "keyholder_identity", "release_token")
+_OFF = ("off", "none", "unlimited")
 
 
 @dataclass(frozen=True)
@@ -40,27 +59,38 @@ class AggregatorConfig:
         keyholder_url: base URL of the key-holder, ``http://`` or ``https://``.
         keyholder_identity: the pinned ``ed25519:<b64url>`` identity that must sign the
             manifest and every release result.
-        ingest_tokens: bearer tokens apps may use to ``POST /v1/reports``.
-        admin_tokens: bearer tokens of operators (``/v1/windows``).
         release_token: the bearer token this server presents to the key-holder.
+        ingest_token_digests: SHA-256 digests (``token_digest``) of the unscoped tokens apps
+            may use to ``POST /v1/reports``, from ``ingest_tokens``.
+        admin_token_digests: the same for operators' tokens (``/v1/windows``).
         auto_release: release every due window in the background.
         release_interval_seconds: how often the background thread looks for due windows.
         manifest_refresh_seconds: how often the manifest is re-fetched (0: only on demand).
         max_body_bytes: largest request body accepted (413 beyond).
         ca_bundle: CA file to verify the key-holder's TLS certificate (None: system CAs).
+        rate_limit_ingest: requests per ingest token (``limits`` notation, e.g.
+            ``600/minute``; None: unlimited).
+        rate_limit_admin: requests per admin token.
+        rate_limit_public: requests per client address to the unauthenticated endpoints.
+        rate_limit_auth_failures: failed authentications (401) per client address; once
+            spent, unauthenticated requests from that address are refused with 429.
     """
 
     data_dir: Path
     keyholder_url: str
     keyholder_identity: str
-    ingest_tokens: tuple[str, ...]
-    admin_tokens: tuple[str, ...]
     release_token: str
+    ingest_token_digests: tuple[str, ...] = ()
+    admin_token_digests: tuple[str, ...] = ()
     auto_release: bool = True
     release_interval_seconds: float = 5.0
     manifest_refresh_seconds: float = 60.0
     max_body_bytes: int = 64 * MIB
     ca_bundle: str | None = None
+    rate_limit_ingest: str | None = "600/minute"
+    rate_limit_admin: str | None = "120/minute"
+    rate_limit_public: str | None = "6000/minute"
+    rate_limit_auth_failures: str | None = "30/minute"
 
 
 def load_config(
@@ -68,33 +98,34 @@ def load_config(
 ) -> AggregatorConfig:
     """Build the configuration from ``env`` (``BLINDSUM_*``), with ``overrides`` winning.
 
-    ``overrides`` maps field names to values (``None`` means "not given"); strings are parsed
-    like environment values, so CLI flags can be passed through unchanged.
+    ``overrides`` maps setting names (the field names, and ``ingest_tokens`` /
+    ``admin_tokens`` for plaintext tokens) to values (``None`` means "not given"); strings are
+    parsed like environment values, so CLI flags can be passed through unchanged. A rate
+    limit of ``off`` disables that limit.
 
     Raises:
-        InvalidConfig: an unknown override, or a missing or invalid field (named).
+        InvalidConfig: an unknown override, or a missing or invalid setting (named).
     """
     overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    names = {f.name for f in fields(AggregatorConfig)}
-    unknown = set(overrides) - names
+    unknown = set(overrides) - set(_PARSERS)
     if unknown:
         raise InvalidConfig(f"unknown aggregator settings {sorted(unknown)}")
     values: dict[str, Any] = {}
-    for name in names:
+    for name, parse in _PARSERS.items():
         source = f"--{name.replace('_', '-')}"
         raw: object = overrides.get(name)
         if raw is None and name in ENV_VARS and env.get(ENV_VARS[name], "") != "":
             raw, source = env[ENV_VARS[name]], ENV_VARS[name]
         if raw is None:
             continue
-        values[name] = _PARSERS[name](raw, f"{name} ({source})")
-    for name in ("data_dir", "keyholder_url", "keyholder_identity", "ingest_tokens",
-                 "admin_tokens", "release_token"):
+        values[_FIELD_OF.get(name, name)] = parse(raw, f"{name} ({source})")
+    for name in REQUIRED:
         if name not in values:
             hint = f" (set {ENV_VARS[name]} or --{name.replace('_', '-')})"
             raise InvalidConfig(f"aggregator setting {name} is required{hint}")
-    shared = set(values["ingest_tokens"]) & set(values["admin_tokens"])
-    if shared or values["release_token"] in {*values["ingest_tokens"], *values["admin_tokens"]}:
+    ingest = set(values.get("ingest_token_digests", ()))
+    admin = set(values.get("admin_token_digests", ()))
+    if ingest & admin or token_digest(values["release_token"]) in ingest | admin:
         raise InvalidConfig(
             "ingest_tokens, admin_tokens and release_token must not share a token "
             "(each role gets its own credential)"
@@ -140,7 +171,8 @@ def _token(raw: object, what: str) -> str:
     return token
 
 
-def _tokens(raw: object, what: str) -> tuple[str, ...]:
+def _token_digests(raw: object, what: str) -> tuple[str, ...]:
+    """Comma-separated tokens (or a list) -> their digests; plaintexts are not kept."""
     items: list[object]
     if isinstance(raw, str):
         items = [part.strip() for part in raw.split(",") if part.strip()]
@@ -150,7 +182,23 @@ def _tokens(raw: object, what: str) -> tuple[str, ...]:
         raise InvalidConfig(f"{what} must be a comma-separated list of tokens")
     if not items:
         raise InvalidConfig(f"{what} must name at least one token")
-    return tuple(dict.fromkeys(_token(item, what) for item in items))
+    return tuple(dict.fromkeys(token_digest(_token(item, what)) for item in items))
+
+
+def _rate_limit(raw: object, what: str) -> str | None:
+    text = _text(raw, what).lower()
+    if text in _OFF:
+        return None
+    try:
+        parsed = limits.parse_many(text)
+    except ValueError:
+        parsed = []
+    if not parsed or any(item.amount < 1 for item in parsed):
+        raise InvalidConfig(
+            f"{what} must be a rate such as '600/minute' or '10/second;500/hour' "
+            f"(or 'off'), got {raw!r}"
+        )
+    return text
 
 
 def _boolean(raw: object, what: str) -> bool:
@@ -206,12 +254,16 @@ _PARSERS: Mapping[str, Callable[[object, str], Any]] = {
     "data_dir": _path,
     "keyholder_url": _url,
     "keyholder_identity": _identity,
-    "ingest_tokens": _tokens,
-    "admin_tokens": _tokens,
     "release_token": _token,
+    "ingest_tokens": _token_digests,
+    "admin_tokens": _token_digests,
     "auto_release": _boolean,
     "release_interval_seconds": _positive_seconds,
     "manifest_refresh_seconds": _seconds,
     "max_body_bytes": _byte_count,
     "ca_bundle": _ca_bundle,
+    "rate_limit_ingest": _rate_limit,
+    "rate_limit_admin": _rate_limit,
+    "rate_limit_public": _rate_limit,
+    "rate_limit_auth_failures": _rate_limit,
 }

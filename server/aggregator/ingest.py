@@ -8,7 +8,10 @@ Order matters:
 2. Every other report is validated before anything is written: metric and version in the
    verified manifest, a key id the manifest accepts for the metric's scheme, a window that
    takes reports now, and ciphertexts the scheme accepts (count, length, range, gcd). The
-   first fault refuses the whole batch with a 4xx naming the report.
+   first fault refuses the whole batch with a 4xx naming the report. An id repeated within
+   the batch is validated too unless it repeats the same report byte for byte; a repeat
+   with other content refuses the batch (one id, one report), so nothing in a batch is
+   skipped unchecked.
 3. One ``BEGIN IMMEDIATE`` transaction inserts the new reports, adds each group's
    homomorphic sum into its window aggregate and commits durably. A window that is no
    longer open, or whose count would pass ``max_contributors`` (the packing headroom: one
@@ -86,8 +89,9 @@ class Ingestor:
         now = self._clock()
         ids = [r.report_id for r in batch.reports]
         known = self._store.existing_report_ids(ids)
-        pending = _first_occurrences(batch.reports, known)
+        pending, first_index = _to_validate(batch.reports, known)
         checked = self._check_all(pending, now)
+        _refuse_conflicting_repeats(checked, first_index)
         if not checked:
             return BatchReceipt(accepted=0, duplicates=len(ids))
         sums = _group_sums(checked)
@@ -123,17 +127,35 @@ class Ingestor:
             raise miss.error from None
 
 
-def _first_occurrences(
+def _to_validate(
     reports: Sequence[Report], known: set[bytes]
-) -> list[tuple[int, Report]]:
-    """(index, report) of each id not stored yet, first occurrence only."""
-    seen = set(known)
+) -> tuple[list[tuple[int, Report]], dict[bytes, int]]:
+    """(index, report) of every report not stored yet, except exact repeats of an earlier
+    one in the batch; and the index of each new id's first occurrence."""
+    first: dict[bytes, int] = {}
     pending = []
     for index, report in enumerate(reports):
-        if report.report_id not in seen:
-            seen.add(report.report_id)
+        if report.report_id in known:
+            continue
+        earlier = first.setdefault(report.report_id, index)
+        if earlier == index or reports[earlier] != report:
             pending.append((index, report))
-    return pending
+    return pending, first
+
+
+def _refuse_conflicting_repeats(checked: list[_Checked], first_index: dict[bytes, int]) -> None:
+    """Refuse a batch that repeats an id with other (valid) content.
+
+    Raises:
+        InvalidInput: naming both reports.
+    """
+    for item in checked:
+        first = first_index[item.report.report_id]
+        if first != item.index:
+            raise InvalidInput(
+                f"batch.reports[{item.index}] repeats the id of batch.reports[{first}] with "
+                "other content (one id, one report); nothing in this batch was stored"
+            )
 
 
 def _check_batch(

@@ -24,9 +24,15 @@ def _problem(description: str) -> dict[str, Any]:
     return {"description": description, "content": {PROBLEM: {"schema": _ref("Problem")}}}
 
 
+_RATE_LIMITED = {"429": {
+    **_problem("rate limit exceeded (per token, or per client address without a valid one)"),
+    "headers": {"Retry-After": {"description": "seconds to wait before trying again",
+                                "schema": {"type": "integer", "minimum": 1}}},
+}}
 _AUTH_ERRORS = {
-    "401": _problem("no bearer token, or an unknown one"),
+    "401": _problem("no bearer token, or an unknown or revoked one"),
     "403": _problem("a token of another role"),
+    **_RATE_LIMITED,
 }
 _BYTES = {"type": "string", "format": "byte",
           "description": "base64url without padding in JSON; a byte string in CBOR"}
@@ -173,13 +179,15 @@ def _schemas() -> dict[str, Any]:
 
 
 def _paths() -> dict[str, Any]:
-    published_ok = {"200": _body("Published", "released results, oldest window first")}
+    published_ok = {"200": _body("Published", "released results, oldest window first"),
+                    **_RATE_LIMITED}
     return {
         "/v1/manifest": {"get": {
             "summary": "The key-holder's signed manifest, relayed unchanged",
             "tags": ["keys"],
             "responses": {"200": _body("SignedDocument", "signed manifest"),
-                          "502": _problem("no verified manifest available")},
+                          "502": _problem("no verified manifest available"),
+                          **_RATE_LIMITED},
         }},
         "/v1/keys/{kid}/context": {"get": {
             "summary": "CKKS public context bytes (check their SHA-256 against the manifest)",
@@ -192,6 +200,7 @@ def _paths() -> dict[str, Any]:
                             "schema": {"type": "string", "format": "binary"}}}},
                 "404": _problem("no CKKS key with this id"),
                 "502": _problem("the key-holder's context does not match the manifest"),
+                **_RATE_LIMITED,
             },
         }},
         "/v1/reports": {"post": {
@@ -203,8 +212,10 @@ def _paths() -> dict[str, Any]:
                 "200": _body("BatchReceipt", "every report of the batch is durable"),
                 "400": _problem("malformed body or an invalid report (named by index): "
                                 "unknown metric, stale version, closed window, bad "
-                                "ciphertext or key id"),
+                                "ciphertext or key id, an id repeated with other content"),
                 **_AUTH_ERRORS,
+                "403": _problem("a token of another role, or a report for a metric outside "
+                                "the token's scope (named)"),
                 "409": _problem("a window is sealed or would exceed max_contributors"),
                 "413": _problem("body larger than the server accepts"),
                 "415": _problem("Content-Type is not JSON or CBOR"),
@@ -225,12 +236,15 @@ def _paths() -> dict[str, Any]:
             "summary": "Every window aggregate and its state", "tags": ["windows"],
             "security": [{"adminToken": []}],
             "parameters": [
-                {"name": "metric", "in": "query", "schema": {"type": "string"}},
+                {"name": "metric", "in": "query",
+                 "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_.-]{0,63}$"}},
                 {"name": "state", "in": "query", "schema": {
                     "type": "string", "enum": ["open", "sealed", "released", "refused"]}},
+                {"name": "window", "in": "query",
+                 "schema": {"type": "integer", "minimum": 0, "maximum": 2**40}},
             ],
             "responses": {"200": _body("Windows", "windows"), **_AUTH_ERRORS,
-                          "400": _problem("bad state filter")},
+                          "400": _problem("unknown, repeated or malformed filter")},
         }},
         "/v1/windows/release": {"post": {
             "summary": "Release windows now (early if still open: the key-holder's policy "
@@ -242,23 +256,27 @@ def _paths() -> dict[str, Any]:
                 "200": _body("ReleaseOutcomes", "what happened to each window"),
                 "400": _problem("malformed filter"), **_AUTH_ERRORS,
                 "404": _problem("no reports for the named window"),
+                "413": _problem("filter body over 4096 bytes"),
                 "409": _problem("the named window was already released or refused"),
             },
         }},
         "/healthz": {"get": {
             "summary": "Liveness and readiness", "tags": ["meta"],
             "responses": {"200": _body("Health", "ready"),
-                          "503": _body("Health", "no verified manifest yet")},
+                          "503": _body("Health", "no verified manifest yet"),
+                          **_RATE_LIMITED},
         }},
         "/openapi.json": {"get": {
             "summary": "This document", "tags": ["meta"],
             "responses": {"200": {"description": "OpenAPI 3.0",
-                                  "content": {JSON: {"schema": {"type": "object"}}}}},
+                                  "content": {JSON: {"schema": {"type": "object"}}}},
+                          **_RATE_LIMITED},
         }},
         "/": {"get": {
             "summary": "HTML dashboard of published results", "tags": ["published"],
             "responses": {"200": {"description": "HTML page",
-                                  "content": {"text/html": {"schema": {"type": "string"}}}}},
+                                  "content": {"text/html": {"schema": {"type": "string"}}}},
+                          **_RATE_LIMITED},
         }},
     }
 
@@ -271,16 +289,19 @@ def openapi_document() -> dict[str, Any]:
             "title": "blindsum aggregator",
             "version": "1",
             "description": "Sums encrypted metric reports per window; never sees a plaintext "
-                           "or a secret key. Errors are application/problem+json.",
+                           "or a secret key. Errors are application/problem+json. Requests "
+                           "are rate limited per token (per client address without a valid "
+                           "token): 429 with Retry-After.",
         },
         "paths": _paths(),
         "components": {
             "schemas": _schemas(),
             "securitySchemes": {
                 "ingestToken": {"type": "http", "scheme": "bearer",
-                                "description": "app ingest token"},
+                                "description": "app ingest token (ing_...), possibly scoped "
+                                               "to some metrics"},
                 "adminToken": {"type": "http", "scheme": "bearer",
-                               "description": "operator token"},
+                               "description": "operator token (adm_...)"},
             },
         },
     }

@@ -8,12 +8,15 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, request
 
+from blindsum.server.aggregator.auth import require_metrics
+from blindsum.server.aggregator.bodies import BATCH_ITEMS, read_wire_body
 from blindsum.server.aggregator.dashboard import render_dashboard
 from blindsum.server.aggregator.openapi import openapi_document
 from blindsum.server.aggregator.release import ReleaseOutcome
 from blindsum.server.aggregator.services import Aggregator
 from blindsum.server.aggregator.store import STATES, StoredResult
-from blindsum.server.http import read_body, reply, require_token
+from blindsum.server.aggregator.tokens import TokenRecord
+from blindsum.server.http import reply
 from blindsum.shared.codec import ReportBatch
 from blindsum.shared.errors import InvalidInput, NotFound
 from blindsum.shared.policy import NAME_PATTERN
@@ -27,6 +30,9 @@ windows = Blueprint("windows", __name__)
 meta = Blueprint("meta", __name__)
 dashboard = Blueprint("dashboard", __name__)
 BLUEPRINTS = (keys, reports, published, windows, meta, dashboard)
+AUTHENTICATED = ((reports, "ingest"), (windows, "admin"))
+PUBLIC = (keys, published, meta, dashboard)
+RELEASE_FILTER_BYTES = 4096
 
 
 def aggregator() -> Aggregator:
@@ -34,8 +40,8 @@ def aggregator() -> Aggregator:
     return service
 
 
-def _require(role: str) -> None:
-    require_token(aggregator().token_digests, role)
+def _require(role: str) -> TokenRecord:
+    return aggregator().auth.require_role(role)
 
 
 # -- keys: the manifest and CKKS contexts, relayed from the key-holder ---------------------
@@ -61,9 +67,11 @@ def get_context(kid: str) -> Response:
 
 @reports.post("/v1/reports")
 def post_reports() -> Response:
-    _require("ingest")
-    data, _ = read_body()
-    receipt = aggregator().ingestor.ingest(ReportBatch.from_wire(data))
+    principal = _require("ingest")  # before the body is read: strangers cost no parsing
+    batch = ReportBatch.from_wire(read_wire_body(BATCH_ITEMS))
+    require_metrics(principal, ((f"batch.reports[{index}]", report.metric)
+                                for index, report in enumerate(batch.reports)))
+    receipt = aggregator().ingestor.ingest(batch)
     return reply(receipt.to_wire())
 
 
@@ -81,6 +89,8 @@ def get_published() -> Response:
 
 @published.get("/v1/published/<metric>")
 def get_published_metric(metric: str) -> Response:
+    if not NAME_PATTERN.match(metric):
+        raise NotFound(f"no metric of that name (names match {NAME_PATTERN.pattern})")
     service = aggregator()
     results = service.store.results(metric)
     known = not service.manifests.loaded or metric in service.manifests.manifest().policies
@@ -95,12 +105,29 @@ def get_published_metric(metric: str) -> Response:
 @windows.get("/v1/windows")
 def get_windows() -> Response:
     _require("admin")
-    metric = request.args.get("metric")
-    state = request.args.get("state")
+    metric, state, window = _window_filters()
+    rows = aggregator().store.windows(metric=metric, states=(state,) if state else STATES,
+                                      window=window)
+    return reply({"windows": [row.to_json() for row in rows]})
+
+
+def _window_filters() -> tuple[str | None, str | None, int | None]:
+    args = request.args
+    unknown = set(args) - {"metric", "state", "window"}
+    if unknown:
+        raise InvalidInput(f"unknown query parameters {sorted(unknown)[:5]}: "
+                           "filter by metric, state or window")
+    if any(len(args.getlist(name)) > 1 for name in args):
+        raise InvalidInput("give each query parameter at most once")
+    metric, state, window = args.get("metric"), args.get("state"), args.get("window")
+    if metric is not None and not NAME_PATTERN.match(metric):
+        raise InvalidInput(f"metric must match {NAME_PATTERN.pattern}")
     if state is not None and state not in STATES:
         raise InvalidInput(f"state must be one of {list(STATES)}")
-    rows = aggregator().store.windows(metric=metric, states=(state,) if state else STATES)
-    return reply({"windows": [row.to_json() for row in rows]})
+    if window is not None and not (window.isascii() and window.isdigit()
+                                   and len(window) <= 13 and int(window) <= 2**40):
+        raise InvalidInput("window must be an integer window start in 0..2**40")
+    return metric, state, None if window is None else int(window)
 
 
 @windows.post("/v1/windows/release")
@@ -112,7 +139,11 @@ def post_release() -> Response:
 
 
 def _release_filters() -> tuple[str | None, int | None]:
-    data: Any = read_body()[0] if request.content_length else {}
+    # An absent body means "everything"; a chunked one has no Content-Length but is read.
+    bodyless = request.content_length == 0 or (
+        request.content_length is None and "chunked" not in
+        request.headers.get("Transfer-Encoding", "").lower())
+    data: Any = {} if bodyless else read_wire_body(64, max_bytes=RELEASE_FILTER_BYTES)
     if not isinstance(data, Mapping):
         raise InvalidInput("release request must be an object")
     unknown = set(data) - {"metric", "window", "v"}

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from blindsum.server.aggregator.auth import Authenticator
 from blindsum.server.aggregator.background import Ticker
 from blindsum.server.aggregator.config import AggregatorConfig
 from blindsum.server.aggregator.ingest import Ingestor
@@ -13,12 +14,12 @@ from blindsum.server.aggregator.keyholder_client import KeyholderApi, KeyholderC
 from blindsum.server.aggregator.manifests import ManifestSource
 from blindsum.server.aggregator.release import ReleaseDriver
 from blindsum.server.aggregator.store import Store
-from blindsum.server.http import token_digest
+from blindsum.server.aggregator.tokens import TokenBook, environment_records
 
 
 @dataclass
 class Aggregator:
-    """Store, manifest, ingest, release driver and background jobs of one worker."""
+    """Store, tokens, manifest, ingest, release driver and background jobs of one worker."""
 
     config: AggregatorConfig
     store: Store
@@ -27,7 +28,7 @@ class Aggregator:
     ingestor: Ingestor
     releases: ReleaseDriver
     ticker: Ticker
-    token_digests: Mapping[str, tuple[str, ...]]
+    auth: Authenticator
 
     @classmethod
     def build(
@@ -55,10 +56,10 @@ class Aggregator:
             ingestor=Ingestor(store, manifests, clock),
             releases=releases,
             ticker=Ticker("blindsum-aggregator", jobs),
-            token_digests={
-                "ingest": tuple(map(token_digest, config.ingest_tokens)),
-                "admin": tuple(map(token_digest, config.admin_tokens)),
-            },
+            auth=Authenticator(TokenBook(store), environment_records({
+                "ingest": config.ingest_token_digests,
+                "admin": config.admin_token_digests,
+            })),
         )
 
     def close(self) -> None:

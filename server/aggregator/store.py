@@ -11,6 +11,9 @@ Tables:
 - ``results``: the verified signed result of each released window.
 - ``manifest_cache`` and ``ckks_contexts``: the last verified manifest and CKKS public
   contexts, so a restart works while the key-holder is briefly down.
+- ``tokens``: the bearer tokens operators created (``blindsum server token create``), as
+  SHA-256 digests with their role, label, metric scope and revocation time (see
+  ``tokens.py``); never a token itself.
 
 Each thread has its own connection (``threading.local``); writes go through
 ``transaction()`` (``BEGIN IMMEDIATE``, so a check-then-write is atomic across threads and
@@ -33,7 +36,7 @@ import cbor2
 from blindsum.server.sqlite import connect, write_transaction
 
 DB_NAME = "aggregator.db"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STATES = ("open", "sealed", "released", "refused")
 _ID_CHUNK = 500  # ids per "IN (...)": far below SQLite's variable limit
 
@@ -84,6 +87,16 @@ CREATE TABLE IF NOT EXISTS ckks_contexts (
     context BLOB NOT NULL,
     stored_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS tokens (
+    digest TEXT PRIMARY KEY CHECK (length(digest) = 64),
+    role TEXT NOT NULL CHECK (role IN ('ingest', 'admin')),
+    label TEXT NOT NULL,
+    metrics TEXT,
+    created_at REAL NOT NULL,
+    revoked_at REAL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS tokens_active_label ON tokens (label)
+    WHERE revoked_at IS NULL;
 """
 
 

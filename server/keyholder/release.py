@@ -73,6 +73,8 @@ class Releaser:
             raise
 
     def stored(self, metric: str, version: int, window: int) -> dict | None:
+        if version > 2**31 - 1 or window > 2**40:  # never released; SQLite cannot bind it
+            return None
         return ledger.released_document(self.db.conn, metric, version, window)
 
     def _release(self, conn: sqlite3.Connection, request: ReleaseRequest) -> dict[str, str]:

@@ -1,60 +1,62 @@
-"""Test kit for the aggregator: keys, a locally issued manifest, a fake key-holder, reports.
+"""Test kit for the aggregator: a real key-holder served over HTTP, its keys, reports.
 
-The secret keys live here, in the tests only: the aggregator under test never holds one.
-The fake key-holder decrypts aggregates *without* noise, so a test can check that the
-server summed exactly the reports it acknowledged.
+Real parts, never a fake server: each test gets its own key-holder, a copy of one data
+directory initialised once per session (``Keyholder.init`` and ``add_policies`` with the
+kit's policies), served by the key-holder's own app (``create_app``) on 127.0.0.1 by
+werkzeug's ``make_server`` in a thread. The aggregator under test reaches it through its
+real HTTP client, exactly as in production.
+
+Time: both services judge windows by one test clock (``Clock``), handed to the aggregator's
+``create_app(clock=...)`` and to the key-holder's ``Releaser(clock=...)``, so a test moves to
+"two hours later" without sleeping. That clock is the only thing the kit sets.
+
+The secret keys stay in the key-holder's data directory; tests read them through
+``Keyholder.secret_for`` to encrypt reports and to decrypt the server's stored aggregates.
+Releases are noised by the key-holder, so exact sums are checked on the stored aggregate.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import functools
 import secrets
+import shutil
 import sqlite3
-from dataclasses import dataclass, field
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from flask import Flask
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from blindsum.server.aggregator.app import create_app
 from blindsum.server.aggregator.config import AggregatorConfig
-from blindsum.server.aggregator.keyholder_client import VerifiedResult, result_mismatch
-from blindsum.server.aggregator.windows import due_at, window_start
+from blindsum.server.aggregator.windows import window_start
+from blindsum.server.http import token_digest
+from blindsum.server.keyholder import audit, ledger
+from blindsum.server.keyholder.app import create_app as create_keyholder_app
+from blindsum.server.keyholder.config import KeyholderConfig
+from blindsum.server.keyholder.keystore import KeyStore
+from blindsum.server.keyholder.release import Releaser
+from blindsum.server.keyholder.service import Keyholder
 from blindsum.shared import codec
-from blindsum.shared.codec import ReleaseRequest, Report
+from blindsum.shared.codec import Report
 from blindsum.shared.encoding import encode
-from blindsum.shared.errors import AlreadyReleased, NotFound, ReleaseRefused, UpstreamError
-from blindsum.shared.manifest import KeyEntry, Manifest, slot_spec
+from blindsum.shared.manifest import slot_spec
 from blindsum.shared.policy import MetricPolicy
 from blindsum.shared.schemes.base import SecretScheme
-from blindsum.shared.schemes.ckks import CkksSecret, generate_ckks
-from blindsum.shared.schemes.paillier import PaillierSecret, generate_paillier
-from blindsum.shared.signing import identity_string, sign_document
+from blindsum.shared.signing import identity_string, parse_identity
 
-PAILLIER_KID = "pai-test"
-CKKS_KID = "ckks-test"
 INGEST = "ingest-token-0123456789"
 ADMIN = "admin-token-0123456789"
-RELEASE = "release-token-0123456789"
 HOUR = 3600
 T0 = 1_700_000_000 - 1_700_000_000 % HOUR + 1200  # 20 minutes into an hour window
 _PRIVACY = {"mechanism": "laplace", "epsilon": 1.0, "budget_epsilon": 100.0}
-
-
-@functools.cache
-def identity_key() -> Ed25519PrivateKey:
-    return Ed25519PrivateKey.generate()
-
-
-@functools.cache
-def paillier_secret() -> PaillierSecret:
-    return generate_paillier(2048, PAILLIER_KID)
-
-
-@functools.cache
-def ckks_secret() -> CkksSecret:
-    return generate_ckks(CKKS_KID)
 
 
 def policies(version: int = 1) -> list[MetricPolicy]:
@@ -75,24 +77,100 @@ def policies(version: int = 1) -> list[MetricPolicy]:
             for name, spec in raw.items()]
 
 
-def key_entries() -> list[KeyEntry]:
-    return [
-        KeyEntry("paillier", PAILLIER_KID, "active", paillier_secret().public.public_json()),
-        KeyEntry("ckks", CKKS_KID, "active", ckks_secret().public.public_json()),
-    ]
+def policy(name: str, version: int = 1) -> MetricPolicy:
+    return {p.name: p for p in policies(version)}[name]
 
 
-def issue_manifest(serial: int = 1, version: int = 1,
-                   signer: Ed25519PrivateKey | None = None) -> Manifest:
-    return Manifest.issue(signer or identity_key(), serial, key_entries(), policies(version))
+IMPOSTOR_POLICY = MetricPolicy.from_mapping("impostor.extra", {
+    "kind": "count", "scheme": "paillier", "window_seconds": HOUR, "privacy": _PRIVACY})
+
+
+# -- the key-holder's data directory, initialised once per session -----------------------
+
+
+@dataclass(frozen=True)
+class Template:
+    """An initialised key-holder data directory that tests copy."""
+
+    data_dir: Path
+    identity: str
+    release_token: str
+    holder: Keyholder
+
+
+def _scratch() -> Path:
+    root = Path(tempfile.mkdtemp(prefix="blindsum-aggregator-kit-"))
+    atexit.register(shutil.rmtree, root, True)
+    return root
+
+
+def _settle(holder: Keyholder) -> None:
+    """Fold the WAL into the database file, so a file copy holds every committed write."""
+    holder.db.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+@functools.cache
+def template() -> Template:
+    """The key-holder every test starts from (no passphrase: scrypt would cost each test)."""
+    data_dir = _scratch() / "keyholder"
+    holder, init = Keyholder.init(data_dir, None, paillier_bits=2048)
+    holder.add_policies(policies())
+    _settle(holder)
+    return Template(data_dir, init.identity, init.release_token, holder)
+
+
+@functools.cache
+def impostor_template() -> Template:
+    """The same data directory with another identity key: it holds the secret keys and
+    decrypts like the real one, but what it signs does not verify against the pin."""
+    real = template()
+    data_dir = _scratch() / "impostor"
+    shutil.copytree(real.data_dir, data_dir)
+    other = Ed25519PrivateKey.generate()
+    KeyStore.open(data_dir, None).write_identity(other)
+    holder = Keyholder.open(data_dir, None)
+    holder.add_policies([IMPOSTOR_POLICY])  # so its newest manifest is signed by it too
+    _settle(holder)
+    return Template(data_dir, identity_string(other.public_key()), real.release_token, holder)
+
+
+def pinned() -> Ed25519PublicKey:
+    """The identity the aggregator under test pins."""
+    return parse_identity(template().identity)
+
+
+def _active_kid(scheme: str) -> str:
+    return next(k.key_id for k in template().holder.db.key_records()
+                if k.scheme == scheme and k.status == "active")
+
+
+def paillier_kid() -> str:
+    return _active_kid("paillier")
+
+
+def ckks_kid() -> str:
+    return _active_kid("ckks")
 
 
 def secret_for(key_id: str) -> SecretScheme:
-    return paillier_secret() if key_id == PAILLIER_KID else ckks_secret()
+    """The key-holder's secret key ``key_id`` (test-only: the aggregator never holds one)."""
+    scheme = "ckks" if key_id == ckks_kid() else "paillier"
+    return template().holder.secret_for(scheme, key_id)
+
+
+def paillier_secret() -> SecretScheme:
+    return secret_for(paillier_kid())
+
+
+def ckks_secret() -> SecretScheme:
+    return secret_for(ckks_kid())
+
+
+# -- a running key-holder ------------------------------------------------------------------
 
 
 class Clock:
-    """A wall clock the test moves by hand."""
+    """A wall clock the test moves by hand, shared by the aggregator and the key-holder."""
 
     def __init__(self, now: float = T0) -> None:
         self.now = now
@@ -101,83 +179,125 @@ class Clock:
         return self.now
 
 
-@dataclass
-class FakeKeyholder:
-    """An in-process key-holder: serves the manifest, releases aggregates exactly (no noise)."""
-
-    manifest: Manifest = field(default_factory=issue_manifest)
-    clock: Clock = field(default_factory=Clock)
-    down: bool = False
-    signer: Ed25519PrivateKey = field(default_factory=identity_key)
-    released: dict[tuple[str, int, int], VerifiedResult] = field(default_factory=dict)
-    requests: list[ReleaseRequest] = field(default_factory=list)
-    manifest_fetches: int = 0
-
-    def fetch_manifest(self) -> Manifest:
-        self._reachable()
-        self.manifest_fetches += 1
-        return self.manifest
-
-    def fetch_context(self, key_id: str) -> bytes:
-        self._reachable()
-        if key_id != CKKS_KID:
-            raise NotFound(f"no context for {key_id!r}")
-        return ckks_secret().public.context_bytes
-
-    def release(self, request: ReleaseRequest) -> VerifiedResult:
-        self._reachable()
-        self.requests.append(request)
-        slot = (request.metric, request.version, request.window)
-        if slot in self.released:
-            stored = self.released[slot]
-            if result_mismatch(stored.payload, request):
-                raise AlreadyReleased("released before with other reports")
-            return stored
-        policy = self.manifest.policy(request.metric)
-        if not request.early and self.clock() < due_at(policy, request.window):
-            raise ReleaseRefused("window is still open")
-        if request.early and not policy.allow_early_release:
-            raise ReleaseRefused("the policy does not allow early release")
-        if request.report_count < policy.min_contributors:
-            raise ReleaseRefused(f"fewer than {policy.min_contributors} contributors")
-        sums = secret_for(request.key_id).decrypt(list(request.aggregate), slot_spec(policy))
-        payload = {
-            "type": "blindsum.release", "v": 1, "metric": request.metric,
-            "version": request.version, "kind": policy.kind, "scheme": policy.scheme,
-            "window": request.window, "window_seconds": policy.window_seconds,
-            "report_count": request.report_count,
-            "report_ids_digest": request.report_ids_digest.hex(),
-            "value": sums if len(sums) > 1 else sums[0], "ci": [0, 0],
-            "mechanism": "none", "epsilon": policy.privacy.epsilon, "delta": 0.0, "rho": 0.0,
-            "scale": 0.0, "released_at": int(self.clock()), "audit_seq": len(self.released),
-        }
-        document = sign_document(self.signer, payload)
-        result = VerifiedResult(document, payload)
-        self.released[slot] = result
-        return result
-
-    def close(self) -> None:
-        pass
-
-    def _reachable(self) -> None:
-        if self.down:
-            raise UpstreamError("key-holder is down (test)")
+Seen = tuple[str, str, str, str, str]
+"""(method, path, Content-Type, Authorization, Accept) of one request the key-holder got"""
 
 
-def make_config(data_dir: Path, **overrides: Any) -> AggregatorConfig:
+class RunningKeyholder:
+    """The real key-holder app on 127.0.0.1; ``stop``/``start`` keep its port."""
+
+    def __init__(self, data_dir: Path, identity: str, release_token: str, clock: Clock) -> None:
+        self.data_dir = data_dir
+        self.identity = identity
+        self.release_token = release_token
+        self.clock = clock
+        self.seen: list[Seen] = []
+        self.port = 0
+        self.holder: Keyholder | None = None
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, data_dir: Path | None = None) -> None:
+        """Serve ``data_dir`` (default: this key-holder's own) on this key-holder's port."""
+        directory = data_dir or self.data_dir
+        holder = Keyholder.open(directory, None)
+        clock = self.clock
+        # The key-holder's own release code, judging windows by the test's clock.
+        holder.releaser = lambda: Releaser(  # type: ignore[method-assign]
+            holder.db, holder.identity, holder.secret_for, clock)
+        app = create_keyholder_app(KeyholderConfig(directory, None), holder)
+        self._server = make_server("127.0.0.1", self.port, self._recording(app), threaded=True)
+        self.port = self._server.server_port
+        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,),
+                                        daemon=True)
+        self._thread.start()
+        self.holder = holder
+
+    def stop(self) -> None:
+        """Stop serving: connections are refused until ``start``."""
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(5)
+            self._thread = None
+
+    def _recording(self, app: Flask) -> Any:
+        def recorded(environ: dict[str, Any], start_response: Any) -> Any:
+            self.seen.append((environ["REQUEST_METHOD"], environ.get("PATH_INFO", ""),
+                              environ.get("CONTENT_TYPE", ""),
+                              environ.get("HTTP_AUTHORIZATION", ""),
+                              environ.get("HTTP_ACCEPT", "")))
+            return app(environ, start_response)
+
+        return recorded
+
+    # -- what a test reads back ----------------------------------------------------------
+
+    @property
+    def live(self) -> Keyholder:
+        assert self.holder is not None, "the key-holder was never started"
+        return self.holder
+
+    def events(self, *names: str) -> list[dict[str, Any]]:
+        """Details of the audit entries named ``names``, oldest first."""
+        return [e.detail for e in audit.entries(self.live.db.conn) if e.event in names]
+
+    def released(self, metric: str, window: int, version: int = 1) -> dict[str, str] | None:
+        """The signed result the key-holder stored for a window, if it released it."""
+        return ledger.released_document(self.live.db.conn, metric, version, window)
+
+    def add_policies(self, new: list[MetricPolicy]) -> None:
+        """Register policies (issuing a new manifest), as ``keyholder policy add`` does."""
+        self.live.add_policies(new)
+
+
+@contextlib.contextmanager
+def running_keyholder(root: Path, clock: Clock | None = None,
+                      impostor: bool = False) -> Iterator[RunningKeyholder]:
+    """A fresh copy of the template key-holder (or of the impostor), served until exit."""
+    source = impostor_template() if impostor else template()
+    data_dir = root / ("impostor" if impostor else "keyholder")
+    shutil.copytree(source.data_dir, data_dir)
+    running = RunningKeyholder(data_dir, source.identity, source.release_token,
+                               clock or Clock())
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def copy_of(root: Path, impostor: bool = False) -> Path:
+    """Another copy of a template data directory (for ``RunningKeyholder.start``)."""
+    data_dir = root / f"copy-{secrets.token_hex(4)}"
+    shutil.copytree((impostor_template() if impostor else template()).data_dir, data_dir)
+    return data_dir
+
+
+# -- the aggregator ------------------------------------------------------------------------
+
+
+def make_config(data_dir: Path, keyholder: RunningKeyholder, **overrides: Any) -> AggregatorConfig:
     values: dict[str, Any] = {
-        "data_dir": data_dir, "keyholder_url": "http://127.0.0.1:9",
-        "keyholder_identity": identity_string(identity_key().public_key()),
-        "ingest_tokens": (INGEST,), "admin_tokens": (ADMIN,), "release_token": RELEASE,
+        "data_dir": data_dir, "keyholder_url": keyholder.url,
+        "keyholder_identity": template().identity,
+        "ingest_token_digests": (token_digest(INGEST),),
+        "admin_token_digests": (token_digest(ADMIN),),
+        "release_token": keyholder.release_token,
         "auto_release": False, "manifest_refresh_seconds": 0.0,
     }
     values.update(overrides)
     return AggregatorConfig(**values)
 
 
-def make_app(data_dir: Path, keyholder: FakeKeyholder, **overrides: Any) -> Flask:
-    app = create_app(make_config(data_dir, **overrides), keyholder=keyholder,
-                     clock=keyholder.clock)
+def make_app(data_dir: Path, keyholder: RunningKeyholder, **overrides: Any) -> Flask:
+    app = create_app(make_config(data_dir, keyholder, **overrides), clock=keyholder.clock)
     app.config["TESTING"] = True
     return app
 
@@ -185,12 +305,13 @@ def make_app(data_dir: Path, keyholder: FakeKeyholder, **overrides: Any) -> Flas
 def make_report(metric: str, value: object, *, window: int | None = None,
                 key_id: str | None = None, version: int = 1,
                 report_id: bytes | None = None, now: float = T0) -> Report:
-    policy = {p.name: p for p in policies(version)}[metric]
-    kid = key_id or (PAILLIER_KID if policy.scheme == "paillier" else CKKS_KID)
-    public = secret_for(PAILLIER_KID if policy.scheme == "paillier" else CKKS_KID).public
-    cts = public.encrypt(encode(policy, value), slot_spec(policy))
-    start = window_start(now, policy.window_seconds) if window is None else window
-    return Report(report_id or secrets.token_bytes(16), metric, version, kid, start, tuple(cts))
+    """A report as an SDK makes it, encrypted under the key-holder's active key."""
+    spec = policy(metric, version)
+    kid = paillier_kid() if spec.scheme == "paillier" else ckks_kid()
+    cts = secret_for(kid).public.encrypt(encode(spec, value), slot_spec(spec))
+    start = window_start(now, spec.window_seconds) if window is None else window
+    return Report(report_id or secrets.token_bytes(16), metric, version, key_id or kid, start,
+                  tuple(cts))
 
 
 def batch_body(reports: list[Report], media: str = codec.JSON) -> bytes:
@@ -232,8 +353,8 @@ def window_aggregate(data_dir: Path, metric: str) -> tuple[list[bytes], int, str
 
 
 def decrypt_window(data_dir: Path, metric: str) -> list[int]:
-    """The exact slot sums of a metric's window (test-only: uses the secret key)."""
+    """The exact slot sums of a metric's window, decrypted with the key-holder's secret key."""
     blobs, _, _ = window_aggregate(data_dir, metric)
-    policy = {p.name: p for p in policies()}[metric]
-    kid = PAILLIER_KID if policy.scheme == "paillier" else CKKS_KID
-    return secret_for(kid).decrypt(blobs, slot_spec(policy))
+    spec = policy(metric)
+    kid = paillier_kid() if spec.scheme == "paillier" else ckks_kid()
+    return secret_for(kid).decrypt(blobs, slot_spec(spec))

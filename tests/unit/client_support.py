@@ -1,248 +1,272 @@
-"""A real HTTP peer for SDK tests: the aggregator's ingest contract on 127.0.0.1, scriptable.
+"""Wire-level stand-ins for SDK tests: a fault-injecting peer and a tripwire, on 127.0.0.1.
 
-It serves ``GET /v1/manifest``, ``GET /v1/keys/{kid}/context`` and ``POST /v1/reports``
-with the shared codec's strict decoding, checks each report against the manifest it serves,
-and counts a report id once. Tests script failures (``fail_next``): answer with a status,
-store the batch but lose the answer, hang past the client's timeout, or drop the connection.
-It is not our aggregator; end-to-end tests against that are the integration suite's job.
+``FaultInjectingPeer`` is an attacker and fault stand-in for transport tests. It is *not* a
+stand-in for the aggregator: it has no ingest, manifest or idempotency logic, and nothing it
+says is what our server would decide. It does two jobs only:
+
+* alone, it answers exactly what a test scripts: the faults our real server cannot be made to
+  produce on demand (503 or 429 with ``Retry-After``, a hang-up, a problem document with a
+  code the server rarely sends, an oversized or unreadable answer);
+* with ``upstream`` (a running aggregator), it is a flaky or hostile network hop in front of
+  the REAL server: it relays every request it is not told to interfere with, and on cue
+  answers in the server's place (a load balancer's 503), hangs up before or after the server
+  acted (a lost acknowledgement), holds an answer past the client's timeout, or rewrites a
+  request or an answer in flight (a man in the middle on plain HTTP).
+
+Every behaviour of our server that an SDK test checks comes from the real server behind it.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
+import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
 from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from urllib.parse import urlsplit
 
 from blindsum.shared import codec
-from blindsum.shared.codec import Report, ReportBatch
-from blindsum.shared.errors import BlindsumError, InvalidInput, NotFound, Unauthorized
-from blindsum.shared.manifest import KeyEntry, Manifest
-from blindsum.shared.policy import MetricPolicy
+from blindsum.shared.codec import ReportBatch
 
-TOKEN = "ingest-token"
-PRIVACY = {"mechanism": "laplace", "epsilon": 1.0, "budget_epsilon": 10.0}
-
-
-def policy(name: str, **fields: Any) -> MetricPolicy:
-    """A test policy: defaults to a Paillier count, one report per hour-long window."""
-    raw = {"kind": "count", "scheme": "paillier", "min_contributors": 1,
-           "max_contributors": 10_000, "privacy": PRIVACY, **fields}
-    return MetricPolicy.from_mapping(name, raw)
+REPORTS = "/v1/reports"
+MANIFEST = "/v1/manifest"
+PROBLEM_JSON = "application/problem+json"
+# Hop-by-hop headers describe one connection, so a relay must not pass them on; the framing
+# and the Server/Date headers are written afresh by whichever side sends the message.
+_NOT_RELAYED = frozenset({"connection", "keep-alive", "proxy-authenticate",
+                          "proxy-authorization", "te", "trailer", "transfer-encoding",
+                          "upgrade", "host", "content-length", "server", "date"})
 
 
-def standard_policies(version: int = 1) -> list[MetricPolicy]:
-    return [
-        policy("clicks", upper=5, contributions_per_window=2, version=version),
-        policy("latency", kind="mean", lower=0, upper=1000, precision=0.5,
-               contributions_per_window=1000),
-        policy("temp", kind="sum", lower=-50, upper=50, precision=0.1),
-        policy("pages", kind="histogram", buckets=[0, 1, 5, 10, 100]),
-        policy("embedding", kind="vector", scheme="ckks", dimension=3, lower=-1, upper=1,
-               precision=0.001, max_contributors=1000),
-    ]
+@dataclass(frozen=True)
+class Answer:
+    """The peer answers this itself; the request never reaches a server."""
 
-
-def issue(
-    identity: Ed25519PrivateKey,
-    serial: int,
-    paillier_secret: Any,
-    ckks_secret: Any | None = None,
-    policies: list[MetricPolicy] | None = None,
-) -> Manifest:
-    keys = [KeyEntry("paillier", paillier_secret.key_id, "active",
-                     paillier_secret.public.public_json())]
-    if ckks_secret is not None:
-        keys.append(KeyEntry("ckks", ckks_secret.key_id, "active",
-                             ckks_secret.public.public_json()))
-    chosen = policies if policies is not None else standard_policies()
-    if ckks_secret is None:
-        chosen = [p for p in chosen if p.scheme != "ckks"]
-    return Manifest.issue(identity, serial, keys, chosen)
-
-
-@dataclass
-class Action:
-    """What to do with the next matching request instead of serving it normally.
-
-    kind: "respond" (status/headers/body, nothing stored), "store_then_respond" (store the
-    batch, then answer status: a lost acknowledgement), "drop" (store, close without an
-    answer), "delay" (sleep ``delay`` seconds, then serve normally).
-    """
-
-    kind: str
-    status: int = 503
-    headers: dict[str, str] = field(default_factory=dict)
+    status: int
     body: bytes = b""
-    delay: float = 0.0
-    method: str = "POST"
-    path: str = "/v1/reports"
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def problem(status: int, code: str, detail: str) -> Answer:
+    """An ``application/problem+json`` answer shaped like our services' error documents."""
+    body = json.dumps({"type": f"urn:blindsum:error:{code}", "title": code, "status": status,
+                       "detail": detail, "code": code}).encode()
+    return Answer(status, body, {"Content-Type": PROBLEM_JSON})
+
+
+def data(status: int, value: Any, media: str = codec.JSON) -> Answer:
+    """A JSON or CBOR answer carrying ``value`` (e.g. a canned receipt)."""
+    return Answer(status, codec.dumps(value, media), {"Content-Type": media})
+
+
+@dataclass(frozen=True)
+class HangUp:
+    """Close the connection without an answer; the request never reaches a server."""
+
+
+@dataclass(frozen=True)
+class LoseAnswer:
+    """Relay the request (the server acts on it), then hang up, or answer ``instead``."""
+
+    instead: Answer | None = None
+
+
+@dataclass(frozen=True)
+class HoldAnswer:
+    """Relay the request, then hold the server's answer ``seconds`` before passing it on."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """Relay the request, changing its body and/or the answer's body in flight."""
+
+    request: Callable[[bytes], bytes] | None = None
+    answer: Callable[[bytes], bytes] | None = None
+
+
+Fault = Answer | HangUp | LoseAnswer | HoldAnswer | Rewrite
 
 
 @dataclass(frozen=True)
 class Seen:
+    """A request as the client sent it (before any rewrite)."""
+
     method: str
     path: str
     headers: dict[str, str]
     body: bytes
 
 
-class FakeServer:
-    """The scripted HTTP peer; ``url`` once started. Stop it in teardown."""
+class FaultInjectingPeer:
+    """The scripted peer (see the module docstring); ``url`` once started.
 
-    def __init__(self, manifest: Manifest, contexts: dict[str, bytes] | None = None) -> None:
-        self.manifest = manifest
-        self.contexts = dict(contexts or {})
+    ``script(method, path, *faults)`` queues one fault per coming request to that route, in
+    order. A request with no fault queued is relayed to ``upstream``; without an upstream it
+    gets a 501 problem naming it, so a test that forgot to script an answer fails loudly.
+    """
+
+    def __init__(self, upstream: str | None = None) -> None:
+        self.upstream = urlsplit(upstream) if upstream else None
         self.seen: list[Seen] = []
-        self.stored: dict[bytes, Report] = {}
-        self.actions: deque[Action] = deque()
-        self.lock = threading.Lock()
+        self._faults: dict[tuple[str, str], deque[Fault]] = {}
+        self._lock = threading.Lock()
         self._httpd = _QuietServer(("127.0.0.1", 0), _handler(self))
         self._thread = threading.Thread(
             target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
         )
+        self._stopped = False
 
     @property
     def url(self) -> str:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> FakeServer:
+    def start(self) -> FaultInjectingPeer:
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        """Stop listening: from now on connections to ``url`` are refused."""
+        if self._stopped:
+            return
+        self._stopped = True
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(timeout=5)
 
-    def fail_next(self, count: int, kind: str = "respond", **fields: Any) -> None:
-        for _ in range(count):
-            self.actions.append(Action(kind, **fields))
+    def __enter__(self) -> FaultInjectingPeer:
+        return self.start()
 
-    def respond_problem(self, status: int, code: str, detail: str, **fields: Any) -> None:
-        body = json.dumps({"type": f"urn:blindsum:error:{code}", "title": code,
-                           "status": status, "detail": detail, "code": code}).encode()
-        self.fail_next(1, status=status, body=body,
-                       headers={"Content-Type": "application/problem+json"}, **fields)
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.stop()
+
+    def script(self, method: str, path: str, *faults: Fault) -> None:
+        with self._lock:
+            self._faults.setdefault((method, path), deque()).extend(faults)
 
     def requests_to(self, method: str, path: str) -> list[Seen]:
-        with self.lock:
+        with self._lock:
             return [s for s in self.seen if s.method == method and s.path == path]
 
+    def calls(self) -> list[tuple[str, str]]:
+        with self._lock:
+            return [(s.method, s.path) for s in self.seen]
+
     def posted_batches(self) -> list[ReportBatch]:
-        """Every report batch the client sent, decoded, in order (also failed attempts)."""
+        """Every report batch the client sent, decoded, in order (failed attempts too)."""
         out = []
-        for seen in self.requests_to("POST", "/v1/reports"):
+        for seen in self.requests_to("POST", REPORTS):
             media = codec.media_type(seen.headers.get("Content-Type"))
             out.append(ReportBatch.from_wire(codec.loads(seen.body, media)))
         return out
 
-    # -- serving ---------------------------------------------------------------------------
+    # -- serving -----------------------------------------------------------------------
 
-    def take_action(self, method: str, path: str) -> Action | None:
-        with self.lock:
-            for action in self.actions:
-                if action.method == method and action.path == path:
-                    self.actions.remove(action)
-                    return action
-        return None
+    def _take(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            queued = self._faults.get((method, path))
+            return queued.popleft() if queued else None
 
-    def ingest(self, batch: ReportBatch) -> dict[str, Any]:
-        """Validate a whole batch against the served manifest, then store it (idempotent)."""
-        for index, report in enumerate(batch.reports):
-            where = f"batch.reports[{index}]"
-            current = self.manifest.policies.get(report.metric)
-            if current is None:
-                raise InvalidInput(f"{where}: unknown metric {report.metric!r}")
-            if current.version != report.version:
-                raise InvalidInput(
-                    f"{where}: metric {report.metric!r} version {report.version} is not "
-                    f"current ({current.version})"
-                )
-            if report.key_id not in {k.key_id for k in self.manifest.keys}:
-                raise InvalidInput(f"{where}: key id {report.key_id!r} is unknown or retired")
-        accepted = duplicates = 0
-        with self.lock:
-            for report in batch.reports:
-                if report.report_id in self.stored:
-                    duplicates += 1
-                else:
-                    self.stored[report.report_id] = report
-                    accepted += 1
-        return {"v": 1, "accepted": accepted, "duplicates": duplicates}
+    def _relay(self, method: str, path: str, headers: Mapping[str, str],
+               body: bytes) -> Answer:
+        if self.upstream is None:
+            return problem(501, "not-scripted", f"no answer scripted for {method} {path}")
+        connection = http.client.HTTPConnection(self.upstream.hostname or "127.0.0.1",
+                                                self.upstream.port, timeout=60)
+        try:
+            forwarded = {k: v for k, v in headers.items() if k.lower() not in _NOT_RELAYED}
+            connection.request(method, path, body=body or None, headers=forwarded)
+            response = connection.getresponse()
+            kept = {k: v for k, v in response.getheaders() if k.lower() not in _NOT_RELAYED}
+            return Answer(response.status, response.read(), kept)
+        finally:
+            connection.close()
 
 
 class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
     def handle_error(self, request: Any, client_address: Any) -> None:
-        pass  # a client that gave up (timeout test) breaks the pipe; that is expected
+        pass  # a client that gave up (timeout tests) breaks the pipe; that is expected
 
 
-def _handler(server: FakeServer) -> type[BaseHTTPRequestHandler]:
+def _handler(peer: FaultInjectingPeer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *args: Any) -> None:
             pass
 
         def do_GET(self) -> None:
-            self._serve("GET", b"")
+            self._serve("GET")
 
         def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length", "0"))
-            self._serve("POST", self.rfile.read(length))
+            self._serve("POST")
 
-        def _serve(self, method: str, body: bytes) -> None:
-            with server.lock:
-                server.seen.append(Seen(method, self.path, dict(self.headers.items()), body))
-            action = server.take_action(method, self.path)
-            if action is not None and action.kind == "delay":
-                time.sleep(action.delay)
-                action = None
-            if action is not None and action.kind == "respond":
-                self._answer(action.status, action.body, action.headers)
-                return
-            try:
-                status, data, content_type = self._route(method, body)
-            except BlindsumError as exc:
-                status, content_type = exc.status, "application/problem+json"
-                data = json.dumps({"type": f"urn:blindsum:error:{exc.code}", "title": exc.title,
-                                   "status": exc.status, "detail": exc.detail,
-                                   "code": exc.code}).encode()
-            if action is not None and action.kind == "drop":
+        def _serve(self, method: str) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            headers = dict(self.headers.items())
+            path = urlsplit(self.path).path
+            with peer._lock:
+                peer.seen.append(Seen(method, path, headers, body))
+            fault = peer._take(method, path)
+            if isinstance(fault, HangUp):
                 self.close_connection = True
                 return
-            if action is not None:  # store_then_respond: the acknowledgement is lost
-                self._answer(action.status, action.body, action.headers)
+            if isinstance(fault, Answer):
+                self._answer(fault)
                 return
-            self._answer(status, data, {"Content-Type": content_type})
+            if isinstance(fault, Rewrite) and fault.request is not None:
+                body = fault.request(body)
+            answer = peer._relay(method, self.path, headers, body)
+            if isinstance(fault, LoseAnswer):
+                if fault.instead is None:
+                    self.close_connection = True
+                    return
+                answer = fault.instead
+            elif isinstance(fault, HoldAnswer):
+                time.sleep(fault.seconds)
+            elif isinstance(fault, Rewrite) and fault.answer is not None:
+                answer = Answer(answer.status, fault.answer(answer.body), answer.headers)
+            self._answer(answer)
 
-        def _route(self, method: str, body: bytes) -> tuple[int, bytes, str]:
-            if method == "GET" and self.path == "/v1/manifest":
-                return 200, json.dumps(dict(server.manifest.document)).encode(), codec.JSON
-            if method == "GET" and self.path.startswith("/v1/keys/"):
-                kid = self.path.split("/")[3]
-                if kid in server.contexts and self.path.endswith("/context"):
-                    return 200, server.contexts[kid], "application/octet-stream"
-            if method == "POST" and self.path == "/v1/reports":
-                if self.headers.get("Authorization") != f"Bearer {TOKEN}":
-                    raise Unauthorized("unknown token")
-                media = codec.media_type(self.headers.get("Content-Type"))
-                batch = ReportBatch.from_wire(codec.loads(body, media))
-                receipt = server.ingest(batch)
-                answer = codec.CBOR if "cbor" in self.headers.get("Accept", "") else codec.JSON
-                return 200, codec.dumps(receipt, answer), answer
-            raise NotFound(f"no route for {method} {self.path}")
-
-        def _answer(self, status: int, body: bytes, headers: dict[str, str]) -> None:
-            self.send_response(status)
-            for name, value in headers.items():
+        def _answer(self, answer: Answer) -> None:
+            self.send_response(answer.status)
+            for name, value in answer.headers.items():
                 self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Content-Length", str(len(answer.body)))
             self.end_headers()
-            self.wfile.write(body)
+            self.wfile.write(answer.body)
 
     return Handler
+
+
+class Tripwire:
+    """A port on 127.0.0.1 that nothing should reach: ``touched()`` says whether anything
+    connected. For tests that the SDK refuses something before using the network."""
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self._socket.setblocking(False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+
+    def touched(self) -> bool:
+        try:
+            connection, _ = self._socket.accept()
+        except BlockingIOError:
+            return False
+        connection.close()
+        return True
+
+    def close(self) -> None:
+        self._socket.close()

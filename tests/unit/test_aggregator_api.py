@@ -1,4 +1,7 @@
-"""The aggregator's public surface: health, manifest relay, contexts, OpenAPI, restarts."""
+"""The aggregator's public surface: health, manifest relay, contexts, OpenAPI, restarts.
+
+The key-holder is the real one, served over HTTP (``aggregator_kit``); "down" means stopped.
+"""
 
 from __future__ import annotations
 
@@ -12,30 +15,32 @@ from typing import Any
 
 import pytest
 from aggregator_kit import (
-    CKKS_KID,
-    PAILLIER_KID,
-    FakeKeyholder,
+    RunningKeyholder,
+    ckks_kid,
     ckks_secret,
-    issue_manifest,
+    copy_of,
     make_app,
     make_report,
+    paillier_kid,
     post_reports,
+    running_keyholder,
 )
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from flask import Flask
 
 from blindsum.server.aggregator.app import close_app
 from blindsum.server.aggregator.services import Aggregator
+from blindsum.shared.policy import MetricPolicy
 
 
 @pytest.fixture
-def keyholder() -> FakeKeyholder:
-    return FakeKeyholder()
+def keyholder(tmp_path: Path) -> Iterator[RunningKeyholder]:
+    with running_keyholder(tmp_path) as running:
+        yield running
 
 
 @pytest.fixture
-def app(tmp_path: Path, keyholder: FakeKeyholder) -> Iterator[Flask]:
-    app = make_app(tmp_path, keyholder)
+def app(tmp_path: Path, keyholder: RunningKeyholder) -> Iterator[Flask]:
+    app = make_app(tmp_path / "server", keyholder)
     yield app
     close_app(app)
 
@@ -49,28 +54,34 @@ def _service(app: Flask) -> Aggregator:
     return app.extensions["blindsum.aggregator"]
 
 
-def test_healthz_is_ok_with_a_verified_manifest(client: Any) -> None:
+def _serial(keyholder: RunningKeyholder) -> int:
+    return int(json.loads(keyholder.live.db.latest_manifest()["payload"])["serial"])
+
+
+def test_healthz_is_ok_with_a_verified_manifest(client: Any,
+                                                keyholder: RunningKeyholder) -> None:
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "ok", "manifest_serial": 1}
+    assert response.get_json() == {"status": "ok", "manifest_serial": _serial(keyholder)}
 
 
-def test_manifest_is_relayed_unchanged(client: Any, keyholder: FakeKeyholder) -> None:
+def test_manifest_is_relayed_unchanged(client: Any, keyholder: RunningKeyholder) -> None:
     response = client.get("/v1/manifest")
     assert response.status_code == 200
-    assert response.get_json() == dict(keyholder.manifest.document)
+    assert response.get_json() == keyholder.live.db.latest_manifest()
 
 
 def test_ckks_context_is_served_and_matches_the_signed_digest(client: Any) -> None:
-    response = client.get(f"/v1/keys/{CKKS_KID}/context")
+    response = client.get(f"/v1/keys/{ckks_kid()}/context")
     assert response.status_code == 200
     assert response.content_type == "application/octet-stream"
     expected = ckks_secret().public.public_json()["context_sha256"]
     assert hashlib.sha256(response.get_data()).hexdigest() == expected
 
 
-@pytest.mark.parametrize("kid", [PAILLIER_KID, "no-such-key"])
-def test_context_of_a_key_without_one_is_404(client: Any, kid: str) -> None:
+@pytest.mark.parametrize("which", ["paillier", "unknown"])
+def test_context_of_a_key_without_one_is_404(client: Any, which: str) -> None:
+    kid = paillier_kid() if which == "paillier" else "no-such-key"
     response = client.get(f"/v1/keys/{kid}/context")
     assert response.status_code == 404
     assert response.content_type == "application/problem+json"
@@ -78,10 +89,23 @@ def test_context_of_a_key_without_one_is_404(client: Any, kid: str) -> None:
 
 
 def test_unknown_path_and_wrong_method_are_problem_documents(client: Any) -> None:
-    assert client.get("/v1/nothing").get_json()["code"] == "not-found"
+    missing = client.get("/v1/nothing")
+    assert missing.status_code == 404
+    assert missing.content_type == "application/problem+json"
+    assert missing.get_json()["code"] == "not-found"
     response = client.get("/v1/reports")
     assert response.status_code == 405
     assert response.content_type == "application/problem+json"
+    assert response.get_json()["code"] == "method-not-allowed"
+    assert "POST" in response.headers["Allow"]
+    assert client.delete("/v1/windows").status_code == 405
+
+
+def test_published_metric_with_an_impossible_name_is_404(client: Any) -> None:
+    response = client.get("/v1/published/" + "X" * 300)
+    assert response.status_code == 404
+    assert response.content_type == "application/problem+json"
+    assert "X" * 300 not in response.get_data(as_text=True)
 
 
 def test_openapi_describes_every_route(app: Flask, client: Any) -> None:
@@ -98,13 +122,15 @@ def test_openapi_describes_every_route(app: Flask, client: Any) -> None:
     assert problem == {"$ref": "#/components/schemas/Problem"}
 
 
-def test_server_starts_without_a_keyholder_from_its_cached_manifest(tmp_path: Path) -> None:
-    first = make_app(tmp_path, FakeKeyholder())
-    assert first.test_client().get(f"/v1/keys/{CKKS_KID}/context").status_code == 200
+def test_server_starts_without_a_keyholder_from_its_cached_manifest(
+    tmp_path: Path, keyholder: RunningKeyholder
+) -> None:
+    first = make_app(tmp_path / "server", keyholder)
+    assert first.test_client().get(f"/v1/keys/{ckks_kid()}/context").status_code == 200
     close_app(first)  # caches the manifest and the CKKS context it used
 
-    down = FakeKeyholder(down=True)
-    app = make_app(tmp_path, down)
+    keyholder.stop()
+    app = make_app(tmp_path / "server", keyholder)
     try:
         client = app.test_client()
         assert client.get("/healthz").status_code == 200
@@ -115,10 +141,10 @@ def test_server_starts_without_a_keyholder_from_its_cached_manifest(tmp_path: Pa
 
 
 def test_without_keyholder_or_cache_the_server_is_not_ready_until_it_can_fetch(
-    tmp_path: Path,
+    tmp_path: Path, keyholder: RunningKeyholder
 ) -> None:
-    keyholder = FakeKeyholder(down=True)
-    app = make_app(tmp_path, keyholder)
+    keyholder.stop()
+    app = make_app(tmp_path / "server", keyholder)
     try:
         client = app.test_client()
         health = client.get("/healthz")
@@ -126,7 +152,7 @@ def test_without_keyholder_or_cache_the_server_is_not_ready_until_it_can_fetch(
         assert health.get_json()["status"] == "no-manifest"
         refused = post_reports(client, [make_report("latency", 1)])
         assert refused.status_code == 502 and refused.get_json()["code"] == "upstream"
-        keyholder.down = False
+        keyholder.start()
         _service(app).manifests.refresh()
         assert client.get("/healthz").status_code == 200
         assert post_reports(client, [make_report("latency", 1)]).status_code == 200
@@ -134,36 +160,52 @@ def test_without_keyholder_or_cache_the_server_is_not_ready_until_it_can_fetch(
         close_app(app)
 
 
-def test_an_older_manifest_never_replaces_a_newer_one(app: Flask,
-                                                      keyholder: FakeKeyholder) -> None:
+def _extra_policy(name: str) -> list[MetricPolicy]:
+    return [MetricPolicy.from_mapping(name, {
+        "kind": "count", "scheme": "paillier", "window_seconds": 3600,
+        "privacy": {"mechanism": "laplace", "epsilon": 1.0, "budget_epsilon": 10.0}})]
+
+
+def test_an_older_manifest_never_replaces_a_newer_one(
+    app: Flask, keyholder: RunningKeyholder, tmp_path: Path
+) -> None:
     manifests = _service(app).manifests
-    keyholder.manifest = issue_manifest(serial=3)
-    assert manifests.refresh()
-    keyholder.manifest = issue_manifest(serial=2)  # a replayed, older signed manifest
+    backup = copy_of(tmp_path)  # the key-holder's data as it is now
+    keyholder.add_policies(_extra_policy("latency.extra"))  # signs a newer manifest
+    newer = _serial(keyholder)
+    assert manifests.refresh() and manifests.manifest().serial == newer
+    keyholder.stop()
+    keyholder.start(backup)  # restored from an old backup: serves a genuine older manifest
     assert not manifests.refresh()
-    assert "older than serial 3" in (manifests.last_error or "")
-    assert manifests.manifest().serial == 3
+    assert f"older than serial {newer}" in (manifests.last_error or "")
+    assert manifests.manifest().serial == newer
 
 
 def test_a_manifest_not_signed_by_the_pinned_identity_is_never_adopted(
-    app: Flask, keyholder: FakeKeyholder
+    app: Flask, keyholder: RunningKeyholder, tmp_path: Path
 ) -> None:
     manifests = _service(app).manifests
-    keyholder.manifest = issue_manifest(serial=9, signer=Ed25519PrivateKey.generate())
+    serial = manifests.manifest().serial
+    keyholder.stop()
+    keyholder.start(copy_of(tmp_path, impostor=True))  # same keys, another identity
     assert not manifests.refresh()
-    assert manifests.manifest().serial == 1
+    assert "not signed by the pinned" in (manifests.last_error or "")
+    assert manifests.manifest().serial == serial
 
 
-def test_a_tampered_cached_manifest_is_ignored(tmp_path: Path) -> None:
-    close_app(make_app(tmp_path, FakeKeyholder()))
-    conn = sqlite3.connect(tmp_path / "aggregator.db")
+def test_a_tampered_cached_manifest_is_ignored(tmp_path: Path,
+                                              keyholder: RunningKeyholder) -> None:
+    close_app(make_app(tmp_path / "server", keyholder))
+    conn = sqlite3.connect(tmp_path / "server" / "aggregator.db")
     document = json.loads(conn.execute("SELECT document FROM manifest_cache").fetchone()[0])
-    document["payload"] = document["payload"].replace('"min_contributors":2',
-                                                      '"min_contributors":1')
+    tampered = document["payload"].replace('"min_contributors":2', '"min_contributors":1')
+    assert tampered != document["payload"]
+    document["payload"] = tampered
     conn.execute("UPDATE manifest_cache SET document = ?", (json.dumps(document),))
     conn.commit()
     conn.close()
-    app = make_app(tmp_path, FakeKeyholder(down=True))
+    keyholder.stop()
+    app = make_app(tmp_path / "server", keyholder)
     try:
         assert app.test_client().get("/healthz").status_code == 503
     finally:

@@ -8,6 +8,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from blindsum.server.aggregator.config import MIB, AggregatorConfig, load_config
+from blindsum.server.http import token_digest
 from blindsum.shared.errors import InvalidConfig
 from blindsum.shared.signing import identity_string
 
@@ -28,12 +29,35 @@ def test_loads_every_field_from_the_environment() -> None:
         data_dir=Path("/var/lib/blindsum"),
         keyholder_url="https://keyholder.example:8443",
         keyholder_identity=IDENTITY,
-        ingest_tokens=("app-one", "app-two"),
-        admin_tokens=("operator",),
+        ingest_token_digests=(token_digest("app-one"), token_digest("app-two")),
+        admin_token_digests=(token_digest("operator"),),
         release_token="server-release",
     )
     assert config.auto_release is True
     assert config.max_body_bytes == 64 * MIB
+    assert (config.rate_limit_ingest, config.rate_limit_admin) == ("600/minute", "120/minute")
+
+
+def test_environment_tokens_are_kept_as_digests_only() -> None:
+    config = load_config(env=ENV)
+    assert "app-one" not in repr(config) and "operator" not in repr(config)
+
+
+def test_tokens_from_the_environment_are_optional() -> None:
+    env = {k: v for k, v in ENV.items() if not k.endswith(("INGEST_TOKENS", "ADMIN_TOKENS"))}
+    config = load_config(env=env)
+    assert config.ingest_token_digests == () and config.admin_token_digests == ()
+
+
+def test_rate_limits_come_from_the_environment_and_off_disables_one() -> None:
+    config = load_config(env={**ENV, "BLINDSUM_RATE_LIMIT_INGEST": "10/second;500/hour",
+                              "BLINDSUM_RATE_LIMIT_ADMIN": "off",
+                              "BLINDSUM_RATE_LIMIT_PUBLIC": "100 per minute",
+                              "BLINDSUM_RATE_LIMIT_AUTH_FAILURES": "5/minute"})
+    assert config.rate_limit_ingest == "10/second;500/hour"
+    assert config.rate_limit_admin is None
+    assert config.rate_limit_public == "100 per minute"
+    assert config.rate_limit_auth_failures == "5/minute"
 
 
 def test_overrides_win_over_the_environment_and_none_means_not_given() -> None:
@@ -46,7 +70,7 @@ def test_overrides_win_over_the_environment_and_none_means_not_given() -> None:
     assert config.auto_release is False
     assert config.release_interval_seconds == 0.5
     assert config.keyholder_url == "https://keyholder.example:8443"
-    assert config.ingest_tokens == ("a", "b")
+    assert config.ingest_token_digests == (token_digest("a"), token_digest("b"))
     assert config.max_body_bytes == 2048
 
 
@@ -54,8 +78,6 @@ def test_overrides_win_over_the_environment_and_none_means_not_given() -> None:
     ("BLINDSUM_SERVER_DATA_DIR", "data_dir"),
     ("BLINDSUM_KEYHOLDER_URL", "keyholder_url"),
     ("BLINDSUM_KEYHOLDER_IDENTITY", "keyholder_identity"),
-    ("BLINDSUM_INGEST_TOKENS", "ingest_tokens"),
-    ("BLINDSUM_ADMIN_TOKENS", "admin_tokens"),
     ("BLINDSUM_RELEASE_TOKEN", "release_token"),
 ])
 def test_missing_required_field_is_named(variable: str, field: str) -> None:
@@ -74,6 +96,9 @@ def test_missing_required_field_is_named(variable: str, field: str) -> None:
     ("BLINDSUM_ADMIN_TOKENS", "has space", "admin_tokens"),
     ("BLINDSUM_AUTO_RELEASE", "maybe", "auto_release"),
     ("BLINDSUM_CA_BUNDLE", "/nonexistent/ca.pem", "ca_bundle"),
+    ("BLINDSUM_RATE_LIMIT_INGEST", "lots", "rate_limit_ingest"),
+    ("BLINDSUM_RATE_LIMIT_ADMIN", "0/minute", "rate_limit_admin"),
+    ("BLINDSUM_MAX_BODY_BYTES", "12", "max_body_bytes"),
 ])
 def test_invalid_environment_value_is_named(variable: str, value: str, fragment: str) -> None:
     with pytest.raises(InvalidConfig, match=fragment) as caught:
@@ -111,3 +136,24 @@ def test_roles_must_not_share_a_token(changes: dict[str, str]) -> None:
 def test_auto_release_accepts_the_usual_spellings() -> None:
     for text, value in [("1", True), ("yes", True), ("ON", True), ("0", False), ("off", False)]:
         assert load_config(env={**ENV, "BLINDSUM_AUTO_RELEASE": text}).auto_release is value
+
+
+def test_serve_passes_ca_bundle_to_the_configuration(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import blindsum.server.aggregator.config as config_module
+    import blindsum.server.wsgi as wsgi
+    from blindsum.server.cli import main
+
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    loaded: list[AggregatorConfig] = []
+
+    def load(overrides: dict[str, object] | None = None) -> AggregatorConfig:
+        loaded.append(load_config(overrides, env=ENV))
+        return loaded[-1]
+
+    monkeypatch.setattr(config_module, "load_config", load)
+    monkeypatch.setattr(wsgi, "serve", lambda *args, **kwargs: None)
+    assert main(["server", "serve", "--ca-bundle", str(ca), "--data-dir", str(tmp_path)]) == 0
+    assert [c.ca_bundle for c in loaded] == [str(ca)]
+    assert main(["server", "serve", "--ca-bundle", str(tmp_path / "missing.pem")]) == 2

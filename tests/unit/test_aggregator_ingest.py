@@ -1,4 +1,8 @@
-"""POST /v1/reports: accepted batches are durable and summed exactly; bad ones change nothing."""
+"""POST /v1/reports: accepted batches are durable and summed exactly; bad ones change nothing.
+
+Reports are encrypted under the real key-holder's keys (served over HTTP by the kit), and
+sums are checked by decrypting the server's stored aggregate with the key-holder's key.
+"""
 
 from __future__ import annotations
 
@@ -13,18 +17,19 @@ import cbor2
 import pytest
 from aggregator_kit import (
     ADMIN,
-    CKKS_KID,
     HOUR,
-    PAILLIER_KID,
     T0,
-    FakeKeyholder,
+    RunningKeyholder,
     batch_body,
+    ckks_kid,
     decrypt_window,
-    issue_manifest,
     make_app,
     make_report,
+    paillier_kid,
     paillier_secret,
+    policies,
     post_reports,
+    running_keyholder,
     snapshot,
     window_aggregate,
 )
@@ -37,12 +42,13 @@ from blindsum.shared.codec import Report
 
 
 @pytest.fixture
-def keyholder() -> FakeKeyholder:
-    return FakeKeyholder()
+def keyholder(tmp_path: Path) -> Iterator[RunningKeyholder]:
+    with running_keyholder(tmp_path) as running:
+        yield running
 
 
 @pytest.fixture
-def app(tmp_path: Path, keyholder: FakeKeyholder) -> Iterator[Flask]:
+def app(tmp_path: Path, keyholder: RunningKeyholder) -> Iterator[Flask]:
     app = make_app(tmp_path, keyholder)
     yield app
     close_app(app)
@@ -77,7 +83,7 @@ def test_batch_is_acknowledged_only_once_durable_on_disk(client: Any, tmp_path: 
     assert {row[0] for row in stored} == {r.report_id for r in reports}
     assert len(windows) == 1
     reopened = Store(tmp_path)  # as after a restart
-    row = reopened.window(WindowKey("visits", 1, reports[0].window, PAILLIER_KID))
+    row = reopened.window(WindowKey("visits", 1, reports[0].window, paillier_kid()))
     assert row is not None and row.report_count == 3 and row.state == "open"
     reopened.close()
 
@@ -132,7 +138,7 @@ def test_duplicate_ids_within_one_batch_count_once(client: Any, tmp_path: Path) 
 
 
 def test_retry_after_the_window_closed_is_still_told_its_reports_are_safe(
-    client: Any, keyholder: FakeKeyholder
+    client: Any, keyholder: RunningKeyholder
 ) -> None:
     report = make_report("visits", 1)
     assert post_reports(client, [report]).status_code == 200
@@ -151,7 +157,7 @@ def test_cbor_batch_and_cbor_answer(client: Any, tmp_path: Path) -> None:
 
 
 def test_previous_window_accepts_late_reports_until_late_seconds_after_its_end(
-    client: Any, keyholder: FakeKeyholder
+    client: Any, keyholder: RunningKeyholder
 ) -> None:
     previous = T0 - T0 % HOUR - HOUR
     keyholder.clock.now = previous + HOUR + 599  # visits: late_seconds = 600
@@ -162,9 +168,9 @@ def test_previous_window_accepts_late_reports_until_late_seconds_after_its_end(
 
 
 def test_report_for_a_newer_metric_version_triggers_a_manifest_refresh(
-    client: Any, keyholder: FakeKeyholder, tmp_path: Path
+    client: Any, keyholder: RunningKeyholder, tmp_path: Path
 ) -> None:
-    keyholder.manifest = issue_manifest(serial=2, version=2)
+    keyholder.add_policies(policies(version=2))  # the key-holder signs a newer manifest
     response = post_reports(client, [make_report("visits", 1, version=2)])
     assert response.status_code == 200, response.get_data(as_text=True)
     assert snapshot(tmp_path)[1][0][1] == 2  # the window of version 2
@@ -207,7 +213,7 @@ BAD_REPORTS = {
                     "invalid-ciphertext", "expected 1 ciphertext"),
     "unknown key id": (lambda r: _with(r, key_id="pai-gone"), "invalid-ciphertext",
                        "'pai-gone' is unknown"),
-    "key of the other scheme": (lambda r: _with(r, key_id=CKKS_KID), "invalid-ciphertext",
+    "key of the other scheme": (lambda r: _with(r, key_id=ckks_kid()), "invalid-ciphertext",
                                 "uses paillier"),
     "unknown metric": (lambda r: _with(r, metric="nosuch"), "invalid-input",
                        "'nosuch' is not in the manifest"),
@@ -242,9 +248,9 @@ def test_garbage_ckks_ciphertext_is_refused(client: Any, tmp_path: Path, kind: s
 
 
 def test_report_of_an_older_metric_version_is_told_to_refresh_its_manifest(
-    tmp_path: Path,
+    tmp_path: Path, keyholder: RunningKeyholder
 ) -> None:
-    keyholder = FakeKeyholder(manifest=issue_manifest(serial=2, version=2))
+    keyholder.add_policies(policies(version=2))
     app = make_app(tmp_path, keyholder)
     try:
         client = app.test_client()
@@ -309,8 +315,8 @@ def test_ingest_needs_an_ingest_token(client: Any, tmp_path: Path, headers: dict
     assert snapshot(tmp_path) == ([], [])
 
 
-def test_body_over_the_size_limit_is_413(tmp_path: Path) -> None:
-    app = make_app(tmp_path, FakeKeyholder(), max_body_bytes=4096)
+def test_body_over_the_size_limit_is_413(tmp_path: Path, keyholder: RunningKeyholder) -> None:
+    app = make_app(tmp_path, keyholder, max_body_bytes=4096)
     try:
         response = post_reports(app.test_client(), [make_report("latency", 1)] * 10)
         _problem(response, 413, "payload-too-large", "4096")
@@ -343,7 +349,7 @@ def test_sealed_window_takes_no_more_reports(app: Flask, client: Any, tmp_path: 
     assert post_reports(client, [first]).status_code == 200
     store: Store = app.extensions["blindsum.aggregator"].store
     with store.transaction() as tx:
-        assert tx.claim_window(WindowKey("latency", 1, first.window, PAILLIER_KID), T0, 60)
+        assert tx.claim_window(WindowKey("latency", 1, first.window, paillier_kid()), T0, 60)
     before = snapshot(tmp_path)
     _problem(post_reports(client, [make_report("latency", 2)]), 409, "conflict",
              "batch.reports[0]", "is sealed")

@@ -26,6 +26,7 @@ from blindsum.server.aggregator.release import GRACE_SECONDS
 from blindsum.server.aggregator.services import Aggregator
 from blindsum.server.aggregator.store import WindowKey
 from blindsum.server.aggregator.windows import window_start
+from blindsum.server.http import token_digest
 from blindsum.server.keyholder.app import create_app as create_keyholder_app
 from blindsum.server.keyholder.config import KeyholderConfig
 from blindsum.server.keyholder.service import Keyholder
@@ -80,7 +81,8 @@ def keyholder(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningKeyho
 def app(tmp_path: Path, keyholder: RunningKeyholder) -> Iterator[Flask]:
     config = AggregatorConfig(
         data_dir=tmp_path, keyholder_url=keyholder.url, keyholder_identity=keyholder.identity,
-        ingest_tokens=(INGEST,), admin_tokens=(ADMIN,), release_token=keyholder.release_token,
+        ingest_token_digests=(token_digest(INGEST),), admin_token_digests=(token_digest(ADMIN),),
+        release_token=keyholder.release_token,
         auto_release=False, manifest_refresh_seconds=0,
     )
     app = create_app(config)

@@ -135,8 +135,13 @@ def test_ingest_rates_and_percentages_follow_from_the_runs(quick_run: Any) -> No
                   ingest["encrypted"]["1000"]["reports_per_s"])
     assert _close(entries["ingest_percent_of_compute_bound"]["measured"],
                   ingest["percent_of_compute_bound_one_core"]["1000"])
-    stages = ingest["profile"]["stages_percent"]
-    assert abs(sum(stages.values()) - 100) < 1
+    profile = ingest["profile"]
+    assert abs(sum(profile["stages_percent"].values()) - 100) < 1
+    assert profile["us_per_report_in_process"] > 0
+    direct = profile["stages_direct_us_per_report"]
+    assert all(v is None or v >= 0 for v in direct.values())
+    assert direct["  of which gcd(c, n)"] <= direct[
+        "ciphertext validation (PaillierPublic.load), total"]
 
 
 @pytest.mark.slow
@@ -285,3 +290,37 @@ def test_quick_runs_never_write_into_the_committed_results() -> None:
         assert CHECKOUT_RESULTS not in folder.resolve().parents
     finally:
         folder.rmdir()
+
+
+def test_upload_refuses_a_batch_that_is_not_fully_acknowledged() -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from blindsum.benchmarks.http_load import Target, UploadError, upload
+
+    class Receipts(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers["Content-Length"])
+            count = int(self.rfile.read(length))
+            # acknowledges one report fewer than a batch of three holds
+            body = json.dumps({"v": 1, "accepted": min(count, 2), "duplicates": 0}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Receipts)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        target = Target(f"http://127.0.0.1:{server.server_address[1]}", "t", codec.JSON)
+        result = upload(target, [(b"1", 1), (b"2", 2)], concurrency=2)
+        assert (result.reports, result.accepted, result.requests) == (3, 3, 2)
+        with pytest.raises(UploadError, match="acknowledged"):
+            upload(target, [(b"3", 3)], concurrency=1)
+    finally:
+        server.shutdown()
+        server.server_close()

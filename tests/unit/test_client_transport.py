@@ -1,6 +1,9 @@
 """SDK transport: timeouts, retries with backoff, Retry-After, and problem+json mapping.
 
-Runs against a real HTTP server on 127.0.0.1 (``client_support.FakeServer``).
+The peer here (``client_support.FaultInjectingPeer``) only answers what each test scripts: the
+faults and rare answers our server cannot be made to give on demand. How the transport fares
+against the real server (refusals, lost acknowledgements, read timeouts after the server
+stored a batch) is specified in tests/integration/test_sdk.py.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
 import pytest
-from client_support import TOKEN, FakeServer
+from client_support import REPORTS, Answer, FaultInjectingPeer, HangUp, data, problem
 
 from blindsum.client.transport import (
     RetryPolicy,
@@ -38,14 +41,15 @@ from blindsum.shared.errors import (
     UnsupportedMediaType,
     UpstreamError,
 )
-from blindsum.shared.manifest import Manifest
+
+TOKEN = "ingest-token"
+RECEIPT = {"v": 1, "accepted": 1, "duplicates": 0}
 
 
 @pytest.fixture
-def server(manifest: Manifest) -> Iterator[FakeServer]:
-    fake = FakeServer(manifest).start()
-    yield fake
-    fake.stop()
+def peer() -> Iterator[FaultInjectingPeer]:
+    with FaultInjectingPeer() as running:
+        yield running
 
 
 class Sleeps(list[float]):
@@ -55,97 +59,99 @@ class Sleeps(list[float]):
         self.append(seconds)
 
 
-def transport(server: FakeServer, sleeps: Sleeps | None = None, **kwargs: object) -> Transport:
+def transport(peer: FaultInjectingPeer, sleeps: Sleeps | None = None,
+              **kwargs: object) -> Transport:
     kwargs.setdefault("retry", RetryPolicy(max_retries=3, backoff=0.01, max_delay=1.0))
-    return Transport(server.url, TOKEN, sleep=sleeps if sleeps is not None else Sleeps(),
+    return Transport(peer.url, TOKEN, sleep=sleeps if sleeps is not None else Sleeps(),
                      **kwargs)  # type: ignore[arg-type]
 
 
-def a_batch(manifest: Manifest) -> dict[str, object]:
-    kid = manifest.active_key("paillier").key_id
-    metric = next(iter(manifest.policies.values()))
-    report = Report(bytes(range(16)), metric.name, metric.version, kid, 0, (b"\x01" * 8,))
+def a_batch() -> dict[str, object]:
+    report = Report(bytes(range(16)), "latency", 1, "pai-test", 0, (b"\x01" * 8,))
     return ReportBatch((report,)).to_wire()
 
 
-def test_sends_bearer_token_and_cbor_batches_by_default(server: FakeServer, manifest) -> None:
-    answer = transport(server).post_data("/v1/reports", a_batch(manifest))
-    assert answer == {"v": 1, "accepted": 1, "duplicates": 0}
-    (seen,) = server.requests_to("POST", "/v1/reports")
+def then_accepted(peer: FaultInjectingPeer, media: str = codec.JSON) -> None:
+    peer.script("POST", REPORTS, data(200, RECEIPT, media))
+
+
+def test_sends_bearer_token_and_cbor_batches_by_default(peer: FaultInjectingPeer) -> None:
+    then_accepted(peer, codec.CBOR)
+    answer = transport(peer).post_data(REPORTS, a_batch())
+    assert answer == RECEIPT
+    (seen,) = peer.requests_to("POST", REPORTS)
     assert seen.headers["Authorization"] == f"Bearer {TOKEN}"
     assert seen.headers["Content-Type"] == codec.CBOR
     assert seen.headers["Accept"].startswith(codec.CBOR)
     assert codec.loads(seen.body, codec.CBOR)["reports"][0]["id"] == bytes(range(16))
 
 
-def test_json_wire_sends_base64url_json(server: FakeServer, manifest) -> None:
-    transport(server, media=codec.JSON).post_data("/v1/reports", a_batch(manifest))
-    (seen,) = server.requests_to("POST", "/v1/reports")
+def test_json_wire_sends_base64url_json(peer: FaultInjectingPeer) -> None:
+    then_accepted(peer)
+    assert transport(peer, media=codec.JSON).post_data(REPORTS, a_batch()) == RECEIPT
+    (seen,) = peer.requests_to("POST", REPORTS)
     assert seen.headers["Content-Type"] == codec.JSON
     assert json.loads(seen.body)["reports"][0]["id"] == codec.b64encode(bytes(range(16)))
 
 
 def test_503_is_retried_with_the_identical_body_until_it_succeeds(
-    server: FakeServer, manifest
+    peer: FaultInjectingPeer,
 ) -> None:
-    server.fail_next(2, status=503)
+    peer.script("POST", REPORTS, Answer(503), Answer(503))
+    then_accepted(peer)
     sleeps = Sleeps()
-    answer = transport(server, sleeps).post_data("/v1/reports", a_batch(manifest))
+    answer = transport(peer, sleeps).post_data(REPORTS, a_batch())
     assert answer["accepted"] == 1
-    bodies = [s.body for s in server.requests_to("POST", "/v1/reports")]
+    bodies = [s.body for s in peer.requests_to("POST", REPORTS)]
     assert len(bodies) == 3 and len(set(bodies)) == 1
     assert len(sleeps) == 2
 
 
-def test_backoff_grows_exponentially_with_jitter(server: FakeServer, manifest) -> None:
-    server.fail_next(4, status=500)
+def test_backoff_grows_exponentially_with_jitter(peer: FaultInjectingPeer) -> None:
+    peer.script("POST", REPORTS, *[Answer(500)] * 4)
+    then_accepted(peer)
     sleeps = Sleeps()
     retry = RetryPolicy(max_retries=4, backoff=0.1, max_delay=10.0)
-    transport(server, sleeps, retry=retry).post_data("/v1/reports", a_batch(manifest))
+    transport(peer, sleeps, retry=retry).post_data(REPORTS, a_batch())
+    assert len(sleeps) == 4
     for attempt, wait in enumerate(sleeps):
         ceiling = 0.1 * 2**attempt
         assert ceiling / 2 <= wait <= ceiling
 
 
 def test_gives_up_after_max_retries_with_an_upstream_error_naming_the_status(
-    server: FakeServer, manifest
+    peer: FaultInjectingPeer,
 ) -> None:
-    server.fail_next(10, status=502, body=b"bad gateway")
+    peer.script("POST", REPORTS, *[Answer(502, b"bad gateway")] * 10)
     with pytest.raises(UpstreamError, match=r"HTTP 502.*after 4 attempts"):
-        transport(server).post_data("/v1/reports", a_batch(manifest))
-    assert len(server.requests_to("POST", "/v1/reports")) == 4
+        transport(peer).post_data(REPORTS, a_batch())
+    assert len(peer.requests_to("POST", REPORTS)) == 4
 
 
-def test_429_honours_retry_after_seconds(server: FakeServer, manifest) -> None:
-    server.fail_next(1, status=429, headers={"Retry-After": "1"})
+def test_429_honours_retry_after_seconds(peer: FaultInjectingPeer) -> None:
+    peer.script("POST", REPORTS, Answer(429, headers={"Retry-After": "1"}))
+    then_accepted(peer)
     sleeps = Sleeps()
-    transport(server, sleeps).post_data("/v1/reports", a_batch(manifest))
+    transport(peer, sleeps).post_data(REPORTS, a_batch())
     assert sleeps == [1.0]
 
 
 def test_retry_after_beyond_max_delay_ends_retrying_instead_of_blocking(
-    server: FakeServer, manifest
+    peer: FaultInjectingPeer,
 ) -> None:
-    server.fail_next(1, status=503, headers={"Retry-After": "3600"})
+    peer.script("POST", REPORTS, Answer(503, headers={"Retry-After": "3600"}))
     sleeps = Sleeps()
     with pytest.raises(UpstreamError, match="503"):
-        transport(server, sleeps).post_data("/v1/reports", a_batch(manifest))
+        transport(peer, sleeps).post_data(REPORTS, a_batch())
     assert sleeps == []
 
 
-def test_a_read_timeout_is_retried(server: FakeServer, manifest) -> None:
-    server.fail_next(1, kind="delay", delay=1.0)
-    t = transport(server, timeouts=Timeouts(connect=1.0, read=0.2))
-    assert t.post_data("/v1/reports", a_batch(manifest))["accepted"] == 1
-    # The delayed first attempt was stored too: the retry carries the same id, counted once.
-    assert len(server.requests_to("POST", "/v1/reports")) == 2
-    assert len(server.stored) == 1
-
-
-def test_a_dropped_connection_is_retried(server: FakeServer, manifest) -> None:
-    server.fail_next(1, kind="drop")
-    answer = transport(server).post_data("/v1/reports", a_batch(manifest))
-    assert answer == {"v": 1, "accepted": 0, "duplicates": 1}
+def test_a_dropped_connection_is_retried(peer: FaultInjectingPeer) -> None:
+    peer.script("POST", REPORTS, HangUp())
+    then_accepted(peer)
+    sleeps = Sleeps()
+    assert transport(peer, sleeps).post_data(REPORTS, a_batch()) == RECEIPT
+    assert len(peer.requests_to("POST", REPORTS)) == 2 and len(sleeps) == 1
 
 
 def test_an_unreachable_server_becomes_upstream_error_after_retries() -> None:
@@ -177,62 +183,57 @@ def test_an_unreachable_server_becomes_upstream_error_after_retries() -> None:
     ],
 )
 def test_problem_json_becomes_the_error_class_of_its_code_with_the_servers_detail(
-    server: FakeServer, manifest, status: int, code: str, expected: type[BlindsumError]
+    peer: FaultInjectingPeer, status: int, code: str, expected: type[BlindsumError]
 ) -> None:
-    for _ in range(4):  # 5xx are retried first
-        server.respond_problem(status, code, f"detail for {code}")
-    with pytest.raises(expected) as caught:
-        transport(server).post_data("/v1/reports", a_batch(manifest))
+    peer.script("POST", REPORTS, *[problem(status, code, f"detail for {code}")] * 4)
+    with pytest.raises(expected) as caught:  # 5xx are retried first, 4xx are not
+        transport(peer).post_data(REPORTS, a_batch())
     assert type(caught.value) is expected
     assert caught.value.detail == f"detail for {code}"
 
 
-def test_a_4xx_problem_is_not_retried(server: FakeServer, manifest) -> None:
-    server.respond_problem(400, "invalid-input", "batch.reports[0].metric is required")
+def test_a_4xx_problem_is_not_retried(peer: FaultInjectingPeer) -> None:
+    peer.script("POST", REPORTS,
+                problem(400, "invalid-input", "batch.reports[0].metric is required"))
     sleeps = Sleeps()
     with pytest.raises(InvalidInput, match=r"batch.reports\[0\]"):
-        transport(server, sleeps).post_data("/v1/reports", a_batch(manifest))
-    assert sleeps == [] and len(server.requests_to("POST", "/v1/reports")) == 1
-
-
-def test_a_real_refusal_from_the_peer_maps_to_its_class(server: FakeServer, manifest) -> None:
-    t = Transport(server.url, "wrong-token", sleep=Sleeps())
-    with pytest.raises(Unauthorized, match="unknown token"):
-        t.post_data("/v1/reports", a_batch(manifest))
+        transport(peer, sleeps).post_data(REPORTS, a_batch())
+    assert sleeps == [] and len(peer.requests_to("POST", REPORTS)) == 1
 
 
 def test_an_unknown_code_falls_back_to_the_class_of_its_status(
-    server: FakeServer, manifest
+    peer: FaultInjectingPeer,
 ) -> None:
-    server.respond_problem(405, "method-not-allowed", "use POST")
+    peer.script("POST", REPORTS, problem(405, "method-not-allowed", "use POST"),
+                problem(404, "http", "no such page"))
     with pytest.raises(UpstreamError, match=r"405 .method-not-allowed.*use POST"):
-        transport(server).post_data("/v1/reports", a_batch(manifest))
-    server.respond_problem(404, "http", "no such page")
+        transport(peer).post_data(REPORTS, a_batch())
     with pytest.raises(NotFound, match="no such page"):
-        transport(server).post_data("/v1/reports", a_batch(manifest))
+        transport(peer).post_data(REPORTS, a_batch())
 
 
 def test_an_error_without_a_problem_document_is_upstream_error_with_the_status(
-    server: FakeServer, manifest
+    peer: FaultInjectingPeer,
 ) -> None:
-    server.fail_next(1, status=404, body=b"<html>nginx</html>",
-                     headers={"Content-Type": "text/html"})
+    peer.script("POST", REPORTS,
+                Answer(404, b"<html>nginx</html>", {"Content-Type": "text/html"}))
     with pytest.raises(UpstreamError, match="HTTP 404"):
-        transport(server).post_data("/v1/reports", a_batch(manifest))
+        transport(peer).post_data(REPORTS, a_batch())
 
 
-def test_an_unreadable_success_body_is_upstream_error(server: FakeServer, manifest) -> None:
-    server.fail_next(1, status=200, body=b"<html>", headers={"Content-Type": "text/html"})
+def test_an_unreadable_success_body_is_upstream_error(peer: FaultInjectingPeer) -> None:
+    peer.script("POST", REPORTS, Answer(200, b"<html>", {"Content-Type": "text/html"}))
     with pytest.raises(UpstreamError, match="unreadable body"):
-        transport(server).post_data("/v1/reports", a_batch(manifest))
+        transport(peer).post_data(REPORTS, a_batch())
 
 
 def test_an_oversized_answer_is_refused_without_reading_it_all(
-    server: FakeServer, monkeypatch: pytest.MonkeyPatch
+    peer: FaultInjectingPeer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr("blindsum.client.transport.MAX_ANSWER_BYTES", 64)
+    peer.script("GET", "/v1/manifest", data(200, {"padding": "x" * 4096}))
     with pytest.raises(UpstreamError, match="exceeds 64 bytes"):
-        transport(server).get_data("/v1/manifest")
+        transport(peer).get_data("/v1/manifest")
 
 
 def test_parse_retry_after_reads_seconds_and_http_dates() -> None:

@@ -1,0 +1,208 @@
+"""Tables of ratios: rich on the terminal, markdown for the README."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from blindsum.benchmarks.client_cost import LABELS, PIPELINES
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.3f} ms" if seconds < 0.01 else f"{seconds * 1000:,.1f} ms"
+
+
+def _bytes(count: int) -> str:
+    return f"{count:,} B" if count < 10_000 else f"{count / 1024:,.1f} KiB"
+
+
+def _x(value: float) -> str:
+    if value < 1:
+        return f"{value:.2g}x"
+    return f"{value:,.1f}x" if value < 100 else f"{value:,.0f}x"
+
+
+def _measured(entry: dict[str, Any]) -> str:
+    unit = entry["unit"]
+    value = entry["measured"]
+    if unit.startswith("x"):
+        return f"{value:,.1f}{unit}" if value < 100 else f"{value:,.0f}{unit}"
+    if unit == "%":
+        return f"{value:.1f}%"
+    if unit == "s":
+        return f"{value:,.1f} s"
+    return f"{value:,.0f} {unit}"
+
+
+def _target(entry: dict[str, Any]) -> str:
+    sign = ">=" if entry["higher_is_better"] else "<"
+    unit = entry["unit"]
+    value = entry["target"]
+    if unit.startswith("x"):
+        return f"{sign} {value:g}{unit}"
+    if unit == "%":
+        return f"{sign} {value:g}%"
+    return f"{sign} {value:,.0f} {unit}"
+
+
+def client_rows(results: dict[str, Any]) -> list[list[str]]:
+    points = results["client_cost"]["points"]
+    ours = points["ours_paillier"]
+    rows = []
+    for name in PIPELINES:
+        row = [LABELS[name]]
+        for count in ("1", "16"):
+            p = points[name][count]
+            row += [_ms(p["median_s"]), _bytes(p["bytes"]),
+                    _x(p["median_s"] / ours[count]["median_s"]),
+                    _x(p["bytes"] / ours[count]["bytes"])]
+        rows.append(row)
+    return rows
+
+
+CLIENT_HEADERS = ["pipeline", "1 value: time", "bytes", "time vs ours", "bytes vs ours",
+                  "16 values: time", "bytes", "time vs ours", "bytes vs ours"]
+
+
+def ingest_rows(results: dict[str, Any]) -> list[list[str]]:
+    ingest = results["ingest"]
+    rows = []
+    for batch in sorted(ingest["encrypted"], key=int):
+        enc = ingest["encrypted"][batch]["reports_per_s"]
+        plain = ingest["plaintext"][batch]["reports_per_s"]
+        rows.append([f"{int(batch):,}", f"{enc:,.0f}", f"{plain:,.0f}",
+                     _x(plain / enc),
+                     f"{ingest['percent_of_compute_bound_one_core'][batch]:.1f}%",
+                     f"{_cpu(ingest['encrypted'][batch])} / "
+                     f"{_cpu(ingest['plaintext'][batch])}"])
+    return rows
+
+
+def _cpu(figures: dict[str, Any]) -> str:
+    micros = figures.get("server_cpu_us_per_report")
+    return "n/a" if micros is None else f"{micros:,.0f} µs"
+
+
+INGEST_HEADERS = ["batch", "encrypted reports/s", "plaintext reports/s",
+                  "plaintext / encrypted", "% of compute bound",
+                  "server CPU per report (enc / plain)"]
+
+
+def e2e_rows(results: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for run in sorted(results["end_to_end"]["runs"], key=lambda r: r["clients"]):
+        rows.append([f"{run['clients']:,}", f"{run['upload_s']:.2f} s",
+                     f"{run['release_s']:.2f} s", f"{run['publish_s']:.3f} s",
+                     f"{run['total_s']:.2f} s",
+                     f"{run['client_encrypt_cpu_s']:.1f} s "
+                     f"({run['client_encrypt_ms_per_report']:.2f} ms/report)",
+                     "yes" if run["within_ci"] else "no"])
+    return rows
+
+
+E2E_HEADERS = ["clients", "upload", "release", "publish", "total", "client encryption (CPU)",
+               "truth in 95% CI"]
+
+
+def server_values_rows(results: dict[str, Any]) -> list[list[str]]:
+    series = results["scaling"]["server_values_per_report"]
+    rows = []
+    for scheme in ("paillier", "ckks"):
+        s = series[scheme]
+        for k, rate, cts, size in zip(s["values"], s["reports_per_s"], s["ciphertexts_per_report"],
+                                      s["bytes_per_report"], strict=True):
+            rows.append([scheme, f"{k:,}", str(cts), _bytes(size), f"{rate:,.0f}",
+                         f"{rate * k:,.0f}"])
+    return rows
+
+
+SERVER_VALUES_HEADERS = ["scheme", "values per report", "ciphertexts", "bytes per report",
+                         "reports/s", "values/s"]
+
+
+def profile_rows(results: dict[str, Any]) -> list[list[str]]:
+    profile = results["ingest"]["profile"]
+    total = profile["us_per_report_in_process"]
+    rows = []
+    for stage, micros in profile["stages_direct_us_per_report"].items():
+        if micros is None:
+            rows.append([stage, "not measured", ""])
+        else:
+            rows.append([stage, f"{micros:.1f}", f"{100 * micros / total:.0f}%"])
+    rows.append(["whole ingest path in process (Flask test client, no sockets)",
+                 f"{total:.1f}", "100%"])
+    return rows
+
+
+PROFILE_HEADERS = ["ingest stage (batch 1,000)", "us per report", "share"]
+
+
+def target_rows(results: dict[str, Any]) -> list[list[str]]:
+    return [[t["description"], _target(t), _measured(t), t["measured_at"],
+             "met" if t["met"] else "MISSED"] for t in results["targets"]]
+
+
+TARGET_HEADERS = ["target", "goal", "measured", "at", ""]
+
+
+def _table(title: str, headers: list[str], rows: list[list[str]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for index, header in enumerate(headers):
+        table.add_column(header, justify="left" if index == 0 else "right", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def render(results: dict[str, Any], console: Console) -> None:
+    bits = results["client_cost"]["key_bits"]
+    bound = results["ingest"]["compute_bound"]
+    console.print(_table(f"Client cost per report (Paillier {bits}-bit; ratios: baseline / "
+                         "ours Paillier)", CLIENT_HEADERS, client_rows(results)))
+    console.print(_table(
+        f"Server ingest over HTTP on loopback, durable (compute bound: "
+        f"{bound['adds_per_s_one_core']:,.0f} adds/s on one core, "
+        f"{bound['adds_per_s_all_cores']:,.0f} on {bound['cores']})",
+        INGEST_HEADERS, ingest_rows(results)))
+    console.print(_table("End to end: first report to published result (client encryption "
+                         "excluded, shown apart)", E2E_HEADERS, e2e_rows(results)))
+    console.print(_table("Server ingest vs values per report (HTTP, durable)",
+                         SERVER_VALUES_HEADERS, server_values_rows(results)))
+    console.print(_table("Where ingest time goes (each stage timed alone; share of the "
+                         "in-process path)", PROFILE_HEADERS, profile_rows(results)))
+    targets = _table("Targets", TARGET_HEADERS, target_rows(results))
+    console.print(targets)
+    if results["quick"]:
+        console.print("[yellow]quick mode: reduced sizes; these figures check the benchmark, "
+                      "not the targets[/yellow]")
+
+
+def _markdown(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |",
+             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(headers))) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown(results: dict[str, Any]) -> str:
+    machine = results["machine"]
+    parts = [
+        f"Measured on {machine['cpu_model']}, {machine['logical_cores']} cores, "
+        f"{machine['memory_gib']} GiB, {machine['python']}"
+        f"{' (quick mode: reduced sizes)' if results['quick'] else ''}.",
+        "",
+        "**Targets**", "", _markdown(TARGET_HEADERS, target_rows(results)), "",
+        "**Client cost per report** (ratios: baseline / ours Paillier)", "",
+        _markdown(CLIENT_HEADERS, client_rows(results)), "",
+        "**Server ingest** (HTTP on loopback, every acknowledged report durable)", "",
+        _markdown(INGEST_HEADERS, ingest_rows(results)), "",
+        "**End to end** (client encryption excluded, shown apart)", "",
+        _markdown(E2E_HEADERS, e2e_rows(results)), "",
+        "**Server ingest vs values per report**", "",
+        _markdown(SERVER_VALUES_HEADERS, server_values_rows(results)), "",
+        "**Where ingest time goes**", "",
+        _markdown(PROFILE_HEADERS, profile_rows(results)), "",
+    ]
+    return "\n".join(parts)
