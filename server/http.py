@@ -16,11 +16,11 @@ from typing import Any
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from blindsum.server.bodies import read_wire_body
 from blindsum.shared import codec
 from blindsum.shared.errors import (
     BlindsumError,
     Forbidden,
-    InvalidInput,
     PayloadTooLarge,
     Unauthorized,
 )
@@ -62,13 +62,12 @@ def install_error_handlers(app: Flask) -> None:
         return problem(500, "Internal error", "the service failed; see its log", "internal")
 
 
-def read_body() -> tuple[Any, str]:
-    """Parse the request body by Content-Type; returns (data, media type)."""
-    media = codec.media_type(request.content_type)
-    raw = request.get_data(cache=False)
-    if not raw:
-        raise InvalidInput("request body is empty")
-    return codec.loads(raw, media), media
+def read_body(max_items: int = 1000) -> tuple[Any, str]:
+    """Parse the request body by Content-Type, bounded (see ``server/bodies.py``).
+
+    Returns (data, media type).
+    """
+    return read_wire_body(max_items), codec.media_type(request.content_type)
 
 
 def reply(data: Any, status: int = 200) -> Response:

@@ -9,14 +9,28 @@ across gunicorn workers and threads.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
+def connect(path: Path, busy_seconds: float = 30.0) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=busy_seconds, isolation_level=None,
+                           check_same_thread=False)
+    # Switching a new database to WAL needs an exclusive lock and SQLite does not apply the
+    # busy timeout to it: another process creating the same file at once gets "database is
+    # locked" immediately, so retry for as long as a write would wait.
+    deadline = time.monotonic() + busy_seconds
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                conn.close()
+                raise
+            time.sleep(0.02)
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=30000")

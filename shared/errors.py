@@ -99,6 +99,14 @@ class UnsupportedMediaType(BlindsumError):
     title = "Unsupported media type"
 
 
+class RateLimited(BlindsumError):
+    """Too many requests for this token or address; retry after the stated delay."""
+
+    status = 429
+    code = "rate-limited"
+    title = "Too many requests"
+
+
 class ReleaseRefused(BlindsumError):
     """The key-holder's policy forbids this release (too few contributors, window open...)."""
 

@@ -29,8 +29,8 @@ from flask_limiter import Limiter, RateLimitExceeded
 from blindsum.server.aggregator.auth import Authenticator
 from blindsum.server.aggregator.config import AggregatorConfig
 from blindsum.server.http import problem
+from blindsum.shared.errors import RateLimited
 
-RATE_LIMITED = "rate-limited"
 # sliding-window-counter: two counters per key (no list of hits to keep), no burst of twice
 # the limit at a fixed window's boundary.
 STRATEGY = "sliding-window-counter"
@@ -83,9 +83,9 @@ def _too_many(limiter: Limiter) -> Callable[[RateLimitExceeded], Response]:
     def handle(exc: RateLimitExceeded) -> Response:
         current = limiter.current_limit
         wait = 1 if current is None else max(1, math.ceil(current.reset_at - time.time()))
-        response = problem(429, "Too many requests",
+        response = problem(RateLimited.status, RateLimited.title,
                            f"rate limit of {exc.limit.limit} exceeded: retry in {wait} s",
-                           RATE_LIMITED)
+                           RateLimited.code)
         response.headers["Retry-After"] = str(wait)
         return response
 

@@ -9,13 +9,13 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request
 
 from blindsum.server.aggregator.auth import require_metrics
-from blindsum.server.aggregator.bodies import BATCH_ITEMS, read_wire_body
 from blindsum.server.aggregator.dashboard import render_dashboard
 from blindsum.server.aggregator.openapi import openapi_document
 from blindsum.server.aggregator.release import ReleaseOutcome
 from blindsum.server.aggregator.services import Aggregator
 from blindsum.server.aggregator.store import STATES, StoredResult
 from blindsum.server.aggregator.tokens import TokenRecord
+from blindsum.server.bodies import BATCH_ITEMS, read_wire_body
 from blindsum.server.http import reply
 from blindsum.shared.codec import ReportBatch
 from blindsum.shared.errors import InvalidInput, NotFound

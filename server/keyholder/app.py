@@ -55,7 +55,7 @@ def context(kid: str) -> Response:
 @releases.post("/v1/releases")
 def create_release() -> Response:
     _require_server()
-    data, _ = read_body()
+    data, _ = read_body(max_items=256)  # a release is ~10 fields and <= 64 ciphertexts
     request = ReleaseRequest.from_wire(data)
     document = _holder().releaser().release(request)
     return reply(document, status=201)

@@ -34,7 +34,7 @@ from flask import Flask
 from werkzeug.serving import make_server
 
 from blindsum.server.aggregator.app import close_app
-from blindsum.server.aggregator.bodies import BATCH_ITEMS
+from blindsum.server.bodies import BATCH_ITEMS
 from blindsum.shared import codec
 from blindsum.shared.codec import Report
 
