@@ -60,6 +60,14 @@ class _Checked:
     loaded: list[Any]
 
 
+def _canonical(checked: _Checked) -> list[bytes]:
+    """Stored ciphertexts are always wire bytes: phe's decimal JSON form is re-encoded."""
+    blobs = checked.report.ciphertexts
+    if all(isinstance(blob, bytes) for blob in blobs):
+        return list(blobs)  # type: ignore[arg-type]
+    return checked.route.scheme.dump(checked.loaded)
+
+
 class _ManifestMiss(Exception):
     """A fault a newer manifest might cure (unknown metric, newer version, unknown key)."""
 
@@ -103,7 +111,7 @@ class Ingestor:
             _fold(tx, sums, now)
             tx.insert_reports(
                 (c.report.report_id, c.report.metric, c.report.version, c.report.key_id,
-                 c.report.window, pack_blobs(c.report.ciphertexts), now)
+                 c.report.window, pack_blobs(_canonical(c)), now)
                 for c in fresh
             )
         return BatchReceipt(accepted=len(fresh), duplicates=len(ids) - len(fresh))

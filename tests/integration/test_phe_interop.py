@@ -120,3 +120,18 @@ def test_phe_pair_with_a_nonzero_exponent_is_refused(deployed) -> None:
     answer = post(deployed, [report])
     assert answer.status_code == 400
     assert "exponent 0" in answer.json()["detail"]
+
+
+def test_decimal_ciphertexts_are_stored_as_canonical_bytes(deployed) -> None:
+    import sqlite3
+
+    import cbor2
+
+    manifest = verified_manifest(deployed.server.url, deployed.identity)
+    report = phe_report(manifest, "replayed", 1)
+    assert post(deployed, [report]).status_code == 200
+    with sqlite3.connect(deployed.server_dir / "aggregator.db") as db:
+        (stored,) = db.execute("SELECT ciphertexts FROM reports WHERE report_id = ?",
+                               (b64url_decode(report["id"]),)).fetchone()
+    (blob,) = cbor2.loads(stored)
+    assert isinstance(blob, bytes) and int.from_bytes(blob, "big") == int(report["ct"][0][0])
