@@ -100,7 +100,8 @@ class _Fields:
         extra = set(data) - allowed - {"v"}
         if extra:
             raise InvalidInput(f"{message} has unknown fields {sorted(map(str, extra))}")
-        if data.get("v", WIRE_VERSION) != WIRE_VERSION:
+        version = data.get("v", WIRE_VERSION)
+        if type(version) is not int or version != WIRE_VERSION:  # 1.0 and true are not 1
             raise InvalidInput(f"{message} has unsupported version {data.get('v')!r}")
         self.data = data
         self.message = message
@@ -169,7 +170,7 @@ class _Fields:
 
 
 def _phe_pair(item: list[Any], where: str) -> int:
-    if len(item) != 2 or not isinstance(item[0], str) or item[1] != 0 or item[1] is False:
+    if len(item) != 2 or not isinstance(item[0], str) or type(item[1]) is not int or item[1]:
         raise InvalidInput(f'{where} must be ["<decimal ciphertext>", 0] (exponent 0)')
     digits = item[0]
     if not 0 < len(digits) <= MAX_DECIMAL_DIGITS or not digits.isascii() or not digits.isdigit():

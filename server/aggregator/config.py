@@ -84,7 +84,8 @@ class AggregatorConfig:
     admin_token_digests: tuple[str, ...] = ()
     auto_release: bool = True
     release_interval_seconds: float = 5.0
-    manifest_refresh_seconds: float = 60.0
+    # short, so a retired (e.g. compromised) key stops being accepted within seconds
+    manifest_refresh_seconds: float = 10.0
     max_body_bytes: int = 64 * MIB
     ca_bundle: str | None = None
     rate_limit_ingest: str | None = "600/minute"

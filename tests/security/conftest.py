@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from security_kit import NO_RATE_LIMITS, call, deployment_root
+from security_kit import NO_RATE_LIMITS, call
 
 from blindsum.client import Client
 from blindsum.server.processes import Deployment, deployment
@@ -32,7 +32,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    with deployment(deployment_root(tmp_path_factory, "security"), POLICIES,
+    with deployment(tmp_path_factory.mktemp("security"), POLICIES,
                     server_env=NO_RATE_LIMITS) as running:
         yield running
 
@@ -41,7 +41,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
 def fuzz_deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     """A deployment holding a published result, an open window no one may release early,
     and a spent budget: something for fuzzed requests to change, should they manage to."""
-    with deployment(deployment_root(tmp_path_factory, "fuzz"), FUZZ_POLICIES,
+    with deployment(tmp_path_factory.mktemp("fuzz"), FUZZ_POLICIES,
                     server_env=NO_RATE_LIMITS) as running:
         with Client(running.server.url, running.ingest_token, running.identity,
                     enforce_contribution_limit=False) as sdk:

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 
 from blindsum.server.keyholder.keystore import KeyStore
@@ -267,21 +266,6 @@ def decrypted_window(dep: Deployment, manifest: Manifest, metric: str, window: i
 
 
 # -- processes -----------------------------------------------------------------------------
-
-
-def deployment_root(tmp_path_factory: pytest.TempPathFactory, name: str) -> Path:
-    """A fresh root for ``deployment()`` whose server database is already in WAL mode.
-
-    Two gunicorn workers opening a *new* database race to switch it to WAL, and the loser
-    dies with "database is locked" and takes the server down (see
-    test_service_availability.py). Switching it here keeps the other attacks from failing
-    at random because of that bug.
-    """
-    root = tmp_path_factory.mktemp(name)
-    (root / "server").mkdir()
-    with contextlib.closing(sqlite3.connect(root / "server" / "aggregator.db")) as conn:
-        conn.execute("PRAGMA journal_mode=WAL")
-    return root
 
 
 def service_env(dep: Deployment, *, passphrase: bool) -> dict[str, str]:

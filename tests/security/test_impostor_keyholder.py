@@ -23,7 +23,6 @@ from security_kit import (
     NO_RATE_LIMITS,
     TIMEOUT,
     call,
-    deployment_root,
     keyholder_manifest,
     paillier_report,
     port_of,
@@ -54,7 +53,7 @@ class Impostor:
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    with deployment(deployment_root(tmp_path_factory, "signatures"),
+    with deployment(tmp_path_factory.mktemp("signatures"),
                     [POLICIES / "paillier.toml"], server_env=NO_RATE_LIMITS) as dep:
         yield dep
 

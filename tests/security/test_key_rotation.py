@@ -33,7 +33,6 @@ from security_kit import (
     NO_RATE_LIMITS,
     batch_body,
     call,
-    deployment_root,
     keyholder_manifest,
     paillier_report,
     per_worker,
@@ -83,7 +82,7 @@ def _post(connection: http.client.HTTPConnection, dep: Deployment,
 
 @pytest.fixture(scope="module")
 def dep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    with deployment(deployment_root(tmp_path_factory, "rotation"), [POLICIES / "paillier.toml"],
+    with deployment(tmp_path_factory.mktemp("rotation"), [POLICIES / "paillier.toml"],
                     server_env=NO_RATE_LIMITS) as running:
         yield running
 

@@ -4,13 +4,12 @@ Found while building this suite (one fixture deployment in a dozen lost its serv
 server's gunicorn workers open ``aggregator.db`` at the same moment, and on a new database
 each one runs ``PRAGMA journal_mode=WAL`` (server/sqlite.py ``connect``). SQLite does not
 wait on its busy handler for a journal-mode change while another connection holds a write
-lock: it fails at once with "database is locked". The worker fails to boot, and gunicorn
-halts the whole server ("Worker failed to boot"), right after it answered its first
-health check.
+lock: it fails at once with "database is locked". The worker failed to boot, and gunicorn
+halted the whole server ("Worker failed to boot") right after its first health check.
+``connect`` now retries the switch for as long as a write would wait.
 
 The test stands in for the other worker deterministically: it holds a write lock on the
-new database for two seconds while the server starts. The connections carry a 30 s busy
-timeout, so the server should wait and then serve.
+new database for two seconds while the server starts; the server must wait, then serve.
 """
 
 from __future__ import annotations

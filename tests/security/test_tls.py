@@ -17,7 +17,6 @@ import requests
 from security_kit import (
     NO_RATE_LIMITS,
     batch_body,
-    deployment_root,
     keyholder_manifest,
     paillier_report,
     record_error,
@@ -38,7 +37,7 @@ METRIC = "opened"
 
 @pytest.fixture(scope="module")
 def dep(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    with deployment(deployment_root(tmp_path_factory, "tls"), [POLICIES / "paillier.toml"],
+    with deployment(tmp_path_factory.mktemp("tls"), [POLICIES / "paillier.toml"],
                     server_env=NO_RATE_LIMITS, tls=True) as running_tls:
         assert running_tls.server.url.startswith("https://")
         assert running_tls.keyholder.url.startswith("https://")

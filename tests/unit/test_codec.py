@@ -134,3 +134,17 @@ def test_phe_decimal_pairs_are_accepted_in_json() -> None:
 def test_bad_phe_pairs_are_refused(pair: list) -> None:
     with pytest.raises(InvalidInput, match="decimal ciphertext"):
         ReportBatch.from_wire(_wire(ct=[pair]))
+
+
+@pytest.mark.parametrize("version", [1.0, True, "1"])
+def test_wire_version_must_be_the_integer_one(version: object) -> None:
+    data = _wire()
+    data["v"] = version
+    with pytest.raises(InvalidInput, match="unsupported version"):
+        ReportBatch.from_wire(data)
+
+
+@pytest.mark.parametrize("exponent", [0.0, False])
+def test_phe_exponent_must_be_the_integer_zero(exponent: object) -> None:
+    with pytest.raises(InvalidInput, match="exponent 0"):
+        ReportBatch.from_wire(_wire(ct=[["12345", exponent]]))
