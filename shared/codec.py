@@ -37,7 +37,7 @@ MAX_CIPHERTEXT_BYTES = 1 << 20
 # spending quadratic time on a hostile megabyte of digits.
 MAX_DECIMAL_DIGITS = 2500
 _NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
-_KEY_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+KEY_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
 def b64encode(data: bytes) -> str:
@@ -211,7 +211,7 @@ class Report:
             report_id=fields.blob("id", fields.get("id"), size=REPORT_ID_BYTES),
             metric=fields.text("metric", _NAME),
             version=fields.integer("version", 1, 2**31 - 1),
-            key_id=fields.text("kid", _KEY_ID),
+            key_id=fields.text("kid", KEY_ID_PATTERN),
             window=fields.integer("window", 0, 2**40),
             ciphertexts=fields.ciphertexts("ct"),
         )
@@ -292,7 +292,7 @@ class ReleaseRequest:
             metric=fields.text("metric", _NAME),
             version=fields.integer("version", 1, 2**31 - 1),
             window=fields.integer("window", 0, 2**40),
-            key_id=fields.text("kid", _KEY_ID),
+            key_id=fields.text("kid", KEY_ID_PATTERN),
             report_count=fields.integer("report_count", 1, 10**9),
             report_ids_digest=fields.blob(
                 "report_ids_digest", fields.get("report_ids_digest"), size=DIGEST_BYTES

@@ -75,6 +75,7 @@ def result_mismatch(payload: Mapping[str, Any], request: ReleaseRequest) -> str 
         "metric": request.metric,
         "version": request.version,
         "window": request.window,
+        "kid": request.key_id,
         "report_count": request.report_count,
         "report_ids_digest": request.report_ids_digest.hex(),
     }
@@ -177,7 +178,7 @@ class KeyholderClient:
 
     def _stored_result(self, request: ReleaseRequest) -> VerifiedResult:
         path = (f"/v1/releases/{quote(request.metric, safe='')}/{request.version}/"
-                f"{request.window}")
+                f"{request.window}?kid={quote(request.key_id, safe='')}")
         response = self._call("GET", path, accept=codec.JSON, auth=True)
         document = _json_body(response, "stored release result")
         payload = verify_document(document, self.pinned, "stored release result")

@@ -74,7 +74,7 @@ CREATE TABLE IF NOT EXISTS results (
     document TEXT NOT NULL,
     payload TEXT NOT NULL,
     released_at REAL NOT NULL,
-    PRIMARY KEY (metric, version, "window")
+    PRIMARY KEY (metric, version, "window", key_id)
 );
 CREATE TABLE IF NOT EXISTS manifest_cache (
     slot INTEGER PRIMARY KEY CHECK (slot = 1),

@@ -7,15 +7,15 @@ ciphertexts it decrypts arrive as a window aggregate with a report count of at l
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, Response, current_app, jsonify
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from blindsum.server.http import install_error_handlers, read_body, reply, require_token
 from blindsum.server.keyholder import ledger
 from blindsum.server.keyholder.config import KeyholderConfig
 from blindsum.server.keyholder.openapi import OPENAPI
 from blindsum.server.keyholder.service import RELEASE_ROLE, Keyholder
-from blindsum.shared.codec import ReleaseRequest
-from blindsum.shared.errors import NotFound
+from blindsum.shared.codec import KEY_ID_PATTERN, ReleaseRequest
+from blindsum.shared.errors import InvalidInput, NotFound
 
 public = Blueprint("public", __name__)
 releases = Blueprint("releases", __name__)
@@ -56,15 +56,18 @@ def context(kid: str) -> Response:
 def create_release() -> Response:
     _require_server()
     data, _ = read_body(max_items=256)  # a release is ~10 fields and <= 64 ciphertexts
-    request = ReleaseRequest.from_wire(data)
-    document = _holder().releaser().release(request)
+    release_request = ReleaseRequest.from_wire(data)
+    document = _holder().releaser().release(release_request)
     return reply(document, status=201)
 
 
 @releases.get("/v1/releases/<metric>/<int:version>/<int:window>")
 def get_release(metric: str, version: int, window: int) -> Response:
     _require_server()
-    document = _holder().releaser().stored(metric, version, window)
+    key_id = request.args.get("kid")
+    if key_id is not None and not KEY_ID_PATTERN.match(key_id):
+        raise InvalidInput("kid must be a key id")
+    document = _holder().releaser().stored(metric, version, window, key_id)
     if document is None:
         raise NotFound(f"window {window} of {metric!r} v{version} has not been released")
     return reply(document)

@@ -47,11 +47,13 @@ def budget(conn: sqlite3.Connection, policy: MetricPolicy) -> BudgetState:
 
 
 def released_document(
-    conn: sqlite3.Connection, metric: str, version: int, window: int
+    conn: sqlite3.Connection, metric: str, version: int, window: int, key_id: str | None = None
 ) -> dict | None:
+    """The stored result of a window under ``key_id`` (any key epoch if None)."""
     row = conn.execute(
-        "SELECT document FROM releases WHERE metric = ? AND version = ? AND window = ?",
-        (metric, version, window),
+        "SELECT document FROM releases WHERE metric = ? AND version = ? AND window = ? "
+        "AND (? IS NULL OR kid = ?) ORDER BY released_at LIMIT 1",
+        (metric, version, window, key_id, key_id),
     ).fetchone()
     return None if row is None else json.loads(row[0])
 

@@ -72,10 +72,11 @@ class Releaser:
                 })
             raise
 
-    def stored(self, metric: str, version: int, window: int) -> dict | None:
+    def stored(self, metric: str, version: int, window: int,
+               key_id: str | None = None) -> dict | None:
         if version > 2**31 - 1 or window > 2**40:  # never released; SQLite cannot bind it
             return None
-        return ledger.released_document(self.db.conn, metric, version, window)
+        return ledger.released_document(self.db.conn, metric, version, window, key_id)
 
     def _release(self, conn: sqlite3.Connection, request: ReleaseRequest) -> dict[str, str]:
         policy = self._checked_policy(conn, request)
@@ -141,10 +142,11 @@ class Releaser:
                 f"window claims {request.report_count} reports, above the policy's "
                 f"max_contributors {policy.max_contributors}"
             )
-        if ledger.released_document(conn, policy.name, policy.version, request.window):
+        if ledger.released_document(conn, policy.name, policy.version, request.window,
+                                    request.key_id):
             raise AlreadyReleased(
-                f"window {request.window} of {policy.name!r} v{policy.version} was already "
-                "released"
+                f"window {request.window} of {policy.name!r} v{policy.version} under key "
+                f"{request.key_id!r} was already released"
             )
         return policy
 
@@ -184,6 +186,7 @@ def _payload(
         "scheme": policy.scheme,
         "window": request.window,
         "window_seconds": policy.window_seconds,
+        "kid": request.key_id,
         "report_count": request.report_count,
         "report_ids_digest": request.report_ids_digest.hex(),
         "value": value,

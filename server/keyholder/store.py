@@ -59,7 +59,9 @@ CREATE TABLE IF NOT EXISTS releases (
     delta REAL NOT NULL,
     document TEXT NOT NULL,
     released_at REAL NOT NULL,
-    PRIMARY KEY (metric, version, window)
+    -- one release per window *and key epoch*: a rotation mid-window leaves reports under
+    -- both keys, and each aggregate is released (and debited) on its own
+    PRIMARY KEY (metric, version, window, kid)
 );
 """ + audit.SCHEMA
 

@@ -234,3 +234,20 @@ def test_rotation_keeps_the_old_key_accepted_and_retire_drops_it(tmp_path: Path,
     manifest = Manifest.verify(holder.db.latest_manifest(), holder.identity.public_key())
     assert old not in {k.key_id for k in manifest.keys}
     holder.releaser().release(request)
+
+
+def test_a_window_split_by_rotation_is_released_once_per_key(tmp_path: Path,
+                                                             test_policies) -> None:
+    holder, init = Keyholder.init(tmp_path / "kh", None, paillier_bits=2048)
+    holder.add_policies(test_policies)
+    old = next(k for k in init.key_ids if k.startswith("pai"))
+    holder.rotate("paillier")
+    under_old = aggregate_request(holder, "opened", [1, 1, 1], window=0, key_id=old)
+    under_new = aggregate_request(holder, "opened", [1, 0, 1, 1], window=0)
+    first = holder.releaser().release(under_old)
+    holder.releaser().release(under_new)
+    with pytest.raises(AlreadyReleased, match="under key"):
+        holder.releaser().release(under_old)
+    assert holder.releaser().stored("opened", 1, 0, old) == first
+    policy = holder.db.policy("opened", 1)
+    assert ledger.budget(holder.db.conn, policy).spent_epsilon == pytest.approx(2.0)  # type: ignore[arg-type]
