@@ -47,9 +47,12 @@ OPENAPI: dict[str, Any] = {
                 {"name": "version", "in": "path", "required": True,
                  "schema": {"type": "integer", "minimum": 0}},
                 {"name": "window", "in": "path", "required": True,
-                 "schema": {"type": "integer", "minimum": 0}}],
+                 "schema": {"type": "integer", "minimum": 0}},
+                {"name": "kid", "in": "query", "required": False,
+                 "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"}}],
             "responses": {"200": {"description": "signed release result", **_SIGNED},
-                          "401": _PROBLEM, "403": _PROBLEM, "404": _PROBLEM}}},
+                          "400": _PROBLEM, "401": _PROBLEM, "403": _PROBLEM,
+                          "404": _PROBLEM}}},
         "/v1/budget": {"get": {
             "summary": "Privacy budget per metric", "security": _BEARER,
             "responses": {"200": {"description": "budgets", "content": {"application/json": {
