@@ -290,6 +290,9 @@ def error_from_answer(answer: Answer, attempts: int = 1) -> BlindsumError:
     """
     problem = _problem(answer)
     tries = f" after {attempts} attempts" if attempts > 1 else ""
+    if problem is None and answer.status == PayloadTooLarge.status:
+        # a proxy's bare 413 (nginx's body limit...) still means "send smaller batches"
+        return PayloadTooLarge(f"server answered HTTP 413{tries}: the batch is too large")
     if problem is None:
         snippet = answer.body[:200].decode("utf-8", "replace").strip()
         return UpstreamError(

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import json
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +17,23 @@ from blindsum.shared.errors import BlindsumError, InvalidConfig
 
 if TYPE_CHECKING:
     from blindsum.server.aggregator.tokens import TokenBook
+
+
+STOP_WITH_PARENT = "BLINDSUM_STOP_WITH_PARENT"
+
+
+def stop_with_parent(parent_pid: str) -> None:
+    """Ask Linux for SIGTERM when the process that started us dies (even by SIGKILL).
+
+    Services started by ``blindsum demo`` and the tests would otherwise outlive a killed
+    parent, orphaned. If the parent is already gone, exit at once.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if str(os.getppid()) != parent_pid:
+        sys.exit(0)
 
 
 def _port(text: str) -> int:
@@ -348,6 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    parent = os.environ.pop(STOP_WITH_PARENT, None)
+    if parent:
+        stop_with_parent(parent)
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))

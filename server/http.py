@@ -47,8 +47,11 @@ def install_error_handlers(app: Flask) -> None:
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(_: RequestEntityTooLarge) -> Response:
         limit = app.config.get("MAX_CONTENT_LENGTH")
-        return problem(413, PayloadTooLarge.title, f"request body exceeds {limit} bytes",
-                       PayloadTooLarge.code)
+        response = problem(413, PayloadTooLarge.title, f"request body exceeds {limit} bytes",
+                           PayloadTooLarge.code)
+        # the unread rest of the body is still on the socket: close it rather than reuse it
+        response.headers["Connection"] = "close"
+        return response
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Response:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import requests
 
+from blindsum.server.cli import STOP_WITH_PARENT
 from blindsum.shared.errors import UpstreamError
 
 LOOPBACK = "127.0.0.1"
@@ -107,7 +108,8 @@ def start_service(
     log = log_path.open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "blindsum.server.cli", *args],
-        env={**os.environ, **(env or {})},
+        # the service stops if this process dies, even by SIGKILL (see cli.stop_with_parent)
+        env={**os.environ, **(env or {}), STOP_WITH_PARENT: str(os.getpid())},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,

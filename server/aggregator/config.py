@@ -34,6 +34,7 @@ ENV_VARS: Mapping[str, str] = {
     "admin_tokens": "BLINDSUM_ADMIN_TOKENS",
     "release_token": "BLINDSUM_RELEASE_TOKEN",
     "auto_release": "BLINDSUM_AUTO_RELEASE",
+    "manifest_refresh_seconds": "BLINDSUM_MANIFEST_REFRESH_SECONDS",
     "ca_bundle": "BLINDSUM_CA_BUNDLE",
     "max_body_bytes": "BLINDSUM_MAX_BODY_BYTES",
     "rate_limit_ingest": "BLINDSUM_RATE_LIMIT_INGEST",

@@ -157,3 +157,20 @@ def test_serve_passes_ca_bundle_to_the_configuration(tmp_path: Path,
     assert main(["server", "serve", "--ca-bundle", str(ca), "--data-dir", str(tmp_path)]) == 0
     assert [c.ca_bundle for c in loaded] == [str(ca)]
     assert main(["server", "serve", "--ca-bundle", str(tmp_path / "missing.pem")]) == 2
+
+
+def test_manifest_refresh_interval_comes_from_the_environment(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from blindsum.server.aggregator.config import load_config
+
+    env = {"BLINDSUM_SERVER_DATA_DIR": str(tmp_path),
+           "BLINDSUM_KEYHOLDER_URL": "http://127.0.0.1:1",
+           "BLINDSUM_KEYHOLDER_IDENTITY": "ed25519:" + "A" * 43,
+           "BLINDSUM_RELEASE_TOKEN": "rel_x",
+           "BLINDSUM_MANIFEST_REFRESH_SECONDS": "2.5"}
+    assert load_config(env=env).manifest_refresh_seconds == 2.5
+    import pytest
+
+    from blindsum.shared.errors import InvalidConfig
+
+    with pytest.raises(InvalidConfig, match="0..86400"):
+        load_config(env={**env, "BLINDSUM_MANIFEST_REFRESH_SECONDS": "soon"})
