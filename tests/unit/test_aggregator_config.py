@@ -172,5 +172,5 @@ def test_manifest_refresh_interval_comes_from_the_environment(tmp_path) -> None:
 
     from blindsum.shared.errors import InvalidConfig
 
-    with pytest.raises(InvalidConfig, match="0..86400"):
+    with pytest.raises(InvalidConfig, match=r"0\.\.86400"):
         load_config(env={**env, "BLINDSUM_MANIFEST_REFRESH_SECONDS": "soon"})
