@@ -58,6 +58,7 @@ from blindsum.shared.errors import (
 from blindsum.shared.manifest import Keyring, Manifest, slot_spec
 from blindsum.shared.policy import MetricPolicy
 from blindsum.shared.schemes.base import PublicScheme
+from blindsum.shared.schemes.paillier import PaillierPublic
 from blindsum.shared.signing import parse_identity
 
 from .errors import DroppedReport, ReportsDropped
@@ -260,18 +261,17 @@ class Client:
         """Prepare Paillier randomness for ``reports`` future records, e.g. while idle.
 
         Each later Paillier ``record`` then costs one multiplication (~5 µs at 3072 bits)
-        instead of ~0.5 ms. Returns how many randomisers were added per Paillier key.
+        instead of ~0.5 ms. Returns how many randomisers were added.
         """
         if isinstance(reports, bool) or not isinstance(reports, int) or reports < 0:
             raise InvalidInput("reports must be a non-negative integer")
         loaded = self._current()
-        added = 0
-        for policy in loaded.manifest.policies.values():
-            if policy.scheme == "paillier":
-                scheme = self._scheme(loaded, policy)
-                added = max(added, scheme.fill_pool(reports))  # type: ignore[attr-defined]
-                break  # one active Paillier key serves every Paillier metric
-        return added
+        policy = next((p for p in loaded.manifest.policies.values() if p.scheme == "paillier"),
+                      None)
+        if policy is None:
+            return 0
+        scheme = self._scheme(loaded, policy)  # one active key serves every Paillier metric
+        return scheme.fill_pool(reports) if isinstance(scheme, PaillierPublic) else 0
 
     # -- recording -----------------------------------------------------------------------
 

@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING
 from blindsum.shared.errors import BlindsumError, InvalidConfig
 
 if TYPE_CHECKING:
+    from blindsum.server.keyholder.service import Keyholder
+
+if TYPE_CHECKING:
     from blindsum.server.aggregator.tokens import TokenBook
 
 
@@ -117,7 +120,7 @@ def cmd_keyholder_audit(args: argparse.Namespace) -> int:
     return 0
 
 
-def _open_keyholder(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _open_keyholder(args: argparse.Namespace) -> Keyholder:
     from blindsum.server.keyholder.config import load_config
     from blindsum.server.keyholder.service import Keyholder
 

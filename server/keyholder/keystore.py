@@ -116,7 +116,7 @@ class KeyStore:
         return Ed25519PrivateKey.from_private_bytes(raw)
 
     def write_scheme(self, secret: SecretScheme) -> None:
-        self.write(f"{secret.key_id}.key", _scheme_bytes(secret))
+        self.write(f"{secret.key_id}.key", secret.to_storage())
 
     def read_scheme(self, scheme: str, key_id: str) -> SecretScheme:
         data = self.read(f"{key_id}.key")
@@ -128,8 +128,3 @@ class KeyStore:
 
         return CkksSecret.from_bytes(data, key_id)
 
-
-def _scheme_bytes(secret: SecretScheme) -> bytes:
-    if secret.name == "paillier":
-        return json.dumps(secret.to_json()).encode()  # type: ignore[attr-defined]
-    return secret.to_bytes()  # type: ignore[attr-defined]

@@ -92,3 +92,7 @@ class SecretScheme(ABC):
     @abstractmethod
     def decrypt(self, blobs: Sequence[bytes], spec: SlotSpec) -> list[int]:
         """Exact slot sums of an aggregate. CKKS rounds to the nearest integer here."""
+
+    @abstractmethod
+    def to_storage(self) -> bytes:
+        """The secret key as bytes for the key store (which seals them at rest)."""

@@ -272,6 +272,9 @@ class CkksSecret(SecretScheme):
             raise KeyStoreError(f"{where} does not match the public key {public.key_id!r}")
         return secret
 
+    def to_storage(self) -> bytes:
+        return self.to_bytes()
+
     def to_bytes(self) -> bytes:
         """Storage form (secret!): the context with public and secret key."""
         return _serialize(self._context, secret=True)

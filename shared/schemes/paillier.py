@@ -31,6 +31,7 @@ Ciphertexts travel as fixed-length big-endian byte strings of ``byte_length(n**2
 from __future__ import annotations
 
 import base64
+import json
 import re
 import secrets
 import threading
@@ -426,6 +427,9 @@ class PaillierSecret(SecretScheme):
                 )
             sums.extend(int(v) for v in values)
         return sums
+
+    def to_storage(self) -> bytes:
+        return json.dumps(self.to_json()).encode()
 
     def to_json(self) -> dict[str, Any]:
         """Storage form (secret!): python-paillier style JWK with the factors."""
