@@ -178,7 +178,7 @@ def _check_batch(
             route = routes.get(lookup)
             if route is None:
                 route = routes[lookup] = _route(report, keyring, now)
-            loaded = route.scheme.load(report.ciphertexts, route.spec)
+            loaded = route.scheme.load_deferred(report.ciphertexts, route.spec)
         except _ManifestMiss as miss:
             error = miss.error
             raise _ManifestMiss(type(error)(f"{where}: {error.detail}")) from None
@@ -224,11 +224,19 @@ def _group_sums(checked: Sequence[_Checked]) -> dict[WindowKey, tuple[_Checked, 
     groups: dict[WindowKey, list[_Checked]] = {}
     for item in checked:
         groups.setdefault(item.route.key, []).append(item)
-    return {
-        key: (members[0], len(members),
-              members[0].route.scheme.add_many([m.loaded for m in members]))
-        for key, members in groups.items()
-    }
+    sums = {}
+    for key, members in groups.items():
+        scheme = members[0].route.scheme
+        loaded = [m.loaded for m in members]
+        total = scheme.add_many(loaded)
+        bad = scheme.first_invalid(loaded, total)  # the checks load_deferred left
+        if bad is not None:
+            raise InvalidCiphertext(
+                f"batch.reports[{members[bad].index}]: a ciphertext shares a factor with the "
+                "key's modulus (not an encryption); nothing in this batch was stored"
+            )
+        sums[key] = (members[0], len(members), total)
+    return sums
 
 
 def _fold(

@@ -61,6 +61,17 @@ class PublicScheme(ABC):
     def load(self, blobs: Sequence[bytes], spec: SlotSpec) -> list[Any]:
         """Parse and validate wire ciphertexts; raise ``InvalidCiphertext`` naming the fault."""
 
+    def load_deferred(self, blobs: Sequence[bytes], spec: SlotSpec) -> list[Any]:
+        """Like ``load``, but may leave checks that ``first_invalid`` makes for a whole batch
+        at once (the ingest hot path). Callers must call ``first_invalid`` before trusting
+        the result."""
+        return self.load(blobs, spec)
+
+    def first_invalid(self, items: Sequence[list[Any]], total: list[Any]) -> int | None:
+        """Position of the first item failing the checks ``load_deferred`` left, given the
+        items' homomorphic sum ``total``; None if all pass."""
+        return None
+
     @abstractmethod
     def add(self, left: list[Any], right: list[Any]) -> list[Any]:
         """Homomorphic sum of two loaded reports/aggregates of the same spec."""
