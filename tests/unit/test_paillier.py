@@ -548,7 +548,7 @@ def test_pooled_randomisers_are_used_once_and_decrypt(public: PaillierPublic,
 def test_one_gcd_per_batch_still_finds_the_report_sharing_a_factor(
     public: PaillierPublic, secret: PaillierSecret
 ) -> None:
-    good = [public.load_deferred(public.encrypt([1], SPEC), SPEC) for _ in range(5)]
+    good = [public.load_deferred(public.encrypt([1] * SPEC.count, SPEC), SPEC) for _ in range(5)]
     assert public.first_invalid(good, public.add_many(good)) is None
     poisoned = [*good[:3], [gmpy2.mpz(secret.p) * 7], *good[3:]]  # range-valid, not a unit
     assert public.first_invalid(poisoned, public.add_many(poisoned)) == 3
