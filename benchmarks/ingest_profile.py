@@ -35,7 +35,7 @@ from blindsum.shared.schemes.paillier import PaillierPublic
 STAGES: tuple[tuple[str, str, str], ...] = (
     ("CBOR decode of the body (codec.loads)", "loads", "shared/codec.py"),
     ("body pre-scan (bodies.read_wire_body: scan_cbor, check_depth)", "read_wire_body",
-     "aggregator/bodies.py"),
+     "server/bodies.py"),
     ("wire parsing (ReportBatch.from_wire)", "from_wire", "shared/codec.py"),
     ("duplicate-id lookups (SELECT ... IN)", "existing_report_ids", "aggregator/store.py"),
     ("ciphertext validation (PaillierPublic.load: bytes, range, gcd)", "load",
@@ -252,7 +252,7 @@ def stage_costs(scheme: PaillierPublic, spec: SlotSpec, bodies: Sequence[bytes],
 def _prescanner() -> Callable[[bytes], None] | None:
     """The aggregator's bounded-body pre-scan of a CBOR batch, if it has one."""
     try:
-        from blindsum.server.aggregator import bodies
+        from blindsum.server import bodies
     except ImportError:
         return None
     scan = getattr(bodies, "scan_cbor", None)

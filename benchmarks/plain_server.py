@@ -33,6 +33,7 @@ from typing import Any
 from flask import Flask, Response
 
 from blindsum.server.aggregator.windows import check_report_window
+from blindsum.server.bodies import BATCH_ITEMS
 from blindsum.server.http import (
     install_error_handlers,
     read_body,
@@ -160,7 +161,7 @@ def create_app(data_dir: Path, policies: Sequence[MetricPolicy], tokens: Sequenc
     @app.post("/v1/reports")
     def post_reports() -> Response:
         require_token(digests, "ingest")
-        data, _ = read_body()
+        data, _ = read_body(max_items=BATCH_ITEMS)
         reports = data.get("reports") if isinstance(data, Mapping) else None
         if not isinstance(reports, list) or not 1 <= len(reports) <= MAX_BATCH_REPORTS:
             raise InvalidInput(f"batch.reports must be a list of 1..{MAX_BATCH_REPORTS}")

@@ -124,6 +124,8 @@ SERVER_VALUES_HEADERS = ["scheme", "values per report", "ciphertexts", "bytes pe
 
 def profile_rows(results: dict[str, Any]) -> list[list[str]]:
     profile = results["ingest"]["profile"]
+    if "error" in profile:
+        return [["profile failed", profile["error"], ""]]
     total = profile["us_per_report_in_process"]
     rows = []
     for stage, micros in profile["stages_direct_us_per_report"].items():

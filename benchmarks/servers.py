@@ -28,6 +28,14 @@ from blindsum.shared.schemes.base import PublicScheme
 from blindsum.shared.schemes.paillier import PaillierPublic
 from blindsum.shared.signing import parse_identity
 
+# The benchmarks measure capacity, so the aggregator's per-token and per-address request
+# limits (default 600 ingest requests a minute per token) are off; nothing else changes.
+UNLIMITED = {
+    "BLINDSUM_RATE_LIMIT_INGEST": "off",
+    "BLINDSUM_RATE_LIMIT_ADMIN": "off",
+    "BLINDSUM_RATE_LIMIT_PUBLIC": "off",
+}
+
 
 @dataclass
 class Servers:
@@ -86,7 +94,7 @@ def running(root: Path, metrics: Sequence[str], vectors: Sequence[tuple[str, str
     with contextlib.ExitStack() as stack:
         deployed = stack.enter_context(deployment(
             root / "deployment", [policy_file], paillier_bits=paillier_bits,
-            auto_release=False))
+            auto_release=False, server_env=UNLIMITED))
         baseline = (stack.enter_context(plain_server.running(root, policy_file))
                     if plain else None)
         server = deployed.server
