@@ -55,9 +55,9 @@ def read_wire_body(max_items: int, max_bytes: int | None = None) -> Any:
     if not raw:
         raise InvalidInput("request body is empty")
     if media == codec.CBOR:
-        scan_cbor(raw, max_items, MAX_DEPTH)
-    else:
-        scan_json(raw, max_items)
+        scan_cbor(raw, max_items, MAX_DEPTH)  # bounds the depth too
+        return codec.loads(raw, media)
+    scan_json(raw, max_items)
     data = codec.loads(raw, media)
     check_depth(data, MAX_DEPTH)
     return data

@@ -103,17 +103,17 @@ class Ingestor:
         if not checked:
             return BatchReceipt(accepted=0, duplicates=len(ids))
         sums = _group_sums(checked)
+        # everything but the writes happens before the write lock: it is the serial part
+        rows = {c.report.report_id: (c.report.report_id, c.report.metric, c.report.version,
+                                     c.report.key_id, c.report.window,
+                                     pack_blobs(_canonical(c)), now) for c in checked}
         with self._store.transaction() as tx:
             stored = tx.existing_report_ids([c.report.report_id for c in checked])
             fresh = [c for c in checked if c.report.report_id not in stored]
             if len(fresh) != len(checked):  # a concurrent retry stored some of them first
                 sums = _group_sums(fresh)
             _fold(tx, sums, now)
-            tx.insert_reports(
-                (c.report.report_id, c.report.metric, c.report.version, c.report.key_id,
-                 c.report.window, pack_blobs(_canonical(c)), now)
-                for c in fresh
-            )
+            tx.insert_reports([rows[c.report.report_id] for c in fresh])
         return BatchReceipt(accepted=len(fresh), duplicates=len(ids) - len(fresh))
 
     # -- validation ----------------------------------------------------------------------

@@ -130,6 +130,7 @@ class PaillierPublic(PublicScheme):
         self._table: _FixedBaseTable | None = None
         self._lock = threading.Lock()
         self._pool: deque[Mpz] = deque()
+        self._layouts: dict[SlotSpec, tuple[int, int]] = {}
 
     def __repr__(self) -> str:
         return f"PaillierPublic(kid={self.key_id!r}, bits={self.n.bit_length()})"
@@ -202,11 +203,14 @@ class PaillierPublic(PublicScheme):
         return -(-spec.count // per)
 
     def _layout(self, spec: SlotSpec) -> tuple[int, int]:
-        problem = self.capacity_error(spec)
-        if problem:
-            raise InvalidInput(problem)
-        width = slot_width(spec.max_slot_sum)
-        return width, slots_per_plaintext(self.usable_bits, width)
+        layout = self._layouts.get(spec)  # specs are few and frozen: compute each once
+        if layout is None:
+            problem = self.capacity_error(spec)
+            if problem:
+                raise InvalidInput(problem)
+            width = slot_width(spec.max_slot_sum)
+            layout = self._layouts[spec] = (width, slots_per_plaintext(self.usable_bits, width))
+        return layout
 
     # -- client side -------------------------------------------------------------------
 
