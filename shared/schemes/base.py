@@ -39,6 +39,17 @@ class SlotSpec:
         return self.max_value * self.max_contributors
 
 
+def spec_error(spec: object) -> str | None:
+    """Why ``spec`` is not a well-formed SlotSpec, or None."""
+    if not isinstance(spec, SlotSpec):
+        return "slot spec must be a SlotSpec"
+    for field in ("count", "max_value", "max_contributors"):
+        value = getattr(spec, field)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            return f"slot spec {field} must be an integer >= 1"
+    return None
+
+
 class PublicScheme(ABC):
     """What an SDK and the aggregator hold: a public key, never a secret."""
 

@@ -67,7 +67,7 @@ import tenseal as ts
 import tenseal.sealapi  # registers seal::Modulus, which coeff_modulus() returns
 
 from ..errors import BlindsumError, InvalidCiphertext, InvalidInput, KeyStoreError
-from .base import PublicScheme, SecretScheme, SlotSpec
+from .base import PublicScheme, SecretScheme, SlotSpec, spec_error
 
 POLY_MODULUS_DEGREE = 4096
 COEFF_MOD_BIT_SIZES = (60, 49)
@@ -312,7 +312,7 @@ class CkksSecret(SecretScheme):
 
 def capacity_error(spec: SlotSpec) -> str | None:
     """Why ``spec`` cannot be summed exactly under the CKKS parameters, or None."""
-    problem = _spec_error(spec)
+    problem = spec_error(spec)
     if problem:
         return problem
     if spec.max_slot_sum > MAX_SLOT_SUM:
@@ -340,16 +340,6 @@ def _check_spec(spec: SlotSpec) -> None:
     problem = capacity_error(spec)
     if problem:
         raise InvalidInput(problem)
-
-
-def _spec_error(spec: object) -> str | None:
-    if not isinstance(spec, SlotSpec):
-        return "slot spec must be a SlotSpec"
-    for field in ("count", "max_value", "max_contributors"):
-        value = getattr(spec, field)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            return f"slot spec {field} must be an integer >= 1"
-    return None
 
 
 def _load(

@@ -50,7 +50,7 @@ from ..errors import (
     KeyStoreError,
 )
 from ..packing import chunk_slots, pack, slot_width, slots_per_plaintext, unpack
-from .base import PublicScheme, SecretScheme, SlotSpec
+from .base import PublicScheme, SecretScheme, SlotSpec, spec_error
 
 Mpz = Any  # gmpy2.mpz; typed loosely because gmpy2 ships no stubs.
 
@@ -186,7 +186,7 @@ class PaillierPublic(PublicScheme):
     # -- layout ------------------------------------------------------------------------
 
     def capacity_error(self, spec: SlotSpec) -> str | None:
-        problem = _spec_error(spec)
+        problem = spec_error(spec)
         if problem:
             return problem
         width = slot_width(spec.max_slot_sum)
@@ -491,16 +491,6 @@ class PaillierSecret(SecretScheme):
         if public is not None and (public.n != secret.public.n or public.key_id != kid):
             raise KeyStoreError(f"{where} does not match the public key {public.key_id!r}")
         return secret
-
-
-def _spec_error(spec: object) -> str | None:
-    if not isinstance(spec, SlotSpec):
-        return "slot spec must be a SlotSpec"
-    for field in ("count", "max_value", "max_contributors"):
-        value = getattr(spec, field)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            return f"slot spec {field} must be an integer >= 1"
-    return None
 
 
 def _check_modulus(n: object) -> None:
