@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import secrets
 import threading
 import time
@@ -382,7 +383,7 @@ class Client:
                 if not refreshed:
                     self.refresh_manifest()
                     refreshed = True
-                unsendable = self._unsendable(batch)
+                unsendable = self._unsendable(batch) or _refused_for_good(refusal, batch)
                 if not unsendable:
                     raise refusal
                 self._drop(unsendable)
@@ -469,6 +470,22 @@ class Client:
     def _check_open(self) -> None:
         if self._closed:
             raise InvalidInput("this Client is closed; create a new one")
+
+
+_NAMED_REPORT = re.compile(r"batch\.reports\[(\d+)\]")
+
+
+def _refused_for_good(refusal: BlindsumError, batch: list[Report]) -> list[DroppedReport]:
+    """The report a Conflict names: its window was sealed, released or is full, which no
+    retry or manifest can change. Without dropping it, it would block every later report
+    at the head of the queue. (Other refusals may be transient or caused in flight.)"""
+    if not isinstance(refusal, Conflict):
+        return []
+    match = _NAMED_REPORT.search(refusal.detail)
+    if match is None or int(match.group(1)) >= len(batch):
+        return []
+    return [DroppedReport(batch[int(match.group(1))],
+                          f"the server refused it for good: {refusal.detail}")]
 
 
 def _within_bytes(batch: list[Report], limit: int) -> list[Report]:

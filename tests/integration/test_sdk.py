@@ -815,6 +815,26 @@ def test_reports_of_a_closed_window_are_dropped_once_the_server_refuses_them(
     assert [r.window for r in stored] == [taps.window_start(now)]
 
 
+def test_a_report_for_a_window_closed_early_is_dropped_and_unblocks_the_queue(
+    make_client: MakeClient, deployed: Deployment, operator: Operator,
+    wire: RecordingSession, now: float
+) -> None:
+    client = make_client()
+    client.record("sealed", 1, at=now)
+    client.flush()
+    released = requests.post(f"{deployed.server.url}/v1/windows/release",
+                             json={"metric": "sealed"}, timeout=60,
+                             headers={"Authorization": f"Bearer {deployed.admin_token}"})
+    assert released.status_code == 200 and released.json()["released"], released.text
+    client.record("sealed", 1, at=now)  # the window is still current by the clock...
+    client.record("taps", 1, at=now)
+    with pytest.raises(ReportsDropped, match="refused it for good") as caught:
+        client.flush()  # ...but the server has sealed it: that report can never be taken
+    assert [d.report.metric for d in caught.value.dropped] == ["sealed"]
+    assert caught.value.receipt == BatchReceipt(1, 0)  # the rest still went through
+    assert client.pending == 0
+
+
 # -- lifecycle and threads -----------------------------------------------------------------
 
 
