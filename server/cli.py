@@ -103,6 +103,12 @@ def cmd_keyholder_policy_add(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keyholder_policy_retire(args: argparse.Namespace) -> int:
+    retired = _open_keyholder(args).retire_policy(args.metric)
+    print(f"metric {args.metric} " + ("retired" if retired else "was already retired"))
+    return 0
+
+
 def cmd_keyholder_audit(args: argparse.Namespace) -> int:
     from blindsum.server.keyholder import audit
     from blindsum.server.keyholder.config import load_config
@@ -299,6 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     kh_common(add)
     add.add_argument("file", help="policy TOML file ([metrics.NAME] tables)")
     add.set_defaults(handler=cmd_keyholder_policy_add)
+
+    retire_policy = policy_actions.add_parser(
+        "retire", help="retire a metric: no more reports, no more releases")
+    kh_common(retire_policy)
+    retire_policy.add_argument("metric")
+    retire_policy.set_defaults(handler=cmd_keyholder_policy_retire)
 
     audit_cmd = kh.add_parser("audit", help="verify the hash-chained audit log")
     kh_common(audit_cmd)

@@ -116,6 +116,8 @@ class Releaser:
             raise ReleaseRefused(
                 f"metric {request.metric!r} version {request.version} is not registered"
             )
+        if self.db.is_retired(policy.name, conn):
+            raise ReleaseRefused(f"metric {policy.name!r} is retired: nothing more is released")
         # A retired key takes no new reports, but windows collected under it are released.
         key = self.db.key(request.key_id)
         if key is None or key.scheme != policy.scheme:

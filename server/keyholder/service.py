@@ -125,6 +125,14 @@ class Keyholder:
             audit.append(conn, "key-retired", {"kid": key_id})
             self._issue_manifest(conn)
 
+    def retire_policy(self, name: str) -> bool:
+        """Stop a metric: out of the manifest (no more reports), no more releases."""
+        with self.db.write() as conn:
+            retired = self.db.retire_policy(conn, name)
+            if retired:
+                self._issue_manifest(conn)
+        return retired
+
     def add_policies(self, policies: list[MetricPolicy]) -> list[str]:
         """Register policies atomically (all or none); returns the names newly added."""
         for policy in policies:

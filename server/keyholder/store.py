@@ -29,6 +29,10 @@ CREATE TABLE IF NOT EXISTS policies (
     added_at REAL NOT NULL,
     PRIMARY KEY (name, version)
 );
+CREATE TABLE IF NOT EXISTS retired_metrics (
+    name TEXT PRIMARY KEY,
+    retired_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS keys (
     kid TEXT PRIMARY KEY,
     scheme TEXT NOT NULL,
@@ -116,6 +120,10 @@ class KeyholderDB:
                     "with different settings: bump its version to change it"
                 )
             return False
+        if self.is_retired(policy.name, conn):
+            raise InvalidPolicy(
+                f"metric {policy.name!r} was retired (its budget stays spent): use a new name"
+            )
         latest = conn.execute(
             "SELECT MAX(version) FROM policies WHERE name = ?", (policy.name,)
         ).fetchone()[0]
@@ -136,10 +144,32 @@ class KeyholderDB:
         ).fetchone()
         return None if row is None else MetricPolicy.from_mapping(name, json.loads(row[0]))
 
+    def is_retired(self, name: str, conn: sqlite3.Connection | None = None) -> bool:
+        return (conn or self.conn).execute(
+            "SELECT 1 FROM retired_metrics WHERE name = ?", (name,)
+        ).fetchone() is not None
+
+    def retire_policy(self, conn: sqlite3.Connection, name: str) -> bool:
+        """Retire every version of a metric; False if it was already retired.
+
+        Raises:
+            InvalidPolicy: no such metric.
+        """
+        known = conn.execute("SELECT 1 FROM policies WHERE name = ?", (name,)).fetchone()
+        if known is None:
+            raise InvalidPolicy(f"no metric {name!r} is registered")
+        if self.is_retired(name, conn):
+            return False
+        conn.execute("INSERT INTO retired_metrics (name, retired_at) VALUES (?, ?)",
+                     (name, time.time()))
+        audit.append(conn, "policy-retired", {"metric": name})
+        return True
+
     def current_policies(self, conn: sqlite3.Connection | None = None) -> list[MetricPolicy]:
         rows = (conn or self.conn).execute(
             "SELECT name, body FROM policies p WHERE version = "
-            "(SELECT MAX(version) FROM policies q WHERE q.name = p.name) ORDER BY name"
+            "(SELECT MAX(version) FROM policies q WHERE q.name = p.name) "
+            "AND name NOT IN (SELECT name FROM retired_metrics) ORDER BY name"
         ).fetchall()
         return [MetricPolicy.from_mapping(name, json.loads(body)) for name, body in rows]
 

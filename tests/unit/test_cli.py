@@ -100,3 +100,9 @@ def test_init_json_output_is_machine_readable(tmp_path: Path, capsys) -> None:
     data = json.loads(out)
     assert code == 0 and data["identity"].startswith("ed25519:")
     assert data["release_token"].startswith("rel_")
+
+
+def test_retiring_an_unknown_metric_is_a_clear_error(keyholder_dir: Path, capsys) -> None:
+    code, _, err = run(capsys, "keyholder", "policy", "retire", "--data-dir",
+                       str(keyholder_dir), "nope")
+    assert code == 2 and "no metric 'nope'" in err

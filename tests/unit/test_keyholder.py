@@ -251,3 +251,24 @@ def test_a_window_split_by_rotation_is_released_once_per_key(tmp_path: Path,
     assert holder.releaser().stored("opened", 1, 0, old) == first
     policy = holder.db.policy("opened", 1)
     assert ledger.budget(holder.db.conn, policy).spent_epsilon == pytest.approx(2.0)  # type: ignore[arg-type]
+
+
+def test_a_retired_metric_leaves_the_manifest_and_is_never_released(
+    tmp_path: Path, test_policies
+) -> None:
+    holder, _ = Keyholder.init(tmp_path / "kh", None, paillier_bits=2048)
+    holder.add_policies(test_policies)
+    request = aggregate_request(holder, "opened", [1, 1, 1], window=0)
+    assert holder.retire_policy("opened") is True
+    assert holder.retire_policy("opened") is False
+    manifest = Manifest.verify(holder.db.latest_manifest(), holder.identity.public_key())
+    assert "opened" not in manifest.policies and "seconds" in manifest.policies
+    with pytest.raises(ReleaseRefused, match="retired"):
+        holder.releaser().release(request)
+    assert audit.entries(holder.db.conn)[-1].detail["reason"] == "release-refused"
+    opened = next(p for p in test_policies if p.name == "opened")
+    with pytest.raises(InvalidPolicy, match="was retired"):
+        holder.add_policies([MetricPolicy.from_mapping("opened", {**opened.to_json(),
+                                                                  "version": 2})])
+    with pytest.raises(InvalidPolicy, match="no metric"):
+        holder.retire_policy("never_registered")
