@@ -84,3 +84,30 @@ def test_demo_serve_keeps_services_up_until_sigterm() -> None:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def test_services_stop_when_the_demo_is_killed_outright() -> None:
+    process = subprocess.Popen([*DEMO, "--clients", "20", "--serve", "--scheme", "paillier",
+                                "--no-tls"], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert process.stdout is not None
+        line = ""
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not line.startswith("{"):
+            line = process.stdout.readline()
+        info = json.loads(line)
+        assert requests.get(f"{info['server_url']}/healthz", timeout=10).status_code == 200
+    finally:
+        process.kill()  # SIGKILL: the demo gets no chance to stop its services
+        process.wait()
+    deadline = time.monotonic() + 30
+    stopped = set()
+    while time.monotonic() < deadline and len(stopped) < 2:
+        for url in (info["server_url"], info["keyholder_url"]):
+            try:
+                requests.get(f"{url}/healthz", timeout=2)
+            except requests.ConnectionError:
+                stopped.add(url)
+        time.sleep(0.2)
+    assert len(stopped) == 2, "a service outlived the demo that started it"
