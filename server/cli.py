@@ -109,6 +109,33 @@ def cmd_keyholder_policy_retire(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keyholder_budget(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from blindsum.server.keyholder import ledger
+    from blindsum.server.keyholder.config import load_config
+    from blindsum.server.keyholder.service import DB_NAME
+    from blindsum.server.keyholder.store import KeyholderDB
+
+    config = load_config(_keyholder_overrides(args))
+    if not (config.data_dir / DB_NAME).is_file():
+        raise InvalidConfig(f"{config.data_dir} is not a key-holder data directory")
+    db = KeyholderDB(config.data_dir / DB_NAME)
+    states = [ledger.budget(db.conn, policy) for policy in db.current_policies()]
+    if args.json:
+        print(json.dumps({"metrics": [state.to_json() for state in states]}))
+        return 0
+    table = Table(title="Privacy budget (epsilon, basic composition)")
+    for column in ("metric", "releases", "spent", "budget", "left"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for state in states:
+        table.add_row(state.metric, str(state.releases), f"{state.spent_epsilon:g}",
+                      f"{state.budget_epsilon:g}", f"{state.remaining_epsilon:g}")
+    Console().print(table)
+    return 0
+
+
 def cmd_keyholder_audit(args: argparse.Namespace) -> int:
     from blindsum.server.keyholder import audit
     from blindsum.server.keyholder.config import load_config
@@ -311,6 +338,11 @@ def build_parser() -> argparse.ArgumentParser:
     kh_common(retire_policy)
     retire_policy.add_argument("metric")
     retire_policy.set_defaults(handler=cmd_keyholder_policy_retire)
+
+    budget_cmd = kh.add_parser("budget", help="privacy budget spent and left, per metric")
+    kh_common(budget_cmd)
+    budget_cmd.add_argument("--json", action="store_true", help="print JSON")
+    budget_cmd.set_defaults(handler=cmd_keyholder_budget)
 
     audit_cmd = kh.add_parser("audit", help="verify the hash-chained audit log")
     kh_common(audit_cmd)

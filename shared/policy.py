@@ -56,10 +56,6 @@ class Privacy:
     delta: float
     budget_epsilon: float
 
-    @property
-    def budget_delta(self) -> float:
-        """Total delta the budget allows: as many releases as epsilon allows, each at delta."""
-        return self.delta * math.floor(self.budget_epsilon / self.epsilon + 1e-9)
 
 
 @dataclass(frozen=True)

@@ -106,3 +106,22 @@ def test_retiring_an_unknown_metric_is_a_clear_error(keyholder_dir: Path, capsys
     code, _, err = run(capsys, "keyholder", "policy", "retire", "--data-dir",
                        str(keyholder_dir), "nope")
     assert code == 2 and "no metric 'nope'" in err
+
+
+def test_budget_lists_every_metric_with_what_is_left(keyholder_dir: Path, tmp_path: Path,
+                                                      capsys) -> None:
+    policy = tmp_path / "b.toml"
+    policy.write_text("""
+[metrics.budgeted]
+kind = "count"
+scheme = "paillier"
+privacy = { mechanism = "laplace", epsilon = 0.5, budget_epsilon = 2.0 }
+""")
+    assert run(capsys, "keyholder", "policy", "add", "--data-dir", str(keyholder_dir),
+               str(policy))[0] == 0
+    code, out, _ = run(capsys, "keyholder", "budget", "--data-dir", str(keyholder_dir),
+                       "--json")
+    (state,) = [m for m in json.loads(out)["metrics"] if m["metric"] == "budgeted"]
+    assert code == 0 and state["remaining_epsilon"] == 2.0 and state["releases"] == 0
+    code, out, _ = run(capsys, "keyholder", "budget", "--data-dir", str(keyholder_dir))
+    assert code == 0 and "budgeted" in out
