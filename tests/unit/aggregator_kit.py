@@ -358,3 +358,16 @@ def decrypt_window(data_dir: Path, metric: str) -> list[int]:
     spec = policy(metric)
     kid = paillier_kid() if spec.scheme == "paillier" else ckks_kid()
     return secret_for(kid).decrypt(blobs, slot_spec(spec))
+
+
+def assert_problem(response: Any, status: int, code: str, *fragments: str) -> dict[str, Any]:
+    """Assert a problem+json answer of ``status`` and ``code`` whose detail holds ``fragments``."""
+    assert response.status_code == status, response.get_data(as_text=True)[:300]
+    assert response.content_type == "application/problem+json"
+    problem: dict[str, Any] = response.get_json()
+    assert problem["code"] == code
+    assert problem["status"] == status
+    assert problem["type"] == f"urn:blindsum:error:{code}"
+    for fragment in fragments:
+        assert fragment in problem["detail"], problem["detail"]
+    return problem

@@ -23,7 +23,6 @@ from aggregator_kit import (
     make_report,
     paillier_kid,
     post_reports,
-    running_keyholder,
 )
 from flask import Flask
 
@@ -33,21 +32,10 @@ from blindsum.shared.policy import MetricPolicy
 
 
 @pytest.fixture
-def keyholder(tmp_path: Path) -> Iterator[RunningKeyholder]:
-    with running_keyholder(tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
 def app(tmp_path: Path, keyholder: RunningKeyholder) -> Iterator[Flask]:
     app = make_app(tmp_path / "server", keyholder)
     yield app
     close_app(app)
-
-
-@pytest.fixture
-def client(app: Flask) -> Any:
-    return app.test_client()
 
 
 def _service(app: Flask) -> Aggregator:

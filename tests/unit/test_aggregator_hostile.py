@@ -22,12 +22,12 @@ from aggregator_kit import (
     ADMIN,
     INGEST,
     RunningKeyholder,
+    assert_problem,
     batch_body,
     decrypt_window,
     make_app,
     make_report,
     post_reports,
-    running_keyholder,
     snapshot,
 )
 from flask import Flask
@@ -42,31 +42,10 @@ SMALL = 64 * 1024
 
 
 @pytest.fixture
-def keyholder(tmp_path: Path) -> Iterator[RunningKeyholder]:
-    with running_keyholder(tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
 def app(tmp_path: Path, keyholder: RunningKeyholder) -> Iterator[Flask]:
     app = make_app(tmp_path, keyholder, max_body_bytes=SMALL)
     yield app
     close_app(app)
-
-
-@pytest.fixture
-def client(app: Flask) -> Any:
-    return app.test_client()
-
-
-def _problem(response: Any, status: int, code: str, *fragments: str) -> dict[str, Any]:
-    assert response.status_code == status, response.get_data(as_text=True)[:300]
-    assert response.content_type == "application/problem+json"
-    problem: dict[str, Any] = json.loads(response.get_data())
-    assert problem["code"] == code
-    for fragment in fragments:
-        assert fragment in problem["detail"], problem["detail"]
-    return problem
 
 
 def _with(report: Report, **changes: Any) -> Report:
@@ -80,7 +59,7 @@ def test_tampered_duplicate_within_one_batch_refuses_the_batch(client: Any,
                                                                tmp_path: Path) -> None:
     first = make_report("latency", 10)
     forged = _with(make_report("latency", 1000), report_id=first.report_id)
-    _problem(post_reports(client, [first, make_report("latency", 2), forged]), 400,
+    assert_problem(post_reports(client, [first, make_report("latency", 2), forged]), 400,
              "invalid-input", "batch.reports[2] repeats the id of batch.reports[0]")
     assert snapshot(tmp_path) == ([], [])
 
@@ -89,9 +68,9 @@ def test_invalid_duplicate_within_one_batch_is_validated_and_named(client: Any,
                                                                    tmp_path: Path) -> None:
     first = make_report("latency", 10)
     broken = _with(first, ciphertexts=(bytes(512),))
-    _problem(post_reports(client, [first, broken]), 400, "invalid-ciphertext",
+    assert_problem(post_reports(client, [first, broken]), 400, "invalid-ciphertext",
              "batch.reports[1]", "zero")
-    _problem(post_reports(client, [first, _with(first, window=first.window + 86_400)]), 400,
+    assert_problem(post_reports(client, [first, _with(first, window=first.window + 86_400)]), 400,
              "invalid-input", "batch.reports[1]", "has not started yet")
     assert snapshot(tmp_path) == ([], [])
 
@@ -109,7 +88,7 @@ def test_exact_repeats_within_one_batch_still_count_once(client: Any, tmp_path: 
 def test_oversized_body_is_413_and_stores_nothing(client: Any, tmp_path: Path) -> None:
     body = batch_body([make_report("latency", 1)] * 100)
     assert len(body) > SMALL
-    _problem(post_reports(client, [], body=body), 413, "payload-too-large", str(SMALL))
+    assert_problem(post_reports(client, [], body=body), 413, "payload-too-large", str(SMALL))
     assert snapshot(tmp_path) == ([], [])
 
 
@@ -117,7 +96,7 @@ def test_huge_declared_length_with_a_small_body_is_413_at_once(client: Any) -> N
     response = client.post("/v1/reports", data=b"{}", environ_overrides={
         "CONTENT_LENGTH": str(10**12)}, headers={"Authorization": f"Bearer {INGEST}",
                                                  "Content-Type": codec.JSON})
-    _problem(response, 413, "payload-too-large")
+    assert_problem(response, 413, "payload-too-large")
 
 
 def test_chunked_body_without_length_is_refused_at_the_limit(client: Any,
@@ -129,7 +108,7 @@ def test_chunked_body_without_length_is_refused_at_the_limit(client: Any,
                                     "Content-Type": codec.JSON,
                                     "Transfer-Encoding": "chunked"})
 
-    _problem(chunked(b"[" + b"0," * SMALL + b"0]"), 413, "payload-too-large")
+    assert_problem(chunked(b"[" + b"0," * SMALL + b"0]"), 413, "payload-too-large")
     assert snapshot(tmp_path) == ([], [])
     ok = chunked(batch_body([make_report("latency", 4)]))
     assert ok.status_code == 200, ok.get_data(as_text=True)
@@ -226,7 +205,7 @@ def test_hostile_cbor_is_refused_before_it_is_decoded(case: str, tmp_path: Path,
         started = time.monotonic()
         response = post_reports(app.test_client(), [], media=codec.CBOR, body=body)
         assert time.monotonic() - started < 5
-        _problem(response, 400, "invalid-input", fragment)
+        assert_problem(response, 400, "invalid-input", fragment)
         assert snapshot(tmp_path) == ([], [])
     finally:
         close_app(app)
@@ -249,7 +228,7 @@ def test_hostile_json_is_refused(case: str, tmp_path: Path,
     app = make_app(tmp_path, keyholder)
     try:
         body, fragment = JSON_BODIES[case]
-        _problem(post_reports(app.test_client(), [], body=body), 400, "invalid-input",
+        assert_problem(post_reports(app.test_client(), [], body=body), 400, "invalid-input",
                  fragment)
         assert snapshot(tmp_path) == ([], [])
     finally:
@@ -266,7 +245,7 @@ def _admin(client: Any, path: str, **kwargs: Any) -> Any:
 
 def test_release_filter_body_is_small(client: Any) -> None:
     body = json.dumps({"metric": "latency", "pad": "x" * 5000}).encode()
-    _problem(_admin(client, "/v1/windows/release", method="POST", data=body,
+    assert_problem(_admin(client, "/v1/windows/release", method="POST", data=body,
                     headers={"Content-Type": codec.JSON}), 413, "payload-too-large", "4096")
 
 
@@ -275,7 +254,7 @@ def test_chunked_release_filter_is_read_not_ignored(client: Any) -> None:
                       input_stream=io.BytesIO(b'{"metric": "Not A Name"}'),
                       environ_overrides={"wsgi.input_terminated": True},
                       headers={"Content-Type": codec.JSON, "Transfer-Encoding": "chunked"})
-    _problem(response, 400, "invalid-input", "release.metric")
+    assert_problem(response, 400, "invalid-input", "release.metric")
 
 
 @pytest.mark.parametrize("query, fragment", [
@@ -286,7 +265,7 @@ def test_chunked_release_filter_is_read_not_ignored(client: Any) -> None:
     ("state=open&state=sealed", "at most once"),
 ])
 def test_window_filters_are_validated(client: Any, query: str, fragment: str) -> None:
-    _problem(_admin(client, f"/v1/windows?{query}"), 400, "invalid-input", fragment)
+    assert_problem(_admin(client, f"/v1/windows?{query}"), 400, "invalid-input", fragment)
 
 
 def test_window_filters_select(client: Any) -> None:
@@ -301,14 +280,14 @@ def test_window_filters_select(client: Any) -> None:
 # -- failures ------------------------------------------------------------------------------
 
 
-def test_internal_failure_is_a_bare_500_problem(app: Flask, client: Any,
+def test_internal_failure_is_a_bare_500assert_problem(app: Flask, client: Any,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     def explode(batch: Any) -> Any:
         raise RuntimeError("disk full at /var/lib/blindsum/secret-path")
 
     monkeypatch.setattr(app.extensions["blindsum.aggregator"].ingestor, "ingest", explode)
     response = post_reports(client, [make_report("visits", 1)])
-    problem = _problem(response, 500, "internal")
+    problem = assert_problem(response, 500, "internal")
     text = response.get_data(as_text=True)
     assert "secret-path" not in text and "Traceback" not in text and ".py" not in text
     assert problem["detail"] == "the service failed; see its log"

@@ -6,10 +6,8 @@ sums are checked by decrypting the server's stored aggregate with the key-holder
 
 from __future__ import annotations
 
-import json
 import secrets
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from aggregator_kit import (
     HOUR,
     T0,
     RunningKeyholder,
+    assert_problem,
     batch_body,
     ckks_kid,
     decrypt_window,
@@ -29,7 +28,6 @@ from aggregator_kit import (
     paillier_secret,
     policies,
     post_reports,
-    running_keyholder,
     snapshot,
     window_aggregate,
 )
@@ -39,37 +37,6 @@ from blindsum.server.aggregator.app import close_app
 from blindsum.server.aggregator.store import Store, WindowKey
 from blindsum.shared import codec
 from blindsum.shared.codec import Report
-
-
-@pytest.fixture
-def keyholder(tmp_path: Path) -> Iterator[RunningKeyholder]:
-    with running_keyholder(tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
-def app(tmp_path: Path, keyholder: RunningKeyholder) -> Iterator[Flask]:
-    app = make_app(tmp_path, keyholder)
-    yield app
-    close_app(app)
-
-
-@pytest.fixture
-def client(app: Flask) -> Any:
-    return app.test_client()
-
-
-def _problem(response: Any, status: int, code: str, *fragments: str) -> dict[str, Any]:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.content_type == "application/problem+json"
-    problem = json.loads(response.get_data())
-    assert problem["code"] == code
-    assert problem["status"] == status
-    assert problem["type"] == f"urn:blindsum:error:{code}"
-    for fragment in fragments:
-        assert fragment in problem["detail"], problem["detail"]
-    return problem
-
 
 # -- accepted batches ----------------------------------------------------------------------
 
@@ -163,7 +130,7 @@ def test_previous_window_accepts_late_reports_until_late_seconds_after_its_end(
     keyholder.clock.now = previous + HOUR + 599  # visits: late_seconds = 600
     assert post_reports(client, [make_report("visits", 1, window=previous)]).status_code == 200
     keyholder.clock.now = previous + HOUR + 600
-    _problem(post_reports(client, [make_report("visits", 1, window=previous)]), 400,
+    assert_problem(post_reports(client, [make_report("visits", 1, window=previous)]), 400,
              "invalid-input", "batch.reports[0]", "has closed")
 
 
@@ -234,7 +201,7 @@ def test_invalid_report_refuses_the_whole_batch_and_changes_nothing(
     before = snapshot(tmp_path)
     mutate, code, fragment = BAD_REPORTS[case]
     batch = [make_report("latency", 2), mutate(make_report("latency", 3))]
-    _problem(post_reports(client, batch), 400, code, "batch.reports[1]", fragment)
+    assert_problem(post_reports(client, batch), 400, code, "batch.reports[1]", fragment)
     assert snapshot(tmp_path) == before
 
 
@@ -242,7 +209,7 @@ def test_invalid_report_refuses_the_whole_batch_and_changes_nothing(
 def test_garbage_ckks_ciphertext_is_refused(client: Any, tmp_path: Path, kind: str) -> None:
     before = snapshot(tmp_path)
     bad = _with(make_report("embed", [1] * 8), ciphertexts=(_garbage_ckks(kind),))
-    _problem(post_reports(client, [make_report("embed", [2] * 8), bad]), 400,
+    assert_problem(post_reports(client, [make_report("embed", [2] * 8), bad]), 400,
              "invalid-ciphertext", "batch.reports[1]", "ciphertext 0")
     assert snapshot(tmp_path) == before
 
@@ -256,7 +223,7 @@ def test_report_of_an_older_metric_version_is_told_to_refresh_its_manifest(
         client = app.test_client()
         before = snapshot(tmp_path)
         batch = [make_report("visits", 1, version=2), make_report("visits", 1, version=1)]
-        _problem(post_reports(client, batch), 400, "invalid-input", "batch.reports[1]",
+        assert_problem(post_reports(client, batch), 400, "invalid-input", "batch.reports[1]",
                  "at version 2", "refresh the manifest")
         assert snapshot(tmp_path) == before
     finally:
@@ -274,14 +241,14 @@ def test_report_of_an_older_metric_version_is_told_to_refresh_its_manifest(
 def test_malformed_body_is_invalid_input(client: Any, tmp_path: Path, body: bytes, media: str,
                                          fragment: str) -> None:
     before = snapshot(tmp_path)
-    _problem(post_reports(client, [], media=media, body=body), 400, "invalid-input", fragment)
+    assert_problem(post_reports(client, [], media=media, body=body), 400, "invalid-input", fragment)
     assert snapshot(tmp_path) == before
 
 
 def test_unknown_field_in_a_report_is_named(client: Any, tmp_path: Path) -> None:
     wire = codec.ReportBatch((make_report("visits", 1),)).to_wire()
     wire["reports"][0]["value"] = 1
-    _problem(post_reports(client, [], body=codec.dumps(wire)), 400, "invalid-input",
+    assert_problem(post_reports(client, [], body=codec.dumps(wire)), 400, "invalid-input",
              "batch.reports[0] has unknown fields ['value']")
     assert snapshot(tmp_path) == ([], [])
 
@@ -289,7 +256,7 @@ def test_unknown_field_in_a_report_is_named(client: Any, tmp_path: Path) -> None
 def test_report_id_of_the_wrong_size_is_named(client: Any) -> None:
     wire = codec.ReportBatch((make_report("visits", 1),)).to_wire()
     wire["reports"][0]["id"] = b"short"
-    _problem(post_reports(client, [], body=codec.dumps(wire)), 400, "invalid-input",
+    assert_problem(post_reports(client, [], body=codec.dumps(wire)), 400, "invalid-input",
              "batch.reports[0].id must be 16 bytes")
 
 
@@ -297,7 +264,7 @@ def test_wrong_content_type_is_415(client: Any, tmp_path: Path) -> None:
     response = client.post("/v1/reports", data=batch_body([make_report("visits", 1)]),
                            headers={"Authorization": "Bearer ingest-token-0123456789",
                                     "Content-Type": "text/plain"})
-    _problem(response, 415, "unsupported-media-type", "text/plain")
+    assert_problem(response, 415, "unsupported-media-type", "text/plain")
     assert snapshot(tmp_path) == ([], [])
 
 
@@ -311,7 +278,7 @@ def test_ingest_needs_an_ingest_token(client: Any, tmp_path: Path, headers: dict
                                       status: int, code: str) -> None:
     response = client.post("/v1/reports", data=batch_body([make_report("visits", 1)]),
                            headers={"Content-Type": codec.JSON, **headers})
-    _problem(response, status, code)
+    assert_problem(response, status, code)
     assert snapshot(tmp_path) == ([], [])
 
 
@@ -319,7 +286,7 @@ def test_body_over_the_size_limit_is_413(tmp_path: Path, keyholder: RunningKeyho
     app = make_app(tmp_path, keyholder, max_body_bytes=4096)
     try:
         response = post_reports(app.test_client(), [make_report("latency", 1)] * 10)
-        _problem(response, 413, "payload-too-large", "4096")
+        assert_problem(response, 413, "payload-too-large", "4096")
         assert snapshot(tmp_path) == ([], [])
     finally:
         close_app(app)
@@ -330,7 +297,7 @@ def test_batch_that_would_exceed_max_contributors_is_refused_loudly(
 ) -> None:
     assert post_reports(client, [make_report("visits", 1) for _ in range(3)]).status_code == 200
     before = snapshot(tmp_path)
-    _problem(post_reports(client, [make_report("visits", 1) for _ in range(3)]), 409,
+    assert_problem(post_reports(client, [make_report("visits", 1) for _ in range(3)]), 409,
              "conflict", "holds 3 reports", "max_contributors = 5", "packing headroom")
     assert snapshot(tmp_path) == before
     assert post_reports(client, [make_report("visits", 1) for _ in range(2)]).status_code == 200
@@ -339,7 +306,7 @@ def test_batch_that_would_exceed_max_contributors_is_refused_loudly(
 
 def test_first_batch_larger_than_max_contributors_is_refused(client: Any,
                                                               tmp_path: Path) -> None:
-    _problem(post_reports(client, [make_report("visits", 1) for _ in range(6)]), 409,
+    assert_problem(post_reports(client, [make_report("visits", 1) for _ in range(6)]), 409,
              "conflict", "max_contributors = 5")
     assert snapshot(tmp_path) == ([], [])
 
@@ -351,7 +318,7 @@ def test_sealed_window_takes_no_more_reports(app: Flask, client: Any, tmp_path: 
     with store.transaction() as tx:
         assert tx.claim_window(WindowKey("latency", 1, first.window, paillier_kid()), T0, 60)
     before = snapshot(tmp_path)
-    _problem(post_reports(client, [make_report("latency", 2)]), 409, "conflict",
+    assert_problem(post_reports(client, [make_report("latency", 2)]), 409, "conflict",
              "batch.reports[0]", "is sealed")
     assert snapshot(tmp_path) == before
 

@@ -15,7 +15,6 @@ from aggregator_kit import (
     make_app,
     make_report,
     post_reports,
-    running_keyholder,
     snapshot,
 )
 from flask import Flask
@@ -28,21 +27,10 @@ LIMITS = {"rate_limit_ingest": "3/minute", "rate_limit_admin": "2/minute",
 
 
 @pytest.fixture
-def keyholder(tmp_path: Path) -> Iterator[RunningKeyholder]:
-    with running_keyholder(tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
 def app(tmp_path: Path, keyholder: RunningKeyholder) -> Iterator[Flask]:
     app = make_app(tmp_path, keyholder, **LIMITS)
     yield app
     close_app(app)
-
-
-@pytest.fixture
-def client(app: Flask) -> Any:
-    return app.test_client()
 
 
 def _bearer(token: str) -> dict[str, str]:

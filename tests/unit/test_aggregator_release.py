@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +25,6 @@ from aggregator_kit import (
     paillier_kid,
     pinned,
     post_reports,
-    running_keyholder,
     snapshot,
 )
 from flask import Flask
@@ -49,24 +47,6 @@ def _latency() -> WindowKey:
 
 def _visits() -> WindowKey:
     return WindowKey("visits", 1, WINDOW, paillier_kid())
-
-
-@pytest.fixture
-def keyholder(tmp_path: Path) -> Iterator[RunningKeyholder]:
-    with running_keyholder(tmp_path) as running:
-        yield running
-
-
-@pytest.fixture
-def app(tmp_path: Path, keyholder: RunningKeyholder) -> Iterator[Flask]:
-    app = make_app(tmp_path, keyholder)
-    yield app
-    close_app(app)
-
-
-@pytest.fixture
-def client(app: Flask) -> Any:
-    return app.test_client()
 
 
 @pytest.fixture

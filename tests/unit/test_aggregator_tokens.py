@@ -20,10 +20,10 @@ from aggregator_kit import (
     ADMIN,
     INGEST,
     RunningKeyholder,
+    assert_problem,
     make_app,
     make_report,
     post_reports,
-    running_keyholder,
     snapshot,
 )
 from flask import Flask
@@ -31,12 +31,6 @@ from flask import Flask
 from blindsum.server.aggregator.app import close_app
 from blindsum.server.cli import main
 from blindsum.server.http import token_digest
-
-
-@pytest.fixture
-def keyholder(tmp_path: Path) -> Iterator[RunningKeyholder]:
-    with running_keyholder(tmp_path) as running:
-        yield running
 
 
 @pytest.fixture
@@ -51,11 +45,6 @@ def app(data_dir: Path, keyholder: RunningKeyholder) -> Iterator[Flask]:
     close_app(app)
 
 
-@pytest.fixture
-def client(app: Flask) -> Any:
-    return app.test_client()
-
-
 def _cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     code = main(["server", "token", *args])
     out, err = capsys.readouterr()
@@ -67,15 +56,6 @@ def _create(capsys: pytest.CaptureFixture[str], data_dir: Path, *args: str) -> d
     assert code == 0, err
     created: dict[str, Any] = json.loads(out)
     return created
-
-
-def _problem(response: Any, status: int, code: str, *fragments: str) -> None:
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.content_type == "application/problem+json"
-    problem = response.get_json()
-    assert problem["code"] == code
-    for fragment in fragments:
-        assert fragment in problem["detail"], problem["detail"]
 
 
 # -- the CLI -------------------------------------------------------------------------------
@@ -174,8 +154,8 @@ def test_cli_token_works_at_once_on_a_running_server(
     assert post_reports(client, [make_report("visits", 1)], token=ingest).status_code == 200
     windows = client.get("/v1/windows", headers={"Authorization": f"Bearer {admin}"})
     assert windows.status_code == 200 and len(windows.get_json()["windows"]) == 1
-    _problem(post_reports(client, [make_report("visits", 1)], token=admin), 403, "forbidden")
-    _problem(client.get("/v1/windows", headers={"Authorization": f"Bearer {ingest}"}), 403,
+    assert_problem(post_reports(client, [make_report("visits", 1)], token=admin), 403, "forbidden")
+    assert_problem(client.get("/v1/windows", headers={"Authorization": f"Bearer {ingest}"}), 403,
              "forbidden")
 
 
@@ -186,7 +166,7 @@ def test_scoped_token_is_refused_for_another_metric_and_nothing_is_stored(
     assert post_reports(client, [make_report("latency", 5)], token=token).status_code == 200
     before = snapshot(data_dir)
     batch = [make_report("latency", 6), make_report("visits", 1), make_report("latency", 7)]
-    _problem(post_reports(client, batch, token=token), 403, "forbidden", "batch.reports[1]",
+    assert_problem(post_reports(client, batch, token=token), 403, "forbidden", "batch.reports[1]",
              "'visits'", "['latency']", "nothing in this batch was stored")
     assert snapshot(data_dir) == before
 
@@ -198,7 +178,7 @@ def test_scope_is_checked_on_every_report_even_duplicates(
     stored = make_report("visits", 1)
     assert post_reports(client, [stored]).status_code == 200  # by an unscoped token
     before = snapshot(data_dir)
-    _problem(post_reports(client, [make_report("latency", 1), stored], token=token), 403,
+    assert_problem(post_reports(client, [make_report("latency", 1), stored], token=token), 403,
              "forbidden", "'visits'")
     assert snapshot(data_dir) == before
 
@@ -215,7 +195,7 @@ def test_revoked_token_is_401_from_the_next_request(
          "--data-dir", str(data_dir), "leaked"],
         capture_output=True, text=True, timeout=60, check=False)
     assert completed.returncode == 0, completed.stderr
-    _problem(post_reports(client, [make_report("visits", 1)], token=created["token"]), 401,
+    assert_problem(post_reports(client, [make_report("visits", 1)], token=created["token"]), 401,
              "unauthorized", "revoked")
     assert snapshot(data_dir) == before
 

@@ -99,6 +99,9 @@ def test_interval_coverage(sampled) -> None:
     exact = math.fsum(plan.pmf(k) for k in range(-a, a + 1))
     covered = float(np.mean(np.abs(noise) <= a))
     assert exact >= 0.95
-    assert abs(covered - exact) <= 6 * math.sqrt(exact * (1 - exact) / noise.size)
-    if exact <= 0.97:  # else discreteness allows no tighter interval (sigma 0.86: 99.8%)
+    spread = 6 * math.sqrt(exact * (1 - exact) / noise.size)
+    assert abs(covered - exact) <= spread
+    # Where discreteness allows no interval near 95% (sigma 0.86: 99.8%; b 0.5: 96.8%, whose
+    # samples straddle 97%), the check against the exact coverage above is the test.
+    if exact + spread <= 0.97:
         assert abs(covered - 0.95) <= 0.02
