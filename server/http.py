@@ -22,6 +22,7 @@ from blindsum.shared.errors import (
     BlindsumError,
     Forbidden,
     PayloadTooLarge,
+    RateLimited,
     Unauthorized,
 )
 
@@ -63,6 +64,23 @@ def install_error_handlers(app: Flask) -> None:
     def _unexpected(exc: Exception) -> Response:
         log.exception("unhandled error")
         return problem(500, "Internal error", "the service failed; see its log", "internal")
+
+
+def rate_limited_handler(limiter: Any) -> Any:
+    """Flask-Limiter's RateLimitExceeded as a 429 problem with Retry-After (both services)."""
+    import math
+    import time
+
+    def handle(exc: Any) -> Response:
+        current = limiter.current_limit
+        wait = 1 if current is None else max(1, math.ceil(current.reset_at - time.time()))
+        response = problem(RateLimited.status, RateLimited.title,
+                           f"rate limit of {exc.limit.limit} exceeded: retry in {wait} s",
+                           RateLimited.code)
+        response.headers["Retry-After"] = str(wait)
+        return response
+
+    return handle
 
 
 def read_body(max_items: int = 1000) -> tuple[Any, str]:

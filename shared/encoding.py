@@ -126,3 +126,76 @@ def decode(
     if policy.kind == "vector":
         return Decoded(values, cis)
     return Decoded(values[0], cis[0])
+
+
+@dataclass(frozen=True)
+class Published:
+    """What a release publishes, all computed from noisy slot sums only (post-processing).
+
+    Attributes:
+        value: the noisy value clamped to the metric's domain (a count in ``0..n``, a mean
+            in ``[lower, upper]``, each histogram bucket in ``0..n``).
+        noisy_value: the raw noisy value, unbiased (what to average across windows).
+        ci: the per-slot 95% interval around ``noisy_value``, clipped to the domain (the true
+            clipped value lies in the domain, so clipping keeps the coverage).
+        consistent: False when the noisy slots lie where honest reports plus noise
+            essentially never land (beyond ``tail_width`` outside the domain, or a histogram
+            whose buckets do not add up to the report count): a malformed or forged report
+            is in the aggregate. Decided on the noisy values alone, so it costs no privacy.
+    """
+
+    value: float | list[float]
+    noisy_value: float | list[float]
+    ci: tuple[float, float] | list[tuple[float, float]]
+    consistent: bool
+
+
+def publish(
+    policy: MetricPolicy,
+    noisy_slots: Sequence[int],
+    report_count: int,
+    half_width: float,
+    tail_width: float,
+) -> Published:
+    """Post-process noisy slot sums of ``report_count`` reports into a published value.
+
+    ``half_width`` is the per-slot 95% half-width and ``tail_width`` a per-slot bound the
+    noise exceeds with negligible probability (both in slot units, from the noise plan).
+
+    Raises:
+        InvalidInput: wrong number of slot sums or a non-positive report count.
+    """
+    ceiling = report_count * policy.slot_max
+    # A forged aggregate can decrypt to a 3000-bit slot: saturate far outside the domain so
+    # every later step is finite floats (post-processing of the noisy value, like clamping).
+    limit = max(2**62, 4 * ceiling)
+    noisy_slots = [min(max(int(s), -limit), limit) for s in noisy_slots]
+    clamped = [min(max(s, 0), ceiling) for s in noisy_slots]
+    raw = decode(policy, noisy_slots, report_count, half_width)
+    low = decode(policy, [s - half_width for s in noisy_slots], report_count, 0)
+    high = decode(policy, [s + half_width for s in noisy_slots], report_count, 0)
+    value = decode(policy, clamped, report_count, 0).value
+    domain_low = decode(policy, [0] * len(clamped), report_count, 0).value
+    domain_high = decode(policy, [ceiling] * len(clamped), report_count, 0).value
+    ci = _clipped_intervals(low.value, high.value, domain_low, domain_high)
+    outside = any(s < -tail_width or s > ceiling + tail_width for s in noisy_slots)
+    if policy.kind == "histogram":
+        # sum of the slots' noises: within len * tail_width by the union bound
+        outside = outside or abs(sum(noisy_slots) - report_count) > len(noisy_slots) * tail_width
+    return Published(value, raw.value, ci, not outside)
+
+
+def _clipped_intervals(
+    low: float | list[float], high: float | list[float],
+    floor: float | list[float], top: float | list[float],
+) -> tuple[float, float] | list[tuple[float, float]]:
+    def clip(x: float, a: float, b: float) -> float:
+        return min(max(x, a), b)
+
+    if isinstance(low, list):
+        assert isinstance(high, list) and isinstance(floor, list) and isinstance(top, list)
+        return [(clip(lo, f, t), clip(hi, f, t))
+                for lo, hi, f, t in zip(low, high, floor, top, strict=True)]
+    assert not isinstance(high, list | tuple) and not isinstance(floor, list)
+    assert not isinstance(top, list)
+    return (clip(low, floor, top), clip(high, floor, top))

@@ -87,6 +87,20 @@ class AlreadyReleased(Conflict):
     title = "Window already released"
 
 
+class ReleaseInProgress(Conflict):
+    """Another request for the same window is being released; its result comes shortly."""
+
+    code = "release-in-progress"
+    title = "Release in progress"
+
+
+class ReleaseInterrupted(Conflict):
+    """The window was paid for and consumed, but its release never completed: final."""
+
+    code = "release-interrupted"
+    title = "Release interrupted"
+
+
 class PayloadTooLarge(BlindsumError):
     status = 413
     code = "payload-too-large"

@@ -41,6 +41,7 @@ from blindsum.shared.manifest import Manifest
 from blindsum.shared.signing import parse_identity, verify_document
 
 RESULT_TYPE = "blindsum.release"
+AUDIT_HEAD_TYPE = "blindsum.audit-head"
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
 RELEASE_READ_TIMEOUT = 120.0  # decrypting a large CKKS aggregate and sampling noise
@@ -63,6 +64,8 @@ class KeyholderApi(Protocol):
     def fetch_context(self, key_id: str) -> bytes: ...
 
     def release(self, request: ReleaseRequest) -> VerifiedResult: ...
+
+    def audit_head(self) -> tuple[dict[str, str], dict[str, Any]]: ...
 
     def close(self) -> None: ...
 
@@ -155,14 +158,18 @@ class KeyholderClient:
     def release(self, request: ReleaseRequest) -> VerifiedResult:
         """Ask for a window's release and return the verified, matching result.
 
-        A 409 ``already-released`` (a retry after a crash, or another worker) is answered
-        with the stored result if it is for exactly these reports.
+        The same request sent again (a retry after a lost answer) is answered with the
+        stored result (200); a 409 ``already-released`` is checked against the stored
+        result, which matches only if it is for exactly these reports.
 
         Raises:
-            ReleaseRefused / BudgetExhausted: the policy refuses (422).
-            InvalidCiphertext: the aggregate does not decrypt to valid sums (a malformed
-                report is in it; the window can never be released).
-            AlreadyReleased: the window was released with *other* reports.
+            ReleaseRefused / BudgetExhausted: the policy refuses on public grounds (422);
+                nothing was consumed.
+            InvalidCiphertext: the aggregate's bytes are malformed (nothing consumed).
+            AlreadyReleased: the window was consumed by a release of *other* reports.
+            ReleaseInterrupted: the window was paid for but its release never completed
+                (final: it is never decrypted again).
+            ReleaseInProgress: the same release is under way; retry for its result.
             ManifestError: the result is unsigned, signed by another key, or mismatched.
             UpstreamError: the key-holder cannot be reached or fails.
         """
@@ -175,6 +182,17 @@ class KeyholderClient:
         except AlreadyReleased:
             return self._stored_result(request)
         return check_result(_json_body(response, "release result"), self.pinned, request)
+
+    def audit_head(self) -> tuple[dict[str, str], dict[str, Any]]:
+        """The key-holder's signed audit-chain head and its verified payload."""
+        response = self._call("GET", "/v1/audit/head", accept=codec.JSON, auth=True)
+        document = _json_body(response, "audit head")
+        payload = verify_document(document, self.pinned, "audit head")
+        seq, digest = payload.get("seq"), payload.get("hash")
+        if payload.get("type") != AUDIT_HEAD_TYPE or type(seq) is not int or seq < 0 or \
+                not isinstance(digest, str) or len(digest) != 64:
+            raise ManifestError("the key-holder's audit head is not a signed audit head")
+        return dict(document), payload
 
     def _stored_result(self, request: ReleaseRequest) -> VerifiedResult:
         path = (f"/v1/releases/{quote(request.metric, safe='')}/{request.version}/"

@@ -160,6 +160,8 @@ def _schemas() -> dict[str, Any]:
                 "window": {"type": "integer", "description": "omit: every open window"},
             },
         },
+        "AuditHeads": {"type": "object", "properties": {
+            "heads": {"type": "array", "items": _ref("SignedDocument")}}},
         "ReleaseOutcome": outcome,
         "ReleaseOutcomes": {
             "type": "object",
@@ -245,6 +247,13 @@ def _paths() -> dict[str, Any]:
             ],
             "responses": {"200": _body("Windows", "windows"), **_AUTH_ERRORS,
                           "400": _problem("unknown, repeated or malformed filter")},
+        }},
+        "/v1/audit-heads": {"get": {
+            "summary": "The key-holder's signed audit-chain heads this server kept",
+            "tags": ["windows"],
+            "security": [{"adminToken": []}],
+            "responses": {"200": _body("AuditHeads", "signed heads, oldest first"),
+                          **_AUTH_ERRORS, "400": _problem("query parameters given")},
         }},
         "/v1/windows/release": {"post": {
             "summary": "Release windows now (early if still open: the key-holder's policy "

@@ -19,17 +19,14 @@ A 429 is problem+json with ``Retry-After`` (seconds).
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from flask import Blueprint, Flask, Response, request
 from flask_limiter import Limiter, RateLimitExceeded
 
 from blindsum.server.aggregator.auth import Authenticator
 from blindsum.server.aggregator.config import AggregatorConfig
-from blindsum.server.http import problem
-from blindsum.shared.errors import RateLimited
+from blindsum.server.http import rate_limited_handler
 
 # sliding-window-counter: two counters per key (no list of hits to keep), no burst of twice
 # the limit at a fixed window's boundary.
@@ -71,22 +68,9 @@ def install_rate_limits(
         for blueprint in public:
             limiter.shared_limit(config.rate_limit_public, scope="public",
                                  key_func=address)(blueprint)
-    app.register_error_handler(RateLimitExceeded, _too_many(limiter))
+    app.register_error_handler(RateLimitExceeded, rate_limited_handler(limiter))
     return limiter
 
 
 def _unauthorized(response: Response) -> bool:
     return response.status_code == 401
-
-
-def _too_many(limiter: Limiter) -> Callable[[RateLimitExceeded], Response]:
-    def handle(exc: RateLimitExceeded) -> Response:
-        current = limiter.current_limit
-        wait = 1 if current is None else max(1, math.ceil(current.reset_at - time.time()))
-        response = problem(RateLimited.status, RateLimited.title,
-                           f"rate limit of {exc.limit.limit} exceeded: retry in {wait} s",
-                           RateLimited.code)
-        response.headers["Retry-After"] = str(wait)
-        return response
-
-    return handle

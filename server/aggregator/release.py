@@ -4,14 +4,25 @@ A release first *claims* its window (``open`` -> ``sealed`` in one UPDATE): from
 ingest refuses reports for it, so the aggregate and the report-id digest that are sent are
 final, and only the worker whose UPDATE changed the row proceeds. A claim is a lease: a
 window left ``sealed`` by a crash (or by a failed call) is claimed again once
-``claimed_until`` passes. Sending the same window twice is safe: the key-holder answers
-409 and the stored result is fetched and checked against our report-id digest.
+``claimed_until`` passes, and the *same* request is sent again: the key-holder answers a
+repeated request with its stored result, never with a second noise draw.
 
-Outcomes: ``released`` (verified result stored), ``refused`` (the policy said no: too few
-contributors, budget exhausted, released before with other reports, or an aggregate that
-does not decrypt to valid sums because a malformed report is in it; final unless the
-window was released early and is still taking reports, in which case it re-opens), or
-``failed`` (the key-holder was unreachable or misbehaved; retried later).
+Once a request may have reached the key-holder, the window is never re-opened, even if it
+was an early release and its period has not ended: the key-holder may have paid for it and
+consumed it (a lost answer), and new reports would change the request. Outcomes:
+
+- ``released``: the verified result is stored;
+- ``refused``: the key-holder refused on public grounds before paying (too few
+  contributors, budget exhausted, window not closed, policy forbids early release...) —
+  final, except that a refused *early* release re-opens a window still taking reports,
+  since nothing was consumed — or the window is consumed for good (released with other
+  reports, or paid for by a release that was interrupted);
+- ``failed``: the key-holder was unreachable, busy with the same release, or misbehaved;
+  the window stays sealed and the same request is retried later.
+
+After every attempt that reached the key-holder, its signed audit-chain head is fetched and
+kept (``audit_heads``), so a key-holder whose log is later rewritten or cut is caught by
+``blindsum keyholder audit --server-url``.
 """
 
 from __future__ import annotations
@@ -31,8 +42,12 @@ from blindsum.shared.errors import (
     BlindsumError,
     Conflict,
     InvalidCiphertext,
+    ManifestError,
     NotFound,
+    ReleaseInProgress,
+    ReleaseInterrupted,
     ReleaseRefused,
+    UpstreamError,
 )
 
 LEASE_SECONDS = 300.0  # longer than a release call may take (connect + read timeouts)
@@ -142,7 +157,7 @@ class ReleaseDriver:
         if len(report_ids) != row.report_count:
             return self._failed(row, early, "internal",
                                 f"{key.describe()} counts {row.report_count} reports but "
-                                f"{len(report_ids)} are stored")
+                                f"{len(report_ids)} are stored", sent=False)
         request = ReleaseRequest(
             metric=key.metric, version=key.version, window=key.window, key_id=key.key_id,
             report_count=row.report_count, report_ids_digest=report_ids_digest(report_ids),
@@ -150,32 +165,49 @@ class ReleaseDriver:
         )
         try:
             result = self._keyholder.release(request)
-        except (ReleaseRefused, AlreadyReleased, InvalidCiphertext) as exc:
-            return self._refused(row, early, exc)
+        except (ReleaseInProgress, UpstreamError, ManifestError) as exc:
+            return self._after_attempt(self._failed(row, early, exc.code, exc.detail, sent=True))
+        except (ReleaseRefused, AlreadyReleased, ReleaseInterrupted, InvalidCiphertext) as exc:
+            return self._after_attempt(self._refused(row, early, exc))
         except BlindsumError as exc:
-            return self._failed(row, early, exc.code, exc.detail)
+            return self._after_attempt(self._failed(row, early, exc.code, exc.detail, sent=True))
         now = self._clock()
         payload_text = result.document["payload"]
         with self._store.transaction() as tx:
             tx.put_result(key, result.document, payload_text, now)
             tx.set_window_state(key, "released", None, now)
         log.info("released %s (%d reports)", key.describe(), row.report_count)
-        return ReleaseOutcome(key, row.report_count, "released", payload=json.loads(payload_text))
+        return self._after_attempt(
+            ReleaseOutcome(key, row.report_count, "released", payload=json.loads(payload_text)))
+
+    def _after_attempt(self, outcome: ReleaseOutcome) -> ReleaseOutcome:
+        """Keep the key-holder's signed audit head (best effort: a failure is only logged)."""
+        try:
+            document, payload = self._keyholder.audit_head()
+            self._store.put_audit_head(payload["seq"], payload["hash"], document,
+                                       self._clock())
+        except BlindsumError as exc:
+            log.warning("could not fetch the key-holder's audit head: %s", exc.detail)
+        return outcome
 
     def _refused(self, row: WindowRow, early: bool, exc: BlindsumError) -> ReleaseOutcome:
-        # An early release the policy refuses must not end a window that still takes reports.
-        state = "open" if early and self._clock() < row.due_at else "refused"
+        # Only a refusal on public grounds consumed nothing: such an early release must not
+        # end a window that still takes reports. A consumed window is final.
+        public = isinstance(exc, ReleaseRefused | InvalidCiphertext)
+        state = "open" if public and early and self._clock() < row.due_at else "refused"
         with self._store.transaction() as tx:
             tx.set_window_state(row.key, state, exc.detail, self._clock())
         log.warning("release of %s refused: %s", row.key.describe(), exc.detail)
         return ReleaseOutcome(row.key, row.report_count, "refused", exc.code, exc.detail)
 
-    def _failed(self, row: WindowRow, early: bool, code: str, detail: str) -> ReleaseOutcome:
+    def _failed(self, row: WindowRow, early: bool, code: str, detail: str,
+                *, sent: bool) -> ReleaseOutcome:
         now = self._clock()
         with self._store.transaction() as tx:
-            if early and now < row.due_at:
+            if not sent and early and now < row.due_at:
                 tx.set_window_state(row.key, "open", detail, now)
             else:
+                # The request may have reached the key-holder: keep it sealed and unchanged.
                 tx.set_window_state(row.key, "sealed", detail, now, now + RETRY_SECONDS)
         log.warning("release of %s failed (will retry): %s", row.key.describe(), detail)
         return ReleaseOutcome(row.key, row.report_count, "failed", code, detail)

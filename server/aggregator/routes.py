@@ -130,6 +130,15 @@ def _window_filters() -> tuple[str | None, str | None, int | None]:
     return metric, state, None if window is None else int(window)
 
 
+@windows.get("/v1/audit-heads")
+def get_audit_heads() -> Response:
+    """The key-holder's signed audit heads this server kept (for ``keyholder audit``)."""
+    _require("admin")
+    if request.args:
+        raise InvalidInput("this endpoint takes no query parameters")
+    return reply({"heads": aggregator().store.audit_heads()})
+
+
 @windows.post("/v1/windows/release")
 def post_release() -> Response:
     _require("admin")

@@ -11,6 +11,9 @@ Tables:
 - ``results``: the verified signed result of each released window.
 - ``manifest_cache`` and ``ckks_contexts``: the last verified manifest and CKKS public
   contexts, so a restart works while the key-holder is briefly down.
+- ``audit_heads``: the key-holder's signed audit-chain heads, one per sequence number,
+  fetched after every release attempt: evidence the key-holder cannot take back, checked by
+  ``blindsum keyholder audit --server-url``.
 - ``tokens``: the bearer tokens operators created (``blindsum server token create``), as
   SHA-256 digests with their role, label, metric scope and revocation time (see
   ``tokens.py``); never a token itself.
@@ -97,6 +100,12 @@ CREATE TABLE IF NOT EXISTS tokens (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS tokens_active_label ON tokens (label)
     WHERE revoked_at IS NULL;
+CREATE TABLE IF NOT EXISTS audit_heads (
+    seq INTEGER PRIMARY KEY,
+    hash TEXT NOT NULL,
+    document TEXT NOT NULL,
+    fetched_at REAL NOT NULL
+);
 """
 
 
@@ -356,6 +365,22 @@ class Store:
             StoredResult(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]), r[6])
             for r in rows
         ]
+
+    # -- the key-holder's signed audit heads --------------------------------------------
+
+    def put_audit_head(self, seq: int, digest: str, document: dict[str, str],
+                       now: float) -> None:
+        """Keep a verified signed head; the first one kept for a sequence number stays."""
+        with self.transaction() as tx:
+            tx.conn.execute(
+                "INSERT OR IGNORE INTO audit_heads (seq, hash, document, fetched_at) "
+                "VALUES (?, ?, ?, ?)",
+                (seq, digest, json.dumps(document, sort_keys=True), now),
+            )
+
+    def audit_heads(self) -> list[dict[str, str]]:
+        rows = self.connection().execute("SELECT document FROM audit_heads ORDER BY seq")
+        return [json.loads(row[0]) for row in rows]
 
     # -- manifest cache ------------------------------------------------------------------
 

@@ -8,9 +8,17 @@ ciphertexts it decrypts arrive as a window aggregate with a report count of at l
 from __future__ import annotations
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask_limiter import Limiter, RateLimitExceeded
 
-from blindsum.server.http import install_error_handlers, read_body, reply, require_token
-from blindsum.server.keyholder import ledger
+from blindsum.server.http import (
+    install_error_handlers,
+    rate_limited_handler,
+    read_body,
+    reply,
+    require_token,
+    token_digest,
+)
+from blindsum.server.keyholder import audit, ledger
 from blindsum.server.keyholder.config import KeyholderConfig
 from blindsum.server.keyholder.openapi import OPENAPI
 from blindsum.server.keyholder.service import RELEASE_ROLE, Keyholder
@@ -57,8 +65,8 @@ def create_release() -> Response:
     _require_server()
     data, _ = read_body(max_items=256)  # a release is ~10 fields and <= 64 ciphertexts
     release_request = ReleaseRequest.from_wire(data)
-    document = _holder().releaser().release(release_request)
-    return reply(document, status=201)
+    answer = _holder().releaser().release(release_request)
+    return reply(answer.document, status=201 if answer.created else 200)
 
 
 @releases.get("/v1/releases/<metric>/<int:version>/<int:window>")
@@ -71,6 +79,14 @@ def get_release(metric: str, version: int, window: int) -> Response:
     if document is None:
         raise NotFound(f"window {window} of {metric!r} v{version} has not been released")
     return reply(document)
+
+
+@releases.get("/v1/audit/head")
+def audit_head() -> Response:
+    """The audit chain's head, signed: the server keeps these to detect a rewritten log."""
+    _require_server()
+    holder = _holder()
+    return jsonify(audit.signed_head(holder.db.conn, holder.identity))
 
 
 @releases.get("/v1/budget")
@@ -91,4 +107,20 @@ def create_app(config: KeyholderConfig, holder: Keyholder | None = None) -> Flas
     install_error_handlers(app)
     app.register_blueprint(public)
     app.register_blueprint(releases)
+    if config.rate_limit_releases:
+        _limit_releases(app, config.rate_limit_releases)
     return app
+
+
+def _limit_releases(app: Flask, limit: str) -> None:
+    """Per caller (its bearer token's digest, else its address), per worker, in memory."""
+
+    def caller() -> str:
+        header = request.headers.get("Authorization", "")
+        return "token:" + token_digest(header) if header else f"addr:{request.remote_addr}"
+
+    limiter = Limiter(caller, storage_uri="memory://", strategy="sliding-window-counter",
+                      headers_enabled=False)
+    limiter.init_app(app)
+    app.view_functions["releases.create_release"] = limiter.limit(limit)(create_release)
+    app.register_error_handler(RateLimitExceeded, rate_limited_handler(limiter))

@@ -30,15 +30,18 @@ OPENAPI: dict[str, Any] = {
                                                         "format": "binary"}}}},
                           "404": _PROBLEM}}},
         "/v1/releases": {"post": {
-            "summary": "Release one closed window's aggregate",
+            "summary": "Release one closed window's aggregate (paid and consumed before it is "
+                       "decrypted; the same request again gets the stored result)",
             "security": _BEARER,
             "requestBody": {"required": True, "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/Release"}},
                 "application/cbor": {"schema": {"$ref": "#/components/schemas/Release"}}}},
             "responses": {"201": {"description": "signed release result", **_SIGNED},
+                          "200": {"description": "the stored result of this same request",
+                                  **_SIGNED},
                           "400": _PROBLEM, "401": _PROBLEM, "403": _PROBLEM,
                           "409": _PROBLEM, "413": _PROBLEM, "415": _PROBLEM,
-                          "422": _PROBLEM}}},
+                          "422": _PROBLEM, "429": _PROBLEM}}},
         "/v1/releases/{metric}/{version}/{window}": {"get": {
             "summary": "A past release's signed result",
             "security": _BEARER,
@@ -53,6 +56,11 @@ OPENAPI: dict[str, Any] = {
             "responses": {"200": {"description": "signed release result", **_SIGNED},
                           "400": _PROBLEM, "401": _PROBLEM, "403": _PROBLEM,
                           "404": _PROBLEM}}},
+        "/v1/audit/head": {"get": {
+            "summary": "The audit chain's head, signed with the key-holder's identity",
+            "security": _BEARER,
+            "responses": {"200": {"description": "signed audit head", **_SIGNED},
+                          "401": _PROBLEM, "403": _PROBLEM}}},
         "/v1/budget": {"get": {
             "summary": "Privacy budget per metric", "security": _BEARER,
             "responses": {"200": {"description": "budgets", "content": {"application/json": {

@@ -1,13 +1,35 @@
-"""One release: policy check -> decrypt -> noise -> ledger + audit -> signed result.
+"""One release: public checks -> pay -> decrypt once -> noise -> clamp -> signed result.
 
-Everything from the first check to the ledger debit runs in one ``BEGIN IMMEDIATE``
-transaction: two racing requests serialise, so a window is released at most once and the
-budget is never overspent. The noisy result is signed and stored *before* it is returned;
-if anything fails, nothing is debited and the refusal is written to the audit log.
+The order is the privacy argument (issue "pay before decrypting"):
+
+1. **Public checks only.** Everything that can refuse a release looks at public facts: the
+   policy and key exist and match, the window is aligned, inside the horizon (it ended after
+   the policy version and key were registered, and it is closed, or still collecting and
+   the policy allows early release), the claimed report count is within [k, max], the
+   aggregate's ciphertexts are well formed, and the budget can pay. Error details name only
+   those facts.
+2. **Pay first.** In one ``BEGIN IMMEDIATE`` transaction the budget is debited and the
+   window consumed (a ledger row keyed by metric, version, window and key id, with the
+   digest of the request) and a ``release-paid`` audit entry written. Committed before any
+   decryption: a window is decrypted at most once, ever, and every decryption is paid for.
+3. **Decrypt once, decide on nothing.** Decryption is total (``SecretScheme.decrypt`` never
+   refuses on content); OpenDP's exact discrete noise is added; everything after that is
+   post-processing of the noisy sums (``encoding.publish``: clamp to the domain, clip the
+   interval, flag a result that honest reports could not explain). There is no refusal
+   after decryption, so neither the answer nor its presence depends on a plaintext except
+   through the noise.
+4. **Store, then answer.** The signed result (with the audit head of its ``release``
+   entry) is stored in the ledger row before it is returned. A retry with the same request
+   digest gets the stored document back, never a fresh noise draw; a different request for
+   a consumed window is refused as already released. If the process fails between 2 and 4
+   the row is settled ``interrupted``: consumed and paid, never decrypted again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import sqlite3
 import time
 from collections.abc import Callable
@@ -20,12 +42,13 @@ from blindsum.server.keyholder import audit, ledger
 from blindsum.server.keyholder.noise import NoisePlan, plan_noise
 from blindsum.server.keyholder.store import KeyholderDB
 from blindsum.shared.codec import ReleaseRequest
-from blindsum.shared.encoding import decode
+from blindsum.shared.encoding import Published, publish
 from blindsum.shared.errors import (
     AlreadyReleased,
     BlindsumError,
     BudgetExhausted,
-    InvalidCiphertext,
+    ReleaseInProgress,
+    ReleaseInterrupted,
     ReleaseRefused,
 )
 from blindsum.shared.manifest import slot_spec
@@ -34,6 +57,12 @@ from blindsum.shared.schemes.base import SecretScheme
 from blindsum.shared.signing import sign_document
 
 RELEASE_TYPE = "blindsum.release"
+# A ``paid`` row older than this belongs to a release that died mid-way (a release takes
+# milliseconds to seconds; the server's read timeout is 120 s).
+PAID_LEASE_SECONDS = 300.0
+# Per-slot probability that honest noise lands beyond the "consistent" bound.
+TAIL_ALPHA = 1e-9
+log = logging.getLogger("blindsum.keyholder.release")
 
 
 def noise_plan(policy: MetricPolicy) -> NoisePlan:
@@ -48,6 +77,35 @@ def noise_plan(policy: MetricPolicy) -> NoisePlan:
     )
 
 
+def request_digest(request: ReleaseRequest) -> str:
+    """SHA-256 of what a release decrypts and for whom (``early`` is not part of it).
+
+    Two requests with the same digest ask for the same decryption, so the second gets the
+    first's stored answer; any other request for a consumed window is refused.
+    """
+    material = json.dumps([
+        request.metric, request.version, request.window, request.key_id,
+        request.report_count, request.report_ids_digest.hex(),
+        [hashlib.sha256(c).hexdigest() for c in request.aggregate],
+    ], separators=(",", ":"))
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ReleaseAnswer:
+    """A signed result; ``created`` is False when it was stored by an earlier request."""
+
+    document: dict[str, str]
+    created: bool
+
+
+@dataclass(frozen=True)
+class _Paid:
+    row: ledger.LedgerRow
+    policy: MetricPolicy
+    secret: SecretScheme
+
+
 @dataclass
 class Releaser:
     """Performs releases for one key-holder; secrets come from ``secret_for``."""
@@ -57,20 +115,17 @@ class Releaser:
     secret_for: Callable[[str, str], SecretScheme]
     clock: Callable[[], float] = time.time
 
-    def release(self, request: ReleaseRequest) -> dict[str, str]:
-        """Release one window's aggregate, or raise the reason it may not be released."""
+    def release(self, request: ReleaseRequest) -> ReleaseAnswer:
+        """Release one window, or raise the public reason it may not be released."""
+        digest = request_digest(request)
         try:
-            with self.db.write() as conn:
-                return self._release(conn, request)
+            paid = self._pay(request, digest)
         except BlindsumError as exc:
-            with self.db.write() as conn:
-                audit.append(conn, "release-refused", {
-                    "metric": request.metric, "version": request.version,
-                    "window": request.window, "kid": request.key_id,
-                    "report_count": request.report_count, "reason": exc.code,
-                    "detail": exc.detail,
-                })
+            self._refused(request, exc)
             raise
+        if isinstance(paid, ReleaseAnswer):
+            return paid
+        return ReleaseAnswer(self._decrypt_and_sign(paid, request), created=True)
 
     def stored(self, metric: str, version: int, window: int,
                key_id: str | None = None) -> dict | None:
@@ -78,107 +133,180 @@ class Releaser:
             return None
         return ledger.released_document(self.db.conn, metric, version, window, key_id)
 
-    def _release(self, conn: sqlite3.Connection, request: ReleaseRequest) -> dict[str, str]:
-        policy = self._checked_policy(conn, request)
-        plan = noise_plan(policy)
-        state = ledger.budget(conn, policy)
-        if not state.allows(policy.privacy.epsilon):
-            raise BudgetExhausted(
-                f"metric {policy.name!r} has spent {state.spent_epsilon:g} of its "
-                f"{state.budget_epsilon:g} epsilon; a release costs {policy.privacy.epsilon:g}"
-            )
-        secret = self.secret_for(policy.scheme, request.key_id)
-        slot_sums = secret.decrypt(list(request.aggregate), slot_spec(policy))
-        _check_consistent(policy, slot_sums, request.report_count)
-        noisy = plan.apply(slot_sums)
-        decoded = decode(policy, noisy, request.report_count, plan.half_width(0.05))
-        seq = audit.append(conn, "release", {
+    # -- 1 and 2: public checks, then pay ------------------------------------------------
+
+    def _pay(self, request: ReleaseRequest, digest: str) -> _Paid | ReleaseAnswer:
+        stale: ledger.LedgerRow | None = None
+        with self.db.write() as conn:
+            existing = ledger.consumed(conn, request.metric, request.version,
+                                       request.window, request.key_id)
+            if existing is not None:
+                if existing.request_digest != digest or existing.state == "released":
+                    return self._answer_consumed(existing, digest)
+                if existing.state == "paid" and self.clock() - existing.paid_at < \
+                        PAID_LEASE_SECONDS:
+                    raise ReleaseInProgress(
+                        f"window {request.window} of {request.metric!r} is being released; "
+                        "retry shortly for its result")
+                if existing.state == "paid":
+                    stale = existing
+                    self._settle_interrupted(conn, existing, "the releasing process stopped")
+            else:
+                policy = self._checked_policy(conn, request)
+                secret = self.secret_for(policy.scheme, request.key_id)
+                # Well-formedness of the bytes is public; it is checked before paying.
+                secret.public.load(list(request.aggregate), slot_spec(policy))
+                state = ledger.budget(conn, policy)
+                if not state.allows(policy.privacy.epsilon):
+                    raise BudgetExhausted(
+                        f"metric {policy.name!r} has spent {state.spent_epsilon:g} of its "
+                        f"{state.budget_epsilon:g} epsilon; a release costs "
+                        f"{policy.privacy.epsilon:g}")
+                return _Paid(self._debit(conn, policy, request, digest), policy, secret)
+        assert stale is not None or existing is not None
+        raise _interrupted(request)
+
+    def _answer_consumed(self, row: ledger.LedgerRow, digest: str) -> ReleaseAnswer:
+        if row.request_digest == digest and row.document is not None:
+            return ReleaseAnswer(row.document, created=False)
+        raise AlreadyReleased(
+            f"window {row.window} of {row.metric!r} v{row.version} under key {row.key_id!r} "
+            "was already released" + (" with other reports" if row.request_digest != digest
+                                      else ""))
+
+    def _debit(self, conn: sqlite3.Connection, policy: MetricPolicy,
+               request: ReleaseRequest, digest: str) -> ledger.LedgerRow:
+        seq = audit.append(conn, "release-paid", {
             "metric": policy.name, "version": policy.version, "window": request.window,
             "kid": request.key_id, "report_count": request.report_count,
-            "report_ids_digest": request.report_ids_digest.hex(),
+            "report_ids_digest": request.report_ids_digest.hex(), "request_digest": digest,
             "epsilon": policy.privacy.epsilon, "delta": policy.privacy.delta,
             "early": request.early,
         })
-        payload = _payload(policy, request, decoded.value, decoded.ci, plan, seq, self.clock())
-        document = sign_document(self.identity, payload)
-        ledger.record_release(
-            conn,
-            metric=policy.name, version=policy.version, window=request.window,
-            key_id=request.key_id, report_count=request.report_count,
-            report_ids_digest=request.report_ids_digest.hex(),
-            epsilon=policy.privacy.epsilon, delta=policy.privacy.delta, document=document,
-        )
-        return document
+        ledger.pay(conn, metric=policy.name, version=policy.version, window=request.window,
+                   key_id=request.key_id, report_count=request.report_count,
+                   report_ids_digest=request.report_ids_digest.hex(), request_digest=digest,
+                   epsilon=policy.privacy.epsilon, delta=policy.privacy.delta, paid_seq=seq)
+        row = ledger.consumed(conn, policy.name, policy.version, request.window,
+                              request.key_id)
+        assert row is not None
+        return row
 
     def _checked_policy(self, conn: sqlite3.Connection, request: ReleaseRequest) -> MetricPolicy:
         policy = self.db.policy(request.metric, request.version)
         if policy is None:
             raise ReleaseRefused(
-                f"metric {request.metric!r} version {request.version} is not registered"
-            )
+                f"metric {request.metric!r} version {request.version} is not registered")
         if self.db.is_retired(policy.name, conn):
             raise ReleaseRefused(f"metric {policy.name!r} is retired: nothing more is released")
         # A retired key takes no new reports, but windows collected under it are released.
         key = self.db.key(request.key_id)
         if key is None or key.scheme != policy.scheme:
             raise ReleaseRefused(f"key {request.key_id!r} is unknown or not a {policy.scheme} key")
-        if request.window % policy.window_seconds:
-            raise ReleaseRefused(
-                f"window {request.window} is not aligned to {policy.window_seconds} s windows"
-            )
-        closes_at = request.window + policy.window_seconds + policy.late_seconds
-        now = self.clock()
-        if now < closes_at and not (request.early and policy.allow_early_release):
-            raise ReleaseRefused(
-                f"window {request.window} of {policy.name!r} is still open "
-                f"for {closes_at - now:.0f} s"
-                + ("" if policy.allow_early_release else " (its policy forbids early release)")
-            )
+        self._check_horizon(policy, request)
         if request.report_count < policy.min_contributors:
             raise ReleaseRefused(
                 f"window has {request.report_count} reports; {policy.name!r} needs at least "
-                f"{policy.min_contributors}"
-            )
+                f"{policy.min_contributors}")
         if request.report_count > policy.max_contributors:
             raise ReleaseRefused(
                 f"window claims {request.report_count} reports, above the policy's "
-                f"max_contributors {policy.max_contributors}"
-            )
-        if ledger.released_document(conn, policy.name, policy.version, request.window,
-                                    request.key_id):
-            raise AlreadyReleased(
-                f"window {request.window} of {policy.name!r} v{policy.version} under key "
-                f"{request.key_id!r} was already released"
-            )
+                f"max_contributors {policy.max_contributors}")
         return policy
 
+    def _check_horizon(self, policy: MetricPolicy, request: ReleaseRequest) -> None:
+        """Only a window the server could have collected: after registration, not ahead."""
+        window, length = request.window, policy.window_seconds
+        if window % length:
+            raise ReleaseRefused(f"window {window} is not aligned to {length} s windows")
+        registered = self.db.registered_at(policy.name, policy.version) or 0.0
+        key_created = self.db.key_created_at(request.key_id) or 0.0
+        born = max(registered, key_created)
+        if window + length <= born:
+            raise ReleaseRefused(
+                f"window {window} of {policy.name!r} ended before version {policy.version} "
+                f"and key {request.key_id!r} both existed ({born:.0f}): it holds no reports")
+        now = self.clock()
+        if window > now:
+            raise ReleaseRefused(f"window {window} of {policy.name!r} has not started yet")
+        closes_at = window + length + policy.late_seconds
+        if now < closes_at and not (request.early and policy.allow_early_release):
+            raise ReleaseRefused(
+                f"window {window} of {policy.name!r} is still open for {closes_at - now:.0f} s"
+                + ("" if policy.allow_early_release else " (its policy forbids early release)"))
 
-def _check_consistent(policy: MetricPolicy, slot_sums: list[int], count: int) -> None:
-    """Refuse aggregates that cannot come from ``count`` honest reports.
+    # -- 3 and 4: decrypt once, noise, post-process, sign, store -------------------------
 
-    A server that under-states the count to pass more data than it claims (or sends garbage)
-    is caught here before anything is noised or debited.
-    """
-    ceiling = count * policy.slot_max
-    if any(s < 0 or s > ceiling for s in slot_sums):
-        raise InvalidCiphertext(
-            f"aggregate is inconsistent with {count} reports of {policy.name!r}"
-        )
-    if policy.kind == "histogram" and sum(slot_sums) != count:
-        raise InvalidCiphertext(
-            f"histogram aggregate counts {sum(slot_sums)} values but claims {count} reports"
-        )
+    def _decrypt_and_sign(self, paid: _Paid, request: ReleaseRequest) -> dict[str, str]:
+        policy, row = paid.policy, paid.row
+        try:
+            plan = noise_plan(policy)
+            slot_sums = paid.secret.decrypt(list(request.aggregate), slot_spec(policy))
+            noisy = plan.apply(slot_sums)
+            del slot_sums  # the exact sums are not needed past this line
+            result = publish(policy, noisy, request.report_count, plan.half_width(0.05),
+                             plan.half_width(TAIL_ALPHA))
+            with self.db.write() as conn:
+                seq = audit.append(conn, "release", {
+                    "metric": policy.name, "version": policy.version,
+                    "window": request.window, "kid": request.key_id,
+                    "request_digest": row.request_digest, "paid_seq": row.paid_seq,
+                    "consistent": result.consistent,
+                })
+                payload = _payload(policy, request, row, result, plan, seq,
+                                   audit.entry_hash(conn, seq), self.clock())
+                document = sign_document(self.identity, payload)
+                ledger.settle(conn, row, "released", document)
+        except Exception:
+            # Nothing of the failure reaches the caller but "interrupted"; the type goes to
+            # the log (never a value: our exceptions carry no plaintext).
+            log.exception("release of window %s of %r interrupted after payment",
+                          request.window, policy.name)
+            with self.db.write() as conn:
+                self._settle_interrupted(conn, row, "internal error after payment")
+            raise _interrupted(request) from None
+        log.info("released window %s of %r v%s key %s (%d reports, epsilon %g)",
+                 request.window, policy.name, policy.version, request.key_id,
+                 request.report_count, policy.privacy.epsilon)
+        return document
+
+    def _settle_interrupted(self, conn: sqlite3.Connection, row: ledger.LedgerRow,
+                            reason: str) -> None:
+        ledger.settle(conn, row, "interrupted")
+        audit.append(conn, "release-interrupted", {
+            "metric": row.metric, "version": row.version, "window": row.window,
+            "kid": row.key_id, "request_digest": row.request_digest, "reason": reason,
+        })
+
+    def _refused(self, request: ReleaseRequest, exc: BlindsumError) -> None:
+        with self.db.write() as conn:
+            audit.append(conn, "release-refused", {
+                "metric": request.metric, "version": request.version,
+                "window": request.window, "kid": request.key_id,
+                "report_count": request.report_count, "reason": exc.code,
+                "detail": exc.detail,
+            })
+        log.warning("release of window %s of %r refused: %s", request.window, request.metric,
+                    exc.code)
+
+
+def _interrupted(request: ReleaseRequest) -> ReleaseInterrupted:
+    return ReleaseInterrupted(
+        f"window {request.window} of {request.metric!r} was paid for by a release that was "
+        "interrupted: it stays consumed and is never decrypted again")
 
 
 def _payload(
     policy: MetricPolicy,
     request: ReleaseRequest,
-    value: Any,
-    ci: Any,
+    row: ledger.LedgerRow,
+    result: Published,
     plan: NoisePlan,
     audit_seq: int,
+    audit_head: str,
     now: float,
 ) -> dict[str, Any]:
+    ci = result.ci
     return {
         "type": RELEASE_TYPE,
         "v": 1,
@@ -191,9 +319,12 @@ def _payload(
         "kid": request.key_id,
         "report_count": request.report_count,
         "report_ids_digest": request.report_ids_digest.hex(),
-        "value": value,
+        "request_digest": row.request_digest,
+        "value": result.value,
+        "noisy_value": result.noisy_value,
         "ci": [list(pair) for pair in ci] if isinstance(ci, list) else list(ci),
         "confidence": 0.95,
+        "consistent": result.consistent,
         "mechanism": plan.mechanism,
         "epsilon": plan.epsilon,
         "delta": plan.delta,
@@ -201,4 +332,5 @@ def _payload(
         "scale": plan.scale,
         "released_at": now,
         "audit_seq": audit_seq,
+        "audit_head": audit_head,
     }

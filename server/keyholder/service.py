@@ -9,6 +9,8 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,7 +60,8 @@ class Keyholder:
 
     @classmethod
     def init(
-        cls, data_dir: Path, passphrase: str | None, paillier_bits: int = 3072
+        cls, data_dir: Path, passphrase: str | None, paillier_bits: int = 3072,
+        clock: Callable[[], float] = time.time,
     ) -> tuple[Keyholder, InitResult]:
         """Create identity, one Paillier and one CKKS key, a release token, a manifest."""
         from blindsum.shared.schemes.ckks import generate_ckks
@@ -70,7 +73,7 @@ class Keyholder:
         keystore = KeyStore.open(data_dir, passphrase)
         identity = Ed25519PrivateKey.generate()
         keystore.write_identity(identity)
-        holder = cls(data_dir, KeyholderDB(data_dir / DB_NAME), keystore, identity)
+        holder = cls(data_dir, KeyholderDB(data_dir / DB_NAME, clock), keystore, identity)
         token = "rel_" + secrets.token_urlsafe(32)
         with holder.db.write() as conn:
             holder.db.add_token(conn, token_digest(token), RELEASE_ROLE, "aggregator server")
@@ -171,4 +174,4 @@ class Keyholder:
             return secret
 
     def releaser(self) -> Releaser:
-        return Releaser(self.db, self.identity, self.secret_for)
+        return Releaser(self.db, self.identity, self.secret_for, self.db.clock)

@@ -11,12 +11,12 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from blindsum.server.keyholder import audit
+from blindsum.server.keyholder import audit, ledger
 from blindsum.server.sqlite import connect, write_transaction
 from blindsum.shared.errors import InvalidPolicy, KeyStoreError
 from blindsum.shared.policy import MetricPolicy
@@ -52,22 +52,7 @@ CREATE TABLE IF NOT EXISTS tokens (
     label TEXT NOT NULL,
     created_at REAL NOT NULL
 );
-CREATE TABLE IF NOT EXISTS releases (
-    metric TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    window INTEGER NOT NULL,
-    kid TEXT NOT NULL,
-    report_count INTEGER NOT NULL,
-    report_ids_digest TEXT NOT NULL,
-    epsilon REAL NOT NULL,
-    delta REAL NOT NULL,
-    document TEXT NOT NULL,
-    released_at REAL NOT NULL,
-    -- one release per window *and key epoch*: a rotation mid-window leaves reports under
-    -- both keys, and each aggregate is released (and debited) on its own
-    PRIMARY KEY (metric, version, window, kid)
-);
-""" + audit.SCHEMA
+""" + ledger.SCHEMA + audit.SCHEMA
 
 
 @dataclass(frozen=True)
@@ -82,10 +67,13 @@ class KeyRecord:
 class KeyholderDB:
     """One SQLite file, one connection per thread."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         self.path = path
+        # registration times bound the release horizon: tests inject their own clock
+        self.clock = clock
         self._local = threading.local()
         self.conn.executescript(SCHEMA)
+        ledger.migrate(self.conn)
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -133,7 +121,7 @@ class KeyholderDB:
             )
         conn.execute(
             "INSERT INTO policies (name, version, body, added_at) VALUES (?, ?, ?, ?)",
-            (policy.name, policy.version, body, time.time()),
+            (policy.name, policy.version, body, self.clock()),
         )
         audit.append(conn, "policy-added", {"metric": policy.name, "version": policy.version})
         return True
@@ -143,6 +131,13 @@ class KeyholderDB:
             "SELECT body FROM policies WHERE name = ? AND version = ?", (name, version)
         ).fetchone()
         return None if row is None else MetricPolicy.from_mapping(name, json.loads(row[0]))
+
+    def registered_at(self, name: str, version: int) -> float | None:
+        """When this policy version was registered (key-holder clock), or None."""
+        row = self.conn.execute(
+            "SELECT added_at FROM policies WHERE name = ? AND version = ?", (name, version)
+        ).fetchone()
+        return None if row is None else float(row[0])
 
     def is_retired(self, name: str, conn: sqlite3.Connection | None = None) -> bool:
         return (conn or self.conn).execute(
@@ -184,7 +179,7 @@ class KeyholderDB:
             "INSERT INTO keys (kid, scheme, status, public, context, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?)",
             (record.key_id, record.scheme, record.status, json.dumps(record.public),
-             record.context, time.time()),
+             record.context, self.clock()),
         )
         audit.append(conn, "key-added", {"kid": record.key_id, "scheme": record.scheme})
 
@@ -193,6 +188,10 @@ class KeyholderDB:
             "SELECT kid, scheme, status, public, context FROM keys ORDER BY created_at"
         ).fetchall()
         return [KeyRecord(r[0], r[1], r[2], json.loads(r[3]), r[4]) for r in rows]
+
+    def key_created_at(self, key_id: str) -> float | None:
+        row = self.conn.execute("SELECT created_at FROM keys WHERE kid = ?", (key_id,)).fetchone()
+        return None if row is None else float(row[0])
 
     def key(self, key_id: str) -> KeyRecord | None:
         return next((k for k in self.key_records() if k.key_id == key_id), None)

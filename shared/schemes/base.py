@@ -113,7 +113,12 @@ class SecretScheme(ABC):
 
     @abstractmethod
     def decrypt(self, blobs: Sequence[bytes], spec: SlotSpec) -> list[int]:
-        """Exact slot sums of an aggregate. CKKS rounds to the nearest integer here."""
+        """Integer slot sums of an aggregate (exact for honest ones; CKKS rounds).
+
+        Total on well-formed ciphertexts: it raises only for malformed blobs (a public
+        property checked by ``load``), never because of what they decrypt to, so that no
+        answer of the key-holder can depend on an exact plaintext except through noise.
+        """
 
     @abstractmethod
     def to_storage(self) -> bytes:

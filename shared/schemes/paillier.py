@@ -49,7 +49,7 @@ from ..errors import (
     InvalidInput,
     KeyStoreError,
 )
-from ..packing import chunk_slots, pack, slot_width, slots_per_plaintext, unpack
+from ..packing import chunk_slots, pack, slot_width, slots_per_plaintext
 from .base import PublicScheme, SecretScheme, SlotSpec, spec_error
 
 Mpz = Any  # gmpy2.mpz; typed loosely because gmpy2 ships no stubs.
@@ -432,22 +432,30 @@ class PaillierSecret(SecretScheme):
         return mp + (mq - mp) * self._p_inv % q * p
 
     def decrypt(self, blobs: Sequence[bytes], spec: SlotSpec) -> list[int]:
+        """Slot sums of an aggregate, for *any* plaintext: this never refuses on content.
+
+        The plaintext ``m`` of each ciphertext is lifted to ``(-n/2, n/2]`` (so a report that
+        encrypted a negative number subtracts instead of wrapping to a huge value), its lower
+        slots are read as unsigned ``width``-bit fields and its last slot takes the rest, sign
+        and all. For honest aggregates this is exactly ``unpack``. Whatever the plaintext, the
+        result is a list of ``spec.count`` integers: no check that could refuse an aggregate
+        depends on the plaintext, because a refusal (or its detail) is a noise-free bit about
+        the reports in it (issue: the key-holder was a decryption oracle). The caller noises
+        the result and clamps only the noisy value.
+
+        Raises:
+            InvalidCiphertext: a blob is malformed (a public property of the bytes, checked
+                by ``load`` before anything is decrypted).
+        """
         public = self._public
         cts = public.load(blobs, spec)
         width, per = public._layout(spec)
+        n, half = public.n, public.n // 2
         sums: list[int] = []
         for index, chunk in enumerate(chunk_slots(range(spec.count), per)):
-            m = self.decrypt_plaintext(cts[index])
-            # Bits beyond this chunk's slots, or a slot above the window maximum, cannot come
-            # from adding valid reports: the aggregate was forged or over-filled.
-            if m.bit_length() > width * len(chunk):
-                raise InvalidCiphertext(f"ciphertext {index} decrypts outside its slot layout")
-            values = unpack(m, width, len(chunk))
-            if any(v > spec.max_slot_sum for v in values):
-                raise InvalidCiphertext(
-                    f"ciphertext {index} decrypts to a slot above the window maximum"
-                )
-            sums.extend(int(v) for v in values)
+            m = int(self.decrypt_plaintext(cts[index]))
+            m = m - n if m > half else m
+            sums.extend(_fields(m, width, len(chunk)))
         return sums
 
     def to_storage(self) -> bytes:
@@ -491,6 +499,17 @@ class PaillierSecret(SecretScheme):
         if public is not None and (public.n != secret.public.n or public.key_id != kid):
             raise KeyStoreError(f"{where} does not match the public key {public.key_id!r}")
         return secret
+
+
+def _fields(m: int, width: int, count: int) -> list[int]:
+    """``count`` slots of a signed integer: unsigned low fields, the top slot keeps the rest."""
+    mask = (1 << width) - 1
+    fields = []
+    for _ in range(count - 1):
+        fields.append(m & mask)
+        m >>= width  # floor shift: a negative rest stays negative in the top slot
+    fields.append(m)
+    return fields
 
 
 def _check_modulus(n: object) -> None:

@@ -42,7 +42,6 @@ from blindsum.server.keyholder import audit, ledger
 from blindsum.server.keyholder.app import create_app as create_keyholder_app
 from blindsum.server.keyholder.config import KeyholderConfig
 from blindsum.server.keyholder.keystore import KeyStore
-from blindsum.server.keyholder.release import Releaser
 from blindsum.server.keyholder.service import Keyholder
 from blindsum.shared import codec
 from blindsum.shared.codec import Report
@@ -113,7 +112,10 @@ def _settle(holder: Keyholder) -> None:
 def template() -> Template:
     """The key-holder every test starts from (no passphrase: scrypt would cost each test)."""
     data_dir = _scratch() / "keyholder"
-    holder, init = Keyholder.init(data_dir, None, paillier_bits=2048)
+    # Registered a month before the test clock starts, so the kit's windows are in the
+    # key-holder's release horizon.
+    holder, init = Keyholder.init(data_dir, None, paillier_bits=2048,
+                                  clock=lambda: T0 - 30 * 86400)
     holder.add_policies(policies())
     _settle(holder)
     return Template(data_dir, init.identity, init.release_token, holder)
@@ -205,10 +207,8 @@ class RunningKeyholder:
         """Serve ``data_dir`` (default: this key-holder's own) on this key-holder's port."""
         directory = data_dir or self.data_dir
         holder = Keyholder.open(directory, None)
-        clock = self.clock
-        # The key-holder's own release code, judging windows by the test's clock.
-        holder.releaser = lambda: Releaser(  # type: ignore[method-assign]
-            holder.db, holder.identity, holder.secret_for, clock)
+        # The key-holder's own release code and registrations, judged by the test's clock.
+        holder.db.clock = self.clock
         app = create_keyholder_app(KeyholderConfig(directory, None), holder)
         self._server = make_server("127.0.0.1", self.port, self._recording(app), threaded=True)
         self.port = self._server.server_port

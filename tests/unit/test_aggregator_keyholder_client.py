@@ -160,7 +160,10 @@ def test_too_few_contributors_is_release_refused(client: KeyholderClient) -> Non
 
 def test_spent_budget_is_budget_exhausted(client: KeyholderClient,
                                           keyholder: RunningKeyholder) -> None:
+    now = keyholder.clock.now
+    keyholder.clock.now = WINDOW - 2 * HOUR  # registered before both windows began
     keyholder.add_policies([TIGHT])
+    keyholder.clock.now = now
     client.release(_request(spec=TIGHT, window=WINDOW - HOUR))
     with pytest.raises(BudgetExhausted, match="has spent 1 of its 1 epsilon"):
         client.release(_request(spec=TIGHT))

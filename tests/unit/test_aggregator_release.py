@@ -98,7 +98,7 @@ def test_due_window_is_released_stored_and_published(
     assert [(o.key, o.status) for o in outcomes] == [(_latency(), "released")]
     assert _state(service, _latency()) == ("released", None)
 
-    [request] = keyholder.events("release")
+    [request] = keyholder.events("release-paid")
     assert request["report_count"] == 3 and request["early"] is False
     stored_ids = [row[0] for row in snapshot(service.config.data_dir)[0]]
     assert request["report_ids_digest"] == report_ids_digest(stored_ids).hex()
@@ -239,7 +239,7 @@ def test_operator_releases_an_open_window_early_when_the_policy_allows(
     signed = json.loads(keyholder.released("latency", WINDOW)["payload"])
     assert [(r["metric"], r["window"], r["value"]) for r in body["released"]] == [
         ("latency", WINDOW, signed["value"])]
-    assert keyholder.events("release")[0]["early"] is True
+    assert keyholder.events("release-paid")[0]["early"] is True
     assert _state(service, _latency())[0] == "released"
     later = post_reports(client, [make_report("latency", 1)])
     assert later.status_code == 409 and "released" in later.get_json()["detail"]

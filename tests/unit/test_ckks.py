@@ -189,9 +189,10 @@ def test_reports_longer_than_one_ciphertext_are_chunked(public: CkksPublic, secr
     assert secret.decrypt(dumped, spec) == [x + y for x, y in zip(a, b, strict=True)]
     with pytest.raises(InvalidCiphertext, match="expected 3"):
         public.load(dumped[:2], spec)
-    # Chunks in the wrong order: the short last chunk's zero padding gives it away.
-    with pytest.raises(InvalidCiphertext):
-        secret.decrypt([dumped[2], dumped[1], dumped[0]], spec)
+    # Chunks in the wrong order decrypt to the wrong slots, never to a refusal.
+    swapped = secret.decrypt([dumped[2], dumped[1], dumped[0]], spec)
+    assert len(swapped) == spec.count and swapped[SLOTS: 2 * SLOTS] == [
+        x + y for x, y in zip(a[SLOTS: 2 * SLOTS], b[SLOTS: 2 * SLOTS], strict=True)]
 
 
 def test_encrypt_rejects_bad_slots(public: CkksPublic):
@@ -263,7 +264,7 @@ def test_bit_flips_in_framing_and_metadata_are_rejected(public: CkksPublic, blob
             _rejected(public, [bytes(flipped)])
 
 
-def test_smashed_coefficients_never_decrypt_to_a_result(public, secret, blob):
+def test_smashed_coefficients_decrypt_to_integers_never_a_refusal(public, secret, blob):
     for start in (200, 20_000, 40_000, 65_000):
         smashed = bytearray(blob)
         smashed[start : start + 64] = bytes(b ^ 0xFF for b in smashed[start : start + 64])
@@ -271,8 +272,8 @@ def test_smashed_coefficients_never_decrypt_to_a_result(public, secret, blob):
             loaded = public.load([bytes(smashed)], SPEC)
         except InvalidCiphertext:
             continue
-        with pytest.raises(InvalidCiphertext, match="does not decrypt"):
-            secret.decrypt(public.dump(loaded), SPEC)
+        out = secret.decrypt(public.dump(loaded), SPEC)
+        assert len(out) == SPEC.count and all(type(v) is int for v in out)
 
 
 def test_forged_vector_layouts_are_rejected(public: CkksPublic, blob: bytes):
@@ -304,21 +305,26 @@ def test_ciphertext_under_other_parameters_is_rejected(public: CkksPublic):
     assert "does not parse" in _rejected(public, [foreign])
 
 
-def test_ciphertext_under_another_key_is_caught_at_decryption(public, secret, stranger):
-    # Same parameters, different key: indistinguishable without the secret key.
+def test_ciphertext_under_another_key_decrypts_to_integers_never_a_refusal(
+    public, secret, stranger
+):
+    # Same parameters, different key: indistinguishable without the secret key. Refusing it
+    # was a repeatable bit about the secret-key-dependent error (Li-Micciancio); now it
+    # rounds to garbage integers that the key-holder noises and clamps like any sum.
     foreign = stranger.public.encrypt(SLOTS_5, SPEC)
     loaded = public.load(foreign, SPEC)
     honest = public.load(public.encrypt(SLOTS_5, SPEC), SPEC)
-    with pytest.raises(InvalidCiphertext, match="another key"):
-        secret.decrypt(public.dump(public.add(loaded, honest)), SPEC)
+    out = secret.decrypt(public.dump(public.add(loaded, honest)), SPEC)
+    assert len(out) == SPEC.count and all(type(v) is int for v in out)
+    assert all(abs(v) <= 2**62 for v in out)
 
 
-def test_slot_sums_beyond_the_window_maximum_are_refused(public, secret):
+def test_slot_sums_beyond_the_window_maximum_are_returned_as_they_are(public, secret):
     big = SlotSpec(count=5, max_value=1000, max_contributors=1)
     blob = public.encrypt([1000, 0, 0, 0, 0], big)
     assert secret.decrypt(blob, big) == [1000, 0, 0, 0, 0]
-    with pytest.raises(InvalidCiphertext):
-        secret.decrypt(blob, SlotSpec(count=5, max_value=100, max_contributors=1))
+    small = SlotSpec(count=5, max_value=100, max_contributors=1)
+    assert secret.decrypt(blob, small) == [1000, 0, 0, 0, 0]
 
 
 # -- contexts and key storage -------------------------------------------------------------
