@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from blindsum.shared.errors import BlindsumError, InvalidConfig
+from blindsum.shared.errors import BlindsumError, InvalidConfig, UpstreamError
 
 if TYPE_CHECKING:
     from blindsum.server.keyholder.service import Keyholder
@@ -137,20 +137,63 @@ def cmd_keyholder_budget(args: argparse.Namespace) -> int:
 
 
 def cmd_keyholder_audit(args: argparse.Namespace) -> int:
-    from blindsum.server.keyholder import audit
+    from blindsum.server.keyholder import audit, ledger
     from blindsum.server.keyholder.config import load_config
-    from blindsum.server.keyholder.service import DB_NAME
+    from blindsum.server.keyholder.service import DB_NAME, Keyholder
     from blindsum.server.keyholder.store import KeyholderDB
+    from blindsum.shared.signing import parse_identity
 
     config = load_config(_keyholder_overrides(args))
+    if not (config.data_dir / DB_NAME).is_file():
+        raise InvalidConfig(f"{config.data_dir} is not a key-holder data directory")
+    if args.identity:
+        identity = parse_identity(args.identity)
+    else:
+        identity = Keyholder.open(config.data_dir, config.passphrase).identity.public_key()
+    heads = _server_audit_heads(args) if args.server_url else []
     db = KeyholderDB(config.data_dir / DB_NAME)
-    broken = audit.verify_chain(db.conn)
-    entries = audit.entries(db.conn)
-    if broken is not None:
-        print(f"audit log BROKEN at entry {broken} of {len(entries)}", file=sys.stderr)
+    report = audit.verify(db.conn, identity, ledger.rows(db.conn), heads)
+    if args.json:
+        print(json.dumps(report.to_json()))
+        return 0 if report.intact else 1
+    for problem in report.problems:
+        print(f"audit: {problem}", file=sys.stderr)
+    for row in report.to_json()["metrics"]:
+        print(f"  {row['metric']}: {row['releases']} released, {row['refusals']} refused, "
+              f"{row['interrupted']} interrupted")
+    where = f", {len(heads)} from the server" if args.server_url else ""
+    if not report.intact:
+        print(f"audit log BROKEN: {len(report.problems)} problem(s) in {report.entries} "
+              f"entries", file=sys.stderr)
         return 1
-    print(f"audit log intact: {len(entries)} entries")
+    print(f"audit log intact: {report.entries} entries, {report.signed_heads} signed heads "
+          f"checked{where}")
     return 0
+
+
+def _server_audit_heads(args: argparse.Namespace) -> list[object]:
+    """The signed audit heads the server kept (its admin API, never its database)."""
+    import requests
+
+    token = os.environ.get("BLINDSUM_ADMIN_TOKEN")
+    if not token:
+        raise InvalidConfig("set BLINDSUM_ADMIN_TOKEN to read the server's audit heads")
+    url = args.server_url.rstrip("/") + "/v1/audit-heads"
+    try:
+        response = requests.get(url, headers={"Authorization": f"Bearer {token}"},
+                                verify=args.ca_bundle or True, timeout=30)
+    except requests.RequestException as exc:
+        raise UpstreamError(f"server at {args.server_url} is unreachable "
+                            f"({type(exc).__name__})") from None
+    if response.status_code != 200:
+        raise UpstreamError(f"server answered {response.status_code} for its audit heads")
+    try:
+        heads = response.json()["heads"]
+    except (ValueError, KeyError, TypeError):
+        raise UpstreamError("the server's audit heads are not a JSON list") from None
+    if not isinstance(heads, list):
+        raise UpstreamError("the server's audit heads are not a JSON list")
+    return heads
 
 
 def _open_keyholder(args: argparse.Namespace) -> Keyholder:
@@ -344,8 +387,15 @@ def build_parser() -> argparse.ArgumentParser:
     budget_cmd.add_argument("--json", action="store_true", help="print JSON")
     budget_cmd.set_defaults(handler=cmd_keyholder_budget)
 
-    audit_cmd = kh.add_parser("audit", help="verify the hash-chained audit log")
+    audit_cmd = kh.add_parser(
+        "audit", help="verify the audit log, the ledger and the signed heads against each other")
     kh_common(audit_cmd)
+    audit_cmd.add_argument("--identity", help="the key-holder's pinned identity (ed25519:...); "
+                           "default: read from the key store (needs the passphrase)")
+    audit_cmd.add_argument("--server-url", help="also check the signed heads this server kept "
+                           "(admin token in BLINDSUM_ADMIN_TOKEN)")
+    audit_cmd.add_argument("--ca-bundle", help="CA bundle to verify the server's TLS certificate")
+    audit_cmd.add_argument("--json", action="store_true", help="print the report as JSON")
     audit_cmd.set_defaults(handler=cmd_keyholder_audit)
 
     key = kh.add_parser("key", help="key epochs: list, rotate, retire")

@@ -171,6 +171,7 @@ def deployment(
     paillier_bits: int = 2048,
     auto_release: bool = False,
     server_env: Mapping[str, str] | None = None,
+    keyholder_env: Mapping[str, str] | None = None,
     tls: bool = False,
 ) -> Iterator[Deployment]:
     """Initialise a key-holder, register policies, start both services; stop them after.
@@ -197,11 +198,14 @@ def deployment(
         pki = make_loopback_pki(root / "tls")
         tls_args = ["--tls-cert", str(pki.cert), "--tls-key", str(pki.key)]
         scheme, verify, ca_bundle = "https", str(pki.ca_cert), str(pki.ca_cert)
+    # The demo releases every metric at once and tests fire releases in bursts; pass
+    # keyholder_env to run with the production release rate limit.
+    kh_env = {**env, "BLINDSUM_RATE_LIMIT_RELEASES": "off", **(keyholder_env or {})}
     keyholder = start_service(
         "keyholder",
         ["keyholder", "serve", "--data-dir", str(keyholder_dir), "--port", str(kh_port),
          *tls_args],
-        kh_port, root, env, scheme=scheme, verify=verify,
+        kh_port, root, kh_env, scheme=scheme, verify=verify,
     )
     ingest, admin = "ing_" + secrets.token_urlsafe(24), "adm_" + secrets.token_urlsafe(24)
     srv_env = {
@@ -229,7 +233,7 @@ def deployment(
         raise
     deployed = Deployment(keyholder, server, init["identity"], ingest, admin,
                           init["release_token"], keyholder_dir, server_dir,
-                          {**env, **srv_env}, ca_bundle)
+                          {**kh_env, **srv_env}, ca_bundle)
     try:
         yield deployed
     finally:

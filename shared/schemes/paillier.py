@@ -450,7 +450,8 @@ class PaillierSecret(SecretScheme):
         public = self._public
         cts = public.load(blobs, spec)
         width, per = public._layout(spec)
-        n, half = public.n, public.n // 2
+        n = int(public.n)
+        half = n // 2
         sums: list[int] = []
         for index, chunk in enumerate(chunk_slots(range(spec.count), per)):
             m = int(self.decrypt_plaintext(cts[index]))

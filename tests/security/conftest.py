@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from security_kit import NO_RATE_LIMITS, call
+from security_kit import NO_RATE_LIMITS, backdate_registrations, call
 
 from blindsum.client import Client
 from blindsum.server.processes import Deployment, deployment
@@ -22,6 +22,8 @@ HERE = Path(__file__).parent
 POLICIES = [HERE.parent / "policies" / "paillier.toml", HERE / "security_policies.toml"]
 FUZZ_POLICIES = [*POLICIES, HERE.parent / "policies" / "ckks.toml"]
 LAST_MODULE = "test_error_responses.py"
+# Attacks on past windows need a deployment registered a while ago (the release horizon).
+BACKDATE_SECONDS = 2 * 86400
 
 
 
@@ -34,6 +36,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     with deployment(tmp_path_factory.mktemp("security"), POLICIES,
                     server_env=NO_RATE_LIMITS) as running:
+        backdate_registrations(running, BACKDATE_SECONDS)
         yield running
 
 

@@ -236,6 +236,19 @@ def post_release(
                 media=media, verify=dep.verify, session=session)
 
 
+def backdate_registrations(dep: Deployment, seconds: float) -> None:
+    """Move the key-holder's policy and key registration times ``seconds`` into the past.
+
+    The key-holder releases only windows that ended after their policy version and key were
+    registered (its horizon); attacks on past windows need a deployment that has existed
+    for a while. The test plays the operator here, writing the key-holder's own database.
+    """
+    with contextlib.closing(sqlite3.connect(dep.keyholder_dir / "keyholder.db",
+                                            timeout=30)) as conn, conn:
+        conn.execute("UPDATE policies SET added_at = added_at - ?", (seconds,))
+        conn.execute("UPDATE keys SET created_at = created_at - ?", (seconds,))
+
+
 def closed_window(policy: MetricPolicy, windows_ago: int) -> int:
     """Start of a window that ended ``windows_ago`` windows before the current one."""
     return policy.window_start(time.time()) - windows_ago * policy.window_seconds
@@ -388,3 +401,101 @@ def per_worker(dep: Deployment) -> Iterator[tuple[int, http.client.HTTPConnectio
         if covered == workers:
             return
     raise AssertionError(f"reached workers {covered} of {workers}")
+
+
+# -- a network path that loses answers -----------------------------------------------------
+
+
+class LossyProxy:
+    """A loopback HTTP/1.1 relay that can forward a request and drop its answer.
+
+    ``lose_next(prefix)``: the next request whose first line starts with ``prefix`` reaches
+    the upstream service, which answers; the relay reads that answer and closes the client's
+    connection instead of passing it on (a lost answer after the peer committed). Every
+    other request and answer is relayed byte for byte. Bodies are framed by Content-Length
+    (both services send it); chunked bodies are not relayed.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        import socket
+
+        self._upstream = upstream_port
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._lose: str | None = None
+        self.lost = 0
+        self._lock = threading.Lock()
+        self._closed = False
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def lose_next(self, prefix: str) -> None:
+        with self._lock:
+            self._lose = prefix
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+        self._thread.join(5)
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _relay(self, client: Any) -> None:
+        import socket
+
+        with contextlib.closing(client), \
+                contextlib.closing(socket.create_connection(("127.0.0.1", self._upstream))) \
+                as upstream:
+            client.settimeout(60)
+            upstream.settimeout(60)
+            while True:
+                request = _read_message(client)
+                if request is None:
+                    return
+                upstream.sendall(request)
+                answer = _read_message(upstream)
+                if answer is None:
+                    return
+                with self._lock:
+                    lose = self._lose is not None and request.startswith(self._lose.encode())
+                    if lose:
+                        self._lose = None
+                        self.lost += 1
+                if lose:
+                    return
+                client.sendall(answer)
+
+
+def _read_message(sock: Any) -> bytes | None:
+    """One HTTP message (head and Content-Length body) from ``sock``; None at EOF."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        try:
+            chunk = sock.recv(65536)
+        except OSError:
+            return None
+        if not chunk:
+            return None
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value.strip())
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return None
+        body += chunk
+    return head + b"\r\n\r\n" + body

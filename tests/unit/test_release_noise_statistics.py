@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import time
 
 import numpy as np
 import pytest
@@ -52,8 +53,11 @@ privacy = {{ mechanism = "laplace", epsilon = 1.0, budget_epsilon = 1e9 }}
 
 @pytest.fixture(scope="module")
 def holder(tmp_path_factory: pytest.TempPathFactory) -> Keyholder:
-    holder, _ = Keyholder.init(tmp_path_factory.mktemp("stats") / "kh", None, 2048)
+    # registered in 1970, so the windows 0, 60, 120... below are in the release horizon
+    holder, _ = Keyholder.init(tmp_path_factory.mktemp("stats") / "kh", None, 2048,
+                               clock=lambda: 0.0)
     holder.add_policies(load_policies_toml(POLICIES))
+    holder.db.clock = time.time  # and released now, long after those windows closed
     return holder
 
 
@@ -75,13 +79,17 @@ def noise_samples(holder: Keyholder, metric: str) -> tuple[np.ndarray, list[bool
     for index in range(RELEASES):
         document = releaser.release(ReleaseRequest(metric, policy.version, index * 60,
                                                    key.key_id, len(reports), digest,
-                                                   aggregate))
+                                                   aggregate)).document
         result = verify_document(document, holder.identity.public_key(), "result")
         scales.add(result["scale"])
         mechanisms.add(result["mechanism"])
-        for value, want, (low, high) in zip(result["value"], truth, result["ci"], strict=True):
-            noise.append(value - want)
+        # the raw noisy value is what carries the claimed noise (``value`` is clamped to
+        # the domain); the interval, clipped to the domain, must still cover the truth
+        for noisy, value, want, (low, high) in zip(result["noisy_value"], result["value"],
+                                                    truth, result["ci"], strict=True):
+            noise.append(noisy - want)
             covered.append(low <= want <= high)
+            assert value == min(max(noisy, 0.0), float(len(reports))) and low <= value <= high
     assert len(scales) == 1 and len(mechanisms) == 1  # every release states the same claim
     return np.array(noise), covered, scales.pop(), mechanisms.pop()
 
