@@ -165,7 +165,9 @@ class ReleaseDriver:
         )
         try:
             result = self._keyholder.release(request)
-        except (ReleaseInProgress, UpstreamError, ManifestError) as exc:
+        except UpstreamError as exc:  # unreachable: no head to fetch either
+            return self._failed(row, early, exc.code, exc.detail, sent=True)
+        except (ReleaseInProgress, ManifestError) as exc:
             return self._after_attempt(self._failed(row, early, exc.code, exc.detail, sent=True))
         except (ReleaseRefused, AlreadyReleased, ReleaseInterrupted, InvalidCiphertext) as exc:
             return self._after_attempt(self._refused(row, early, exc))
