@@ -6,6 +6,7 @@ import os
 import secrets
 import stat
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,8 @@ from blindsum.shared.errors import (
     InvalidConfig,
     InvalidPolicy,
     KeyStoreError,
+    ReleaseInProgress,
+    ReleaseInterrupted,
     ReleaseRefused,
 )
 from blindsum.shared.manifest import Manifest, slot_spec
@@ -307,3 +310,88 @@ def test_a_retired_metric_leaves_the_manifest_and_is_never_released(
                                                                   "version": 2})])
     with pytest.raises(InvalidPolicy, match="no metric"):
         holder.retire_policy("never_registered")
+
+
+class _CountingSecret:
+    """The real secret key, counting decryptions (and failing them on request)."""
+
+    def __init__(self, secret, fail: bool) -> None:  # type: ignore[no-untyped-def]
+        self._secret, self._fail, self.decryptions = secret, fail, 0
+        self.public = secret.public
+
+    def decrypt(self, blobs, spec):  # type: ignore[no-untyped-def]
+        self.decryptions += 1
+        if self._fail:
+            raise MemoryError("the process ran out of memory mid-release")
+        return self._secret.decrypt(blobs, spec)
+
+
+def _releaser_with(holder: Keyholder, counting: _CountingSecret):  # type: ignore[no-untyped-def]
+    from blindsum.server.keyholder.release import Releaser
+
+    return Releaser(holder.db, holder.identity, lambda scheme, kid: counting)  # type: ignore[arg-type,return-value]
+
+
+def test_a_release_failing_after_payment_is_interrupted_for_good(holder: Keyholder) -> None:
+    policy = holder.db.policy("opened", 1)
+    request = aggregate_request(holder, "opened", [1, 1, 1], window=21600)
+    counting = _CountingSecret(holder.secret_for("paillier", request.key_id), fail=True)
+    spent = ledger.budget(holder.db.conn, policy).spent_epsilon  # type: ignore[arg-type]
+    with pytest.raises(ReleaseInterrupted, match="never decrypted again"):
+        _releaser_with(holder, counting).release(request)
+    # paid, consumed, and the same request again is refused without a second decryption
+    with pytest.raises(ReleaseInterrupted):
+        _releaser_with(holder, counting).release(request)
+    assert counting.decryptions == 1
+    assert ledger.budget(holder.db.conn, policy).spent_epsilon == spent + 1.0  # type: ignore[arg-type]
+    events = [e.event for e in audit.entries(holder.db.conn)][-3:]
+    assert events == ["release-paid", "release-interrupted", "release-refused"]
+
+
+def test_a_release_stuck_in_payment_is_in_progress_then_interrupted(holder: Keyholder) -> None:
+    from blindsum.server.keyholder.release import PAID_LEASE_SECONDS, request_digest
+
+    request = aggregate_request(holder, "opened", [1, 1, 1], window=25200)
+    policy = holder.db.policy("opened", 1)
+    assert policy is not None
+    with holder.db.write() as conn:  # what a process that died after paying leaves behind
+        ledger.pay(conn, metric="opened", version=1, window=25200, key_id=request.key_id,
+                   report_count=3, report_ids_digest=request.report_ids_digest.hex(),
+                   request_digest=request_digest(request), epsilon=1.0, delta=0.0,
+                   paid_seq=audit.append(conn, "release-paid", {
+                       "metric": "opened", "version": 1, "window": 25200,
+                       "kid": request.key_id, "request_digest": request_digest(request)}))
+    counting = _CountingSecret(holder.secret_for("paillier", request.key_id), fail=False)
+    with pytest.raises(ReleaseInProgress):
+        _releaser_with(holder, counting).release(request)
+    late = _releaser_with(holder, counting)
+    late.clock = lambda: time.time() + PAID_LEASE_SECONDS + 1
+    with pytest.raises(ReleaseInterrupted):
+        late.release(request)
+    assert counting.decryptions == 0
+
+
+def test_the_horizon_bounds_releasable_windows(tmp_path: Path, test_policies) -> None:
+    registered = 1_000 * 3600.0
+    holder, _ = Keyholder.init(tmp_path / "kh", None, paillier_bits=2048,
+                               clock=lambda: registered)
+    holder.add_policies(test_policies)
+    now = registered + 10 * 3600 + 1200
+    holder.db.clock = lambda: now
+    refused = {
+        "ended before": aggregate_request(holder, "opened", [1, 1, 1],
+                                          window=int(registered) - 3600, early=False),
+        "has not started": aggregate_request(holder, "opened", [1, 1, 1],
+                                             window=int(now) - 1200 + 3600),
+        "still open": aggregate_request(holder, "opened", [1, 1, 1],
+                                        window=int(now) - 1200, early=False),
+    }
+    for reason, request in refused.items():
+        with pytest.raises(ReleaseRefused, match=reason):
+            holder.releaser().release(request)
+    # the window registration fell in, and the current one early, are releasable
+    holder.releaser().release(aggregate_request(holder, "opened", [1, 1, 1],
+                                                window=int(registered), early=False))
+    holder.releaser().release(aggregate_request(holder, "opened", [1, 1, 1],
+                                                window=int(now) - 1200, early=True))
+    assert [e.event for e in audit.entries(holder.db.conn)].count("release-paid") == 2
