@@ -7,8 +7,13 @@ slot vector under substitution. Two mechanisms:
 
 * ``"laplace"``: pure ``epsilon``-DP, discrete Laplace noise calibrated on L1 sensitivity.
 * ``"gaussian"``: ``(epsilon, delta)``-DP through zero-concentrated DP: discrete Gaussian noise
-  calibrated on L2 sensitivity to ``rho``-zCDP, where ``rho`` is the largest value whose
-  standard conversion gives ``(epsilon, delta)``.
+  calibrated on L2 sensitivity so that OpenDP's zCDP -> (epsilon, delta) conversion
+  (``make_zCDP_to_approxDP``, the Canonne-Kamath-Steinke 2020 bound, then ``make_fix_delta``)
+  certifies ``(epsilon, delta)``. That conversion is tighter than the closed form
+  ``epsilon = rho + 2 sqrt(rho ln(1/delta))`` (Bun & Steinke 2016): at epsilon = 1,
+  delta = 1e-7 and L2 sensitivity 3600 it certifies sigma 17,916 where the closed form needs
+  20,752, i.e. 14% less noise for the same guarantee. The plan's ``rho`` is the zCDP cost
+  OpenDP's map gives the chosen sigma: what a zCDP ledger composes.
 
 All noise comes from OpenDP's exact discrete samplers, and every scale is found with
 OpenDP's own privacy map, so OpenDP certifies the stated budget at the stated sensitivity.
@@ -19,11 +24,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from typing import Any
 
 import opendp.prelude as dp
 
+from blindsum.server.keyholder.accounting import zcdp_capacity
 from blindsum.shared.errors import InvalidInput, InvalidPolicy
 
 dp.enable_features("contrib")
@@ -56,20 +62,6 @@ def _measurement(mechanism: str, scale: float) -> Any:
     return space >> dp.m.then_gaussian(scale=scale)
 
 
-def zcdp_rho(epsilon: float, delta: float) -> float:
-    """The largest ``rho`` such that ``rho``-zCDP implies ``(epsilon, delta)``-DP.
-
-    Uses the standard conversion (Bun & Steinke 2016, Prop. 1.3): rho-zCDP implies
-    (rho + 2*sqrt(rho*L), delta)-DP with L = ln(1/delta).
-    """
-    # Inverse check: rho + 2*sqrt(rho*L) = (sqrt(rho) + sqrt(L))**2 - L, strictly increasing in
-    # rho >= 0, so eps = that  <=>  sqrt(rho) = sqrt(eps + L) - sqrt(L) (the non-negative
-    # root), i.e. rho = (sqrt(eps + L) - sqrt(L))**2 as specified. Written as
-    # eps / (sqrt(eps + L) + sqrt(L)) to avoid cancellation when L >> eps.
-    big_l = -math.log(delta)
-    return (epsilon / (math.sqrt(epsilon + big_l) + math.sqrt(big_l))) ** 2
-
-
 @dataclass(frozen=True)
 class NoisePlan:
     """A calibrated noise mechanism for one release of a ``dimension``-slot vector.
@@ -80,7 +72,8 @@ class NoisePlan:
             ``sigma`` (pmf ~ exp(-k**2 / (2 sigma**2))), identical on every slot.
         epsilon: the target epsilon.
         delta: the target delta (0 for laplace).
-        rho: the zCDP budget the Gaussian was calibrated to (None for laplace).
+        rho: the zCDP cost of one release, OpenDP's map of ``scale`` at the sensitivity
+            (None for laplace).
         dimension: number of slots a release holds.
     """
 
@@ -194,8 +187,9 @@ def plan_noise(
 
     ``"laplace"`` needs ``delta == 0`` and calibrates on ``l1_sensitivity`` to ``epsilon``;
     ``"gaussian"`` needs ``0 < delta < 1`` and calibrates on ``l2_sensitivity`` to
-    ``rho = zcdp_rho(epsilon, delta)``. The scale is the smallest one OpenDP's privacy map
-    certifies at the sensitivity (binary search to the float).
+    ``(epsilon, delta)`` through OpenDP's zCDP -> approximate-DP conversion. The scale is the
+    smallest one OpenDP's privacy map certifies at the sensitivity (binary search to the
+    float); results are cached, since ``explore`` and every release ask for the same plans.
     """
     if mechanism not in MECHANISMS:
         raise InvalidPolicy(f"unknown noise mechanism {mechanism!r}; use one of {MECHANISMS}")
@@ -219,25 +213,99 @@ def plan_noise(
         raise InvalidPolicy(f"dimension must be a positive integer, got {dimension!r}")
 
     if mechanism == "laplace":
-        rho = None
-        d_in: float = l1_sensitivity
-        d_out = float(epsilon)
+        scale, rho = _calibrate_laplace(float(epsilon), l1_sensitivity), None
     else:
-        rho = zcdp_rho(epsilon, delta)
         # An irrational L2 sensitivity reaches us rounded to the nearest float, possibly
         # down (math.sqrt(3) < sqrt(3)); one ulp up makes it an upper bound again.
         d_in = math.nextafter(float(l2_sensitivity), math.inf)
-        d_out = rho
+        scale = _calibrate_gaussian(float(epsilon), float(delta), d_in)
+        rho = float(_measurement("gaussian", scale).map(d_in))
+    return NoisePlan(mechanism, float(scale), float(epsilon), float(delta), rho, dimension)
+
+
+def _approx_dp(scale: float, delta: float) -> Any:
+    """The Gaussian measurement read as (epsilon, delta)-DP at a fixed ``delta`` by OpenDP."""
+    curve = dp.c.make_zCDP_to_approxDP(_measurement("gaussian", scale))
+    return dp.c.make_fix_delta(curve, delta)
+
+
+def _certified(mechanism: str, scale: float, d_in: float, d_out: Any) -> bool:
+    """Whether OpenDP certifies ``d_out`` at ``d_in`` for noise of ``scale``.
+
+    ``"gaussian-zcdp"`` asks for the Gaussian's zCDP ``rho``, ``"gaussian"`` for its
+    ``(epsilon, delta)`` through the conversion, ``"laplace"`` for pure ``epsilon``.
+    """
     try:
-        scale = dp.binary_search_param(
-            lambda s: _measurement(mechanism, s), d_in=d_in, d_out=d_out, T=float
+        if mechanism == "gaussian":
+            return bool(_approx_dp(scale, d_out[1]).check(d_in, d_out))
+        kind = "laplace" if mechanism == "laplace" else "gaussian"
+        return bool(_measurement(kind, scale).check(d_in, d_out))
+    except (ValueError, dp.OpenDPException):
+        # A scale so small that the conversion overflows certifies nothing.
+        return False
+
+
+def _target(mechanism: str, d_out: Any) -> str:
+    if mechanism == "gaussian-zcdp":
+        return f"rho={d_out}"
+    return f"epsilon={d_out[0]}, delta={d_out[1]}" if isinstance(d_out, tuple) else (
+        f"epsilon={d_out}")
+
+
+def _search(mechanism: str, d_in: float, d_out: Any, bounds: tuple[float, float]) -> float:
+    """The smallest float scale in ``bounds`` OpenDP certifies for ``d_in -> d_out``."""
+    low, high = bounds
+    if not _certified(mechanism, high, d_in, d_out):
+        raise InvalidPolicy(
+            f"cannot calibrate {mechanism} noise for {_target(mechanism, d_out)} at this "
+            f"sensitivity (at most a scale of {MAX_SCALE:g} is supported)"
         )
-        certified = _measurement(mechanism, scale).check(d_in, d_out)
+    for _ in range(64):  # widen downwards until the smallest certified scale is inside
+        if not _certified(mechanism, low, d_in, d_out):
+            break
+        low, high = low / 4, low
+    else:
+        raise InvalidPolicy(f"cannot calibrate {mechanism} noise for {_target(mechanism, d_out)}")
+    try:
+        scale = float(dp.binary_search(
+            lambda s: _certified(mechanism, s, d_in, d_out), bounds=(low, high), T=float
+        ))
     except (ValueError, dp.OpenDPException) as exc:
         raise InvalidPolicy(f"cannot calibrate {mechanism} noise: {exc}") from exc
-    if not certified or not 0 < scale <= MAX_SCALE:
+    if not _certified(mechanism, scale, d_in, d_out) or not 0 < scale <= MAX_SCALE:
         raise InvalidPolicy(
-            f"cannot calibrate {mechanism} noise for epsilon={epsilon}, delta={delta} at this "
-            f"sensitivity (scale {scale:g}; at most {MAX_SCALE:g} is supported)"
+            f"cannot calibrate {mechanism} noise for {_target(mechanism, d_out)} (scale {scale:g})"
         )
-    return NoisePlan(mechanism, float(scale), float(epsilon), float(delta), rho, dimension)
+    return scale
+
+
+@lru_cache(maxsize=4096)
+def _calibrate_laplace(epsilon: float, l1_sensitivity: int) -> float:
+    exact = l1_sensitivity / epsilon
+    if not exact <= MAX_SCALE / 2:
+        raise InvalidPolicy(
+            f"cannot calibrate laplace noise for epsilon={epsilon} at this sensitivity "
+            f"(scale {exact:g}; at most {MAX_SCALE:g} is supported)"
+        )
+    # OpenDP's map rounds up: the certified scale is within a few ulps above l1 / epsilon.
+    return _search("laplace", l1_sensitivity, epsilon, (exact / 2, min(exact * 2, MAX_SCALE)))
+
+
+@lru_cache(maxsize=4096)
+def _calibrate_gaussian(epsilon: float, delta: float, d_in: float) -> float:
+    # Two steps, both OpenDP's maps: the largest rho its conversion certifies for
+    # (epsilon, delta) (one search per target, cached), then the smallest sigma whose zCDP
+    # map at d_in is within it. Searching sigma through the conversion directly gives the
+    # same sigma but costs ~3 ms per probe instead of ~0.5 ms.
+    try:
+        capacity = zcdp_capacity(epsilon, delta)
+    except InvalidInput as exc:
+        raise InvalidPolicy(f"cannot calibrate gaussian noise: {exc.detail}") from None
+    high = min(d_in / math.sqrt(2 * capacity) * 2, MAX_SCALE)
+    scale = _search("gaussian-zcdp", d_in, capacity, (high / 4, high))
+    # The conversion itself must certify the chosen sigma; nudge up if rounding disagrees.
+    for _ in range(64):
+        if _certified("gaussian", scale, d_in, (epsilon, delta)):
+            return scale
+        scale = math.nextafter(scale, math.inf)
+    raise InvalidPolicy(f"cannot calibrate gaussian noise for epsilon={epsilon}, delta={delta}")

@@ -7,7 +7,8 @@ import math
 import opendp.prelude as dp
 import pytest
 
-from blindsum.server.keyholder.noise import NoisePlan, plan_noise, zcdp_rho
+from blindsum.server.keyholder.accounting import bun_steinke_rho
+from blindsum.server.keyholder.noise import NoisePlan, plan_noise
 from blindsum.shared.errors import InvalidInput, InvalidPolicy
 
 dp.enable_features("contrib")
@@ -45,28 +46,55 @@ def test_laplace_calibration_is_tight_under_opendp_map(epsilon: float, l1: int) 
     assert scalar.map(l1) <= epsilon
 
 
+def approx_dp_epsilon(scale: float, l2: float, delta: float) -> float:
+    """OpenDP's (epsilon at delta) for the vector Gaussian of ``scale`` at L2 distance ``l2``."""
+    profile = dp.c.make_zCDP_to_approxDP(gaussian_on_vectors(scale)).map(l2)
+    return profile.epsilon(delta)
+
+
 @pytest.mark.parametrize(
     ("epsilon", "delta", "l2"),
-    [(1.0, 1e-6, 1.0), (1.0, 1e-6, SQRT2), (0.5, 1e-9, math.sqrt(3)), (4.0, 1e-3, 5.0)],
+    [(1.0, 1e-6, 1.0), (1.0, 1e-6, SQRT2), (0.5, 1e-9, math.sqrt(3)), (4.0, 1e-3, 5.0),
+     (1.0, 1e-7, 3600.0)],
 )
-def test_gaussian_calibration_is_tight_under_opendp_map(
+def test_gaussian_calibration_is_tight_under_opendp_conversion(
     epsilon: float, delta: float, l2: float
 ) -> None:
     plan = plan_noise("gaussian", epsilon, delta, 5, l2, 3)
-    rho = zcdp_rho(epsilon, delta)
-    assert plan.rho == rho
-    assert gaussian_on_vectors(plan.scale).map(l2) <= rho
-    assert gaussian_on_vectors(plan.scale * (1 - 1e-9)).map(l2) > rho
-    # The non-integer L2 sensitivity: OpenDP's float-typed map equals the closed form.
-    assert plan.scale == pytest.approx(l2 / math.sqrt(2 * rho), rel=1e-12)
-    # OpenDP's own (tighter) zCDP -> approximate-DP conversion certifies (epsilon, delta).
-    profile = dp.c.make_zCDP_to_approxDP(gaussian_on_vectors(plan.scale)).map(l2)
-    assert profile.epsilon(delta) <= epsilon
+    # OpenDP's zCDP -> approximate-DP conversion certifies (epsilon, delta) at the scale...
+    assert approx_dp_epsilon(plan.scale, l2, delta) <= epsilon
+    # ...and no noticeably smaller scale is certified: the calibration is tight.
+    assert approx_dp_epsilon(plan.scale * (1 - 1e-6), l2, delta) > epsilon
+    # rho is the Gaussian's own zCDP cost at the sensitivity (an ulp above it, as the
+    # sensitivity is), what a zCDP ledger adds up.
+    assert plan.rho == gaussian_on_vectors(plan.scale).map(math.nextafter(l2, math.inf))
+    assert plan.rho >= gaussian_on_vectors(plan.scale).map(l2)
+    assert plan.rho == pytest.approx(l2**2 / (2 * plan.scale**2), rel=1e-12)
+
+
+@pytest.mark.parametrize(("epsilon", "delta"), [(1.0, 1e-7), (1.0, 1e-6), (0.1, 1e-9)])
+def test_gaussian_calibration_beats_the_closed_form_conversion(
+    epsilon: float, delta: float
+) -> None:
+    plan = plan_noise("gaussian", epsilon, delta, 3600, 3600.0, 1)
+    closed_form_sigma = 3600 / math.sqrt(2 * bun_steinke_rho(epsilon, delta))
+    assert plan.scale < 0.9 * closed_form_sigma
+    assert plan.rho > bun_steinke_rho(epsilon, delta)
+
+
+def test_session_seconds_sigma_is_the_one_opendp_certifies() -> None:
+    # The demo's session_seconds: L2 sensitivity 3600 at (1, 1e-7). The closed form
+    # (Bun-Steinke) needs sigma 20,752; OpenDP's conversion certifies 17,916.
+    plan = plan_noise("gaussian", 1.0, 1e-7, 3600, 3600.0, 1)
+    assert round(3600 / math.sqrt(2 * bun_steinke_rho(1.0, 1e-7))) == 20752
+    assert round(plan.scale) == 17916
+    assert approx_dp_epsilon(17917.0, 3600.0, 1e-7) <= 1.0 < approx_dp_epsilon(17915.0, 3600.0,
+                                                                               1e-7)
 
 
 @pytest.mark.parametrize(("epsilon", "delta"), [(1.0, 1e-6), (0.01, 1e-12), (10.0, 0.1)])
-def test_rho_inverts_the_zcdp_conversion(epsilon: float, delta: float) -> None:
-    rho = zcdp_rho(epsilon, delta)
+def test_closed_form_rho_inverts_the_bun_steinke_conversion(epsilon: float, delta: float) -> None:
+    rho = bun_steinke_rho(epsilon, delta)
     log_inv = math.log(1 / delta)
     assert rho + 2 * math.sqrt(rho * log_inv) == pytest.approx(epsilon, rel=1e-12)
     assert rho == pytest.approx((math.sqrt(epsilon + log_inv) - math.sqrt(log_inv)) ** 2, rel=1e-9)
