@@ -87,20 +87,29 @@ def cmd_keyholder_init(args: argparse.Namespace) -> int:
 def cmd_keyholder_policy_add(args: argparse.Namespace) -> int:
     from blindsum.server.keyholder.config import load_config
     from blindsum.server.keyholder.service import Keyholder
-    from blindsum.shared.policy import load_policies_toml
+    from blindsum.server.planning.commands import previews, read_policies, show_previews
 
     config = load_config(_keyholder_overrides(args))
-    try:
-        text = Path(args.file).read_text()
-    except OSError as exc:
-        raise InvalidConfig(f"cannot read policy file {args.file}: {exc.strerror}") from None
-    policies = load_policies_toml(text)
+    policies = read_policies(args.file)
+    # The preview is computed before anything is registered: a policy that cannot be
+    # calibrated fails here and nothing is written.
+    items = previews(policies, args.contributors)
     holder = Keyholder.open(config.data_dir, config.passphrase)
     added = holder.add_policies(policies)
     unchanged = [p.name for p in policies if p.name not in added]
+    if args.json:
+        show_previews(items, as_json=True)
+        return 0
+    show_previews(items, as_json=False)
     print(f"added: {', '.join(added) or 'none'}; already registered: "
           f"{', '.join(unchanged) or 'none'}")
     return 0
+
+
+def cmd_keyholder_policy_check(args: argparse.Namespace) -> int:
+    from blindsum.server.planning.commands import cmd_policy_check
+
+    return cmd_policy_check(args)
 
 
 def cmd_keyholder_policy_retire(args: argparse.Namespace) -> int:
@@ -348,6 +357,8 @@ def _token_parsers(srv: argparse._SubParsersAction) -> None:  # type: ignore[typ
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from blindsum.server.planning.commands import add_explore_parser, add_preview_arguments
+
     parser = argparse.ArgumentParser(
         prog="blindsum",
         description="Privacy-preserving metrics: encrypted aggregation with DP releases.",
@@ -374,7 +385,16 @@ def build_parser() -> argparse.ArgumentParser:
     add = policy_actions.add_parser("add", help="register the policies of a TOML file")
     kh_common(add)
     add.add_argument("file", help="policy TOML file ([metrics.NAME] tables)")
+    add_preview_arguments(add)
     add.set_defaults(handler=cmd_keyholder_policy_add)
+
+    check = policy_actions.add_parser(
+        "check", help="validate a policy file and preview its noise, accuracy and budget "
+                      "(registers nothing, needs no data directory)")
+    check.add_argument("file", help="policy TOML file ([metrics.NAME] tables)")
+    add_preview_arguments(check)
+    check.add_argument("--strict", action="store_true", help="exit 1 if there are warnings")
+    check.set_defaults(handler=cmd_keyholder_policy_check)
 
     retire_policy = policy_actions.add_parser(
         "retire", help="retire a metric: no more reports, no more releases")
@@ -453,6 +473,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-tls", action="store_true",
                       help="plain HTTP on loopback (default: HTTPS with a private CA)")
     demo.set_defaults(handler=cmd_demo)
+
+    add_explore_parser(roles)
 
     bench = roles.add_parser("bench", help="benchmarks: ratios against baselines, side by side")
     bench.add_argument("--quick", action="store_true",

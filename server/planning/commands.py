@@ -1,0 +1,185 @@
+"""The planning commands behind ``blindsum explore`` and ``blindsum keyholder policy check``.
+
+Both read a policy file and nothing else (no key-holder, no data directory); ``explore``
+writes only its PNG plots, into the folder it is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import Progress
+
+from blindsum.server.planning.accuracy import (
+    DEFAULT_EPSILONS,
+    Exploration,
+    explore,
+    with_settings,
+)
+from blindsum.server.planning.preview import Preview, preview
+from blindsum.server.planning.render import (
+    exploration_table,
+    plot_exploration,
+    preview_tables,
+    print_warnings,
+    simulation_table,
+)
+from blindsum.server.planning.sample import Simulation, read_sample, simulate
+from blindsum.shared.errors import InvalidConfig, InvalidInput
+from blindsum.shared.policy import MetricPolicy, load_policies_toml
+
+
+def read_text(path: str, what: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise InvalidConfig(f"cannot read {what} {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise InvalidConfig(f"cannot read {what} {path}: not UTF-8 text") from None
+
+
+def read_policies(path: str) -> list[MetricPolicy]:
+    """The policies of a TOML file; the whole file is refused on any error."""
+    return load_policies_toml(read_text(path, "policy file"))
+
+
+def previews(policies: list[MetricPolicy], contributors: int | None) -> list[Preview]:
+    return [preview(p, contributors) for p in policies]
+
+
+def show_previews(items: list[Preview], as_json: bool) -> int:
+    """Print the previews (table and warnings, or JSON); return how many warnings."""
+    if as_json:
+        print(json.dumps({"metrics": [item.to_json() for item in items]}))
+        return sum(len(item.warnings) for item in items)
+    console = Console()
+    for table in preview_tables(items):
+        console.print(table)
+    return print_warnings(console, items)
+
+
+def cmd_policy_check(args: argparse.Namespace) -> int:
+    items = previews(read_policies(args.file), args.contributors)
+    warnings = show_previews(items, args.json)
+    if not args.json:
+        print(f"{len(items)} metric(s) valid; {warnings} warning(s)")
+    return 1 if warnings and args.strict else 0
+
+
+def _selected(policies: list[MetricPolicy], names: list[str] | None) -> list[MetricPolicy]:
+    if not names:
+        return policies
+    known = {p.name: p for p in policies}
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise InvalidInput(f"no metric {missing} in the policy file (it has {sorted(known)})")
+    return [known[n] for n in names]
+
+
+def _varied(policy: MetricPolicy, args: argparse.Namespace) -> MetricPolicy:
+    changes = {"lower": args.lower, "upper": args.upper, "precision": args.precision,
+               "window_seconds": args.window_seconds}
+    if all(value is None for value in changes.values()):
+        return policy
+    return with_settings(policy, **changes)
+
+
+def _run(policies: list[MetricPolicy], args: argparse.Namespace, console: Console
+         ) -> tuple[list[Exploration], list[Simulation]]:
+    sample = read_sample(read_text(args.sample, "sample file"),
+                         {p.name: p for p in policies}) if args.sample else {}
+    explorations: list[Exploration] = []
+    simulations: list[Simulation] = []
+    grid = set(args.epsilon or DEFAULT_EPSILONS)
+    total = sum(len(grid | {p.privacy.epsilon}) for p in policies)
+    total += sum(args.releases for p in policies if p.name in sample)
+    with Progress(console=console, transient=True, disable=args.json) as bar:
+        task = bar.add_task("calibrating and simulating", total=total)
+        for policy in policies:
+            explorations.append(explore(policy, args.epsilon, args.contributors,
+                                        progress=lambda k: bar.advance(task, k)))
+            if policy.name in sample:
+                simulations.append(simulate(policy, sample[policy.name], args.releases,
+                                            progress=lambda k: bar.advance(task, k)))
+    return explorations, simulations
+
+
+def cmd_explore(args: argparse.Namespace) -> int:
+    policies = [_varied(p, args) for p in _selected(read_policies(args.file), args.metric)]
+    console = Console(stderr=True)
+    explorations, simulations = _run(policies, args, console)
+    by_metric = {sim.metric: sim for sim in simulations}
+    plots = [] if args.no_plots else [
+        plot_exploration(e, args.plots, by_metric.get(e.policy.name)) for e in explorations]
+    if args.json:
+        print(json.dumps({
+            "metrics": [e.to_json() for e in explorations],
+            "simulations": [vars(sim) for sim in simulations],
+            "plots": [str(p) for p in plots],
+        }))
+        return 0
+    out = Console()
+    for exploration in explorations:
+        out.print(exploration_table(exploration))
+    if simulations:
+        out.print(simulation_table(simulations))
+    for path in plots:
+        out.print(f"plot: {path}", markup=False, highlight=False)
+    return 0
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def epsilon_value(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"epsilon must be a number, got {text!r}") from None
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"epsilon must be in (0, 100], got {text}")
+    return value
+
+
+def add_explore_parser(roles: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = roles.add_parser(
+        "explore", help="accuracy against epsilon, reports, bounds and windows, before going live")
+    parser.add_argument("file", help="policy TOML file ([metrics.NAME] tables)")
+    parser.add_argument("--metric", action="append", metavar="NAME",
+                        help="only this metric (repeatable; default: every metric)")
+    parser.add_argument("--epsilon", action="append", type=epsilon_value, metavar="E",
+                        help="epsilon per release to try (repeatable; default 0.1 ... 8; "
+                             "the policy's own is always included)")
+    parser.add_argument("--contributors", action="append", type=positive_int, metavar="N",
+                        help="reports per window (repeatable; default k, 10k, 100k, 1000k)")
+    for name in ("lower", "upper", "precision"):
+        parser.add_argument(f"--{name}", type=float,
+                            help=f"try another {name} (every selected metric; see --metric)")
+    parser.add_argument("--window-seconds", type=positive_int,
+                        help="try another window length (changes releases per day)")
+    parser.add_argument("--sample", help="CSV of raw values (header 'metric,value'; a vector "
+                                         "metric's values on one row): simulate releases on it")
+    parser.add_argument("--releases", type=positive_int, default=200,
+                        help="simulated releases per metric with --sample (default 200)")
+    parser.add_argument("--plots", type=Path, default=Path("explore-plots"),
+                        help="folder for one PNG per metric (default ./explore-plots)")
+    parser.add_argument("--no-plots", action="store_true", help="write no PNG")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=cmd_explore)
+
+
+def add_preview_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--contributors", type=positive_int, metavar="N",
+                        help="expected reports per window for the preview "
+                             "(default: each metric's min_contributors, the worst case)")
+    parser.add_argument("--json", action="store_true", help="print the preview as JSON")

@@ -1,0 +1,185 @@
+"""Terminal tables (rich) and PNG plots (matplotlib) of explorations, simulations, previews."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from blindsum.server.planning.accuracy import Exploration, Lifetime, value_range
+from blindsum.server.planning.preview import Preview
+from blindsum.server.planning.sample import Simulation
+
+
+def _units(kind: str) -> str:
+    return {"histogram": "reports per bucket", "count": "reports", "mean": "value units",
+            "sum": "value units", "vector": "value units per coordinate"}[kind]
+
+
+def short(x: float) -> str:
+    """Three significant digits with an SI suffix, so tables fit an 80-column terminal."""
+    for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
+        if abs(x) >= factor:
+            return f"{x / (1e3 if suffix == 'k' else factor):.3g}{suffix}"
+    return f"{x:,.0f}" if abs(x) >= 1000 else f"{x:.3g}"
+
+
+def share(p: float) -> str:
+    if p >= 0.1:
+        return f"{p:.0%}"
+    return f"{p:.1%}" if p >= 0.001 else "<0.1%"
+
+
+def _days(life: Lifetime, releases: int | None) -> str:
+    days = life.days(releases)
+    return "-" if days is None else short(days)
+
+
+def _count(releases: int | None) -> str:
+    return "-" if releases is None else short(releases)
+
+
+def _depends_on_n(exploration: Exploration) -> bool:
+    widths = {tuple(exploration.at(e, n).half_width for e in exploration.epsilons)
+              for n in exploration.contributors}
+    return len(widths) > 1
+
+
+def exploration_table(exploration: Exploration) -> Table:
+    policy = exploration.policy
+    privacy = policy.privacy
+    delta = f", delta {privacy.delta:g}" if privacy.mechanism == "gaussian" else ""
+    table = Table(title=(
+        f"{policy.name} ({policy.kind}, {privacy.mechanism}{delta}): 95% CI +/- in "
+        f"{_units(policy.kind)}, and its share of the value range with n reports"))
+    table.add_column("epsilon", justify="right")
+    table.add_column("sigma" if privacy.mechanism == "gaussian" else "b", justify="right")
+    # Only a mean's half-width depends on n (a sum's noise is added once, whatever n is).
+    per_n = _depends_on_n(exploration)
+    if not per_n:
+        table.add_column("CI +/-", justify="right")
+    for n in exploration.contributors:
+        table.add_column(f"n={short(n)}", justify="right")
+    table.add_column("releases b/z", justify="right", no_wrap=True)
+    table.add_column("days b/z", justify="right", no_wrap=True)
+    for eps in exploration.epsilons:
+        first = exploration.at(eps, exploration.contributors[0])
+        cells = [] if per_n else [short(first.half_width)]
+        for n in exploration.contributors:
+            row = exploration.at(eps, n)
+            cells.append(f"{short(row.half_width)} ({share(row.relative)})" if per_n
+                         else share(row.relative))
+        life = exploration.lifetimes[eps]
+        mark = " <" if eps == privacy.epsilon else ""
+        table.add_row(f"{eps:g}{mark}", short(first.scale), *cells,
+                      f"{_count(life.basic_releases)}/{_count(life.zcdp_releases)}",
+                      f"{_days(life, life.basic_releases)}/{_days(life, life.zcdp_releases)}",
+                      style="bold" if mark else None)
+    table.caption = (
+        f"< the policy's epsilon. Budget epsilon {privacy.budget_epsilon:g}, "
+        f"{policy.window_seconds} s windows ({86400 / policy.window_seconds:g} per day). "
+        "b: basic composition, as the ledger books today; z: the same epsilon budget and "
+        "total delta, composed in zCDP and converted once.")
+    return table
+
+
+def simulation_table(simulations: list[Simulation]) -> Table:
+    table = Table(title="Simulated releases on the sample (error against the raw, unclipped "
+                        "truth; worst coordinate)")
+    table.add_column("metric", no_wrap=True)
+    for column in ("epsilon", "n", "outside bounds", "clipping bias", "mean error", "RMSE",
+                   "CI +/-", "coverage"):
+        table.add_column(column, justify="right")
+    for sim in simulations:
+        worst = max(range(len(sim.mean_error)), key=lambda i: abs(sim.mean_error[i]))
+        table.add_row(sim.metric, f"{sim.epsilon:g}", short(sim.contributors),
+                      share(sim.clipped_share), short(sim.worst_bias),
+                      short(sim.mean_error[worst]), short(sim.worst_rmse),
+                      short(sim.half_width), f"{sim.coverage:.1%}")
+    table.caption = ("A clipping bias well inside the CI is harmless; one near or beyond it "
+                     "means the bounds cut real values: widen them (more noise) or accept it.")
+    return table
+
+
+def preview_tables(previews: list[Preview]) -> tuple[Table, Table]:
+    """Two tables that fit 80 columns: one release, then the budget over time."""
+    release = Table(title="One release (95% CI at the expected reports per window)")
+    release.add_column("metric", no_wrap=True)
+    for column in ("noise", "epsilon", "delta", "scale", "reports", "CI +/-", "of range"):
+        release.add_column(column, justify="left" if column == "noise" else "right")
+    budget = Table(title="The budget over time")
+    budget.add_column("metric", no_wrap=True)
+    for column in ("budget", "eps/day", "releases basic", "zCDP", "days basic", "zCDP"):
+        budget.add_column(column, justify="right")
+    for item in previews:
+        acc, life, privacy = item.accuracy, item.lifetime, item.policy.privacy
+        release.add_row(item.policy.name, acc.mechanism, f"{privacy.epsilon:g}",
+                        f"{privacy.delta:g}", short(acc.scale), short(acc.contributors),
+                        short(acc.half_width), share(acc.relative))
+        budget.add_row(item.policy.name, f"{privacy.budget_epsilon:g}",
+                       f"{life.epsilon_per_day:g}", _count(life.basic_releases),
+                       _count(life.zcdp_releases), _days(life, life.basic_releases),
+                       _days(life, life.zcdp_releases))
+    budget.caption = ("basic: what the ledger books today (epsilons add). zCDP: the same "
+                      "epsilon budget and total delta, composed in zCDP, converted once.")
+    return release, budget
+
+
+def print_warnings(console: Console, previews: list[Preview]) -> int:
+    count = 0
+    for item in previews:
+        for advice in item.warnings:
+            count += 1
+            console.print(f"warning ({advice.kind}): {item.policy.name}: {advice.message}",
+                          markup=False, highlight=False)
+    return count
+
+
+def plot_exploration(exploration: Exploration, folder: Path,
+                     simulation: Simulation | None = None) -> Path:
+    """One PNG per metric: CI half-width and its share of the range, against epsilon."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    policy = exploration.policy
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    # A sum's half-width does not depend on n (the noise is added once); a mean's does.
+    widths = {n: [exploration.at(e, n).half_width for e in exploration.epsilons]
+              for n in exploration.contributors}
+    distinct = _depends_on_n(exploration)
+    for n, values in widths.items():
+        if distinct or n == exploration.contributors[0]:
+            left.plot(exploration.epsilons, values, marker="o",
+                      label=f"n = {n:,}" if distinct else "any n")
+        right.plot(exploration.epsilons,
+                   [100 * exploration.at(e, n).relative for e in exploration.epsilons],
+                   marker="o", label=f"n = {n:,}")
+    if simulation is not None:
+        scale = 100 / value_range(policy, simulation.contributors)
+        right.plot([simulation.epsilon], [simulation.worst_rmse * scale], "k*", markersize=12,
+                   label=f"sample RMSE (n = {simulation.contributors:,})")
+        right.axhline(simulation.worst_bias * scale, color="k", linestyle=":",
+                      label="sample clipping bias")
+    for axis in (left, right):
+        axis.set_xscale("log")
+        axis.set_yscale("log")
+        axis.axvline(policy.privacy.epsilon, color="grey", linestyle="--", linewidth=1)
+        axis.set_xlabel("epsilon per release")
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend(fontsize=8)
+    right.axhline(100, color="red", linewidth=1)
+    right.text(exploration.epsilons[0], 100, " CI as wide as the range", color="red",
+               va="bottom", fontsize=8)
+    left.set_ylabel(f"95% CI half-width ({_units(policy.kind)})")
+    right.set_ylabel("95% CI half-width, % of the value range")
+    fig.suptitle(f"{policy.name}: {policy.kind}, {policy.privacy.mechanism}"
+                 f" (dashed: the policy's epsilon {policy.privacy.epsilon:g})")
+    fig.tight_layout()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{policy.name}.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
