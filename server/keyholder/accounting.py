@@ -59,6 +59,15 @@ def _approx_carrier(delta: float) -> Any:
     return dp.c.make_fix_delta(dp.c.make_zCDP_to_approxDP(_ZCDP_CARRIER), delta)
 
 
+def _within(approx: Any, d: float, target: tuple[float, float]) -> bool:
+    try:
+        return bool(approx.check(d, target))
+    except dp.OpenDPException:
+        # OpenDP refuses to evaluate exp(epsilon) beyond the float range (epsilon > ~700):
+        # nothing is certified there.
+        return False
+
+
 def bun_steinke_rho(epsilon: float, delta: float) -> float:
     """The largest ``rho`` whose closed-form conversion gives ``(epsilon, delta)``-DP.
 
@@ -100,7 +109,10 @@ def zcdp_epsilon(rho: float, delta: float) -> float:
     delta = _delta(delta)
     if rho == 0:
         return 0.0
-    epsilon, _ = _approx_carrier(delta).map(_carrier_distance(rho))
+    try:
+        epsilon, _ = _approx_carrier(delta).map(_carrier_distance(rho))
+    except dp.OpenDPException as exc:
+        raise InvalidInput(f"OpenDP cannot convert rho={rho} at delta={delta}: {exc}") from None
     return float(epsilon)
 
 
@@ -116,14 +128,15 @@ def zcdp_capacity(epsilon: float, delta: float) -> float:
     # OpenDP's conversion is tighter than the closed form, so the answer is at least
     # bun_steinke_rho; for delta << 1 it is below epsilon (widened for large deltas).
     low = math.sqrt(2 * bun_steinke_rho(epsilon, delta))
-    while low > 0 and not approx.check(low, (epsilon, delta)):
+    while low > 0 and not _within(approx, low, (epsilon, delta)):
         low /= 2  # only if OpenDP's rounding ever made it looser at this point
     if low == 0:
         raise InvalidInput(f"no zCDP budget fits epsilon={epsilon}, delta={delta}")
     high = max(math.sqrt(2 * epsilon) * 1.01, low * 2)
-    while approx.check(high, (epsilon, delta)):
+    while _within(approx, high, (epsilon, delta)):
         low, high = high, high * 2
-    d = dp.binary_search(lambda x: approx.check(x, (epsilon, delta)), bounds=(low, high), T=float)
+    d = dp.binary_search(lambda x: _within(approx, x, (epsilon, delta)), bounds=(low, high),
+                         T=float)
     return float(_ZCDP_CARRIER.map(d))
 
 

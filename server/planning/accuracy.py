@@ -12,6 +12,7 @@ report count only.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -137,7 +138,10 @@ def lifetime(policy: MetricPolicy, epsilon: float | None = None) -> Lifetime:
     if plan.rho is not None and basic > 0:
         total_delta = basic * privacy.delta
         if total_delta < 1:
-            zcdp = accounting.releases_within(plan.rho, privacy.budget_epsilon, total_delta)
+            # An enormous budget (epsilon beyond ~700) is past what OpenDP can convert.
+            with contextlib.suppress(InvalidInput):
+                zcdp = accounting.releases_within(plan.rho, privacy.budget_epsilon,
+                                                  total_delta)
     return Lifetime(per_day, per_day * privacy.epsilon, basic, zcdp, total_delta)
 
 

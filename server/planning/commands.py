@@ -16,18 +16,19 @@ from rich.progress import Progress
 from blindsum.server.planning.accuracy import (
     DEFAULT_EPSILONS,
     Exploration,
+    default_contributors,
     explore,
     with_settings,
 )
 from blindsum.server.planning.preview import Preview, preview
 from blindsum.server.planning.render import (
-    exploration_table,
+    exploration_tables,
     plot_exploration,
     preview_tables,
     print_warnings,
     simulation_table,
 )
-from blindsum.server.planning.sample import Simulation, read_sample, simulate
+from blindsum.server.planning.sample import Sample, Simulation, read_sample, simulate
 from blindsum.shared.errors import InvalidConfig, InvalidInput
 from blindsum.shared.policy import MetricPolicy, load_policies_toml
 
@@ -87,10 +88,8 @@ def _varied(policy: MetricPolicy, args: argparse.Namespace) -> MetricPolicy:
     return with_settings(policy, **changes)
 
 
-def _run(policies: list[MetricPolicy], args: argparse.Namespace, console: Console
-         ) -> tuple[list[Exploration], list[Simulation]]:
-    sample = read_sample(read_text(args.sample, "sample file"),
-                         {p.name: p for p in policies}) if args.sample else {}
+def _run(policies: list[MetricPolicy], sample: Sample, args: argparse.Namespace,
+         console: Console) -> tuple[list[Exploration], list[Simulation]]:
     explorations: list[Exploration] = []
     simulations: list[Simulation] = []
     grid = set(args.epsilon or DEFAULT_EPSILONS)
@@ -99,7 +98,10 @@ def _run(policies: list[MetricPolicy], args: argparse.Namespace, console: Consol
     with Progress(console=console, transient=True, disable=args.json) as bar:
         task = bar.add_task("calibrating and simulating", total=total)
         for policy in policies:
-            explorations.append(explore(policy, args.epsilon, args.contributors,
+            counts = list(args.contributors or default_contributors(policy))
+            if policy.name in sample:  # the sample's own window size, for comparison
+                counts.append(len(sample[policy.name]))
+            explorations.append(explore(policy, args.epsilon, counts,
                                         progress=lambda k: bar.advance(task, k)))
             if policy.name in sample:
                 simulations.append(simulate(policy, sample[policy.name], args.releases,
@@ -108,9 +110,13 @@ def _run(policies: list[MetricPolicy], args: argparse.Namespace, console: Consol
 
 
 def cmd_explore(args: argparse.Namespace) -> int:
-    policies = [_varied(p, args) for p in _selected(read_policies(args.file), args.metric)]
+    every = read_policies(args.file)
+    policies = [_varied(p, args) for p in _selected(every, args.metric)]
+    # Rows of metrics not selected are checked, then left out.
+    sample = read_sample(read_text(args.sample, "sample file"),
+                         {p.name: p for p in every}) if args.sample else {}
     console = Console(stderr=True)
-    explorations, simulations = _run(policies, args, console)
+    explorations, simulations = _run(policies, sample, args, console)
     by_metric = {sim.metric: sim for sim in simulations}
     plots = [] if args.no_plots else [
         plot_exploration(e, args.plots, by_metric.get(e.policy.name)) for e in explorations]
@@ -123,7 +129,8 @@ def cmd_explore(args: argparse.Namespace) -> int:
         return 0
     out = Console()
     for exploration in explorations:
-        out.print(exploration_table(exploration))
+        for table in exploration_tables(exploration):
+            out.print(table)
     if simulations:
         out.print(simulation_table(simulations))
     for path in plots:

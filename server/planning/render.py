@@ -19,6 +19,8 @@ def _units(kind: str) -> str:
 
 def short(x: float) -> str:
     """Three significant digits with an SI suffix, so tables fit an 80-column terminal."""
+    if abs(x) < 1e-9:
+        return "0"  # float rounding residue (a mean of values on the precision grid)
     for factor, suffix in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
         if abs(x) >= factor:
             return f"{x / (1e3 if suffix == 'k' else factor):.3g}{suffix}"
@@ -46,7 +48,8 @@ def _depends_on_n(exploration: Exploration) -> bool:
     return len(widths) > 1
 
 
-def exploration_table(exploration: Exploration) -> Table:
+def exploration_tables(exploration: Exploration) -> tuple[Table, Table]:
+    """The accuracy by epsilon and report count, then the budget's lifetime by epsilon."""
     policy = exploration.policy
     privacy = policy.privacy
     delta = f", delta {privacy.delta:g}" if privacy.mechanism == "gaussian" else ""
@@ -61,8 +64,12 @@ def exploration_table(exploration: Exploration) -> Table:
         table.add_column("CI +/-", justify="right")
     for n in exploration.contributors:
         table.add_column(f"n={short(n)}", justify="right")
-    table.add_column("releases b/z", justify="right", no_wrap=True)
-    table.add_column("days b/z", justify="right", no_wrap=True)
+    life_table = Table(title=(
+        f"{policy.name}: releases the budget (epsilon {privacy.budget_epsilon:g}) allows, "
+        f"{86400 / policy.window_seconds:g} windows a day"))
+    for column in ("epsilon", "eps/day", "releases basic", "zCDP", "days basic", "zCDP",
+                   "zCDP total delta"):
+        life_table.add_column(column, justify="right")
     for eps in exploration.epsilons:
         first = exploration.at(eps, exploration.contributors[0])
         cells = [] if per_n else [short(first.half_width)]
@@ -70,35 +77,37 @@ def exploration_table(exploration: Exploration) -> Table:
             row = exploration.at(eps, n)
             cells.append(f"{short(row.half_width)} ({share(row.relative)})" if per_n
                          else share(row.relative))
-        life = exploration.lifetimes[eps]
         mark = " <" if eps == privacy.epsilon else ""
-        table.add_row(f"{eps:g}{mark}", short(first.scale), *cells,
-                      f"{_count(life.basic_releases)}/{_count(life.zcdp_releases)}",
-                      f"{_days(life, life.basic_releases)}/{_days(life, life.zcdp_releases)}",
-                      style="bold" if mark else None)
-    table.caption = (
-        f"< the policy's epsilon. Budget epsilon {privacy.budget_epsilon:g}, "
-        f"{policy.window_seconds} s windows ({86400 / policy.window_seconds:g} per day). "
-        "b: basic composition, as the ledger books today; z: the same epsilon budget and "
-        "total delta, composed in zCDP and converted once.")
-    return table
+        style = "bold" if mark else None
+        table.add_row(f"{eps:g}{mark}", short(first.scale), *cells, style=style)
+        life = exploration.lifetimes[eps]
+        life_table.add_row(
+            f"{eps:g}{mark}", f"{life.epsilon_per_day:g}", _count(life.basic_releases),
+            _count(life.zcdp_releases), _days(life, life.basic_releases),
+            _days(life, life.zcdp_releases),
+            "-" if life.zcdp_delta is None else f"{life.zcdp_delta:.2g}", style=style)
+    table.caption = "< the policy's epsilon"
+    life_table.caption = ("basic: epsilons add, as the ledger books today. zCDP: the same "
+                          "epsilon budget and total delta, composed in zCDP and converted "
+                          "once (OpenDP).")
+    return table, life_table
 
 
 def simulation_table(simulations: list[Simulation]) -> Table:
-    table = Table(title="Simulated releases on the sample (error against the raw, unclipped "
-                        "truth; worst coordinate)")
+    table = Table(title="Simulated releases of the sample at each policy's epsilon (errors "
+                        "against the raw, unclipped truth; worst coordinate)")
     table.add_column("metric", no_wrap=True)
-    for column in ("epsilon", "n", "outside bounds", "clipping bias", "mean error", "RMSE",
-                   "CI +/-", "coverage"):
+    for column in ("n", "clipped", "clip bias", "mean err", "RMSE", "CI +/-", "covers"):
         table.add_column(column, justify="right")
     for sim in simulations:
-        worst = max(range(len(sim.mean_error)), key=lambda i: abs(sim.mean_error[i]))
-        table.add_row(sim.metric, f"{sim.epsilon:g}", short(sim.contributors),
-                      share(sim.clipped_share), short(sim.worst_bias),
-                      short(sim.mean_error[worst]), short(sim.worst_rmse),
-                      short(sim.half_width), f"{sim.coverage:.1%}")
-    table.caption = ("A clipping bias well inside the CI is harmless; one near or beyond it "
-                     "means the bounds cut real values: widen them (more noise) or accept it.")
+        worst = max(range(len(sim.clipping_bias)), key=lambda i: abs(sim.clipping_bias[i]))
+        table.add_row(sim.metric, short(sim.contributors), share(sim.clipped_share),
+                      short(sim.clipping_bias[worst]), short(sim.mean_error[worst]),
+                      short(sim.worst_rmse), short(sim.half_width), share(sim.coverage))
+    table.caption = ("clipped: share of values outside the bounds; covers: share of 95% CIs "
+                     "holding the raw truth. A clipping bias well inside the CI is harmless; "
+                     "one near or beyond it means the bounds cut real values: widen them "
+                     "(more noise) or accept the bias.")
     return table
 
 
@@ -143,6 +152,7 @@ def plot_exploration(exploration: Exploration, folder: Path,
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     policy = exploration.policy
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
@@ -166,6 +176,9 @@ def plot_exploration(exploration: Exploration, folder: Path,
     for axis in (left, right):
         axis.set_xscale("log")
         axis.set_yscale("log")
+        axis.set_xticks(exploration.epsilons)
+        axis.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+        axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         axis.axvline(policy.privacy.epsilon, color="grey", linestyle="--", linewidth=1)
         axis.set_xlabel("epsilon per release")
         axis.grid(True, which="both", alpha=0.3)

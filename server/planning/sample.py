@@ -100,8 +100,9 @@ def _listed(value: float | list[float]) -> list[float]:
 class Simulation:
     """Published values of ``releases`` simulated windows against the raw truth.
 
-    Per coordinate: ``clipping_bias`` is the encoded (clipped, rounded) truth minus the raw
-    truth; ``mean_error`` the average published value minus the raw truth (bias plus the
+    Per coordinate: ``clipping_bias`` is the encoded truth (clipped at the bounds, rounded to
+    the precision) minus the raw truth: the part of the error no epsilon removes;
+    ``mean_error`` the average published value minus the raw truth (that bias plus the
     noise's sampling error); ``rmse`` the root mean square error; ``coverage`` the share of
     published 95% intervals that contain the raw truth. ``clipped_share`` is the share of
     values outside the declared bounds (or bucket edges).

@@ -135,3 +135,10 @@ def test_a_calibrated_release_fits_its_own_target(epsilon: float, delta: float, 
     assert zcdp_epsilon(plan.rho, delta) <= epsilon
     assert plan.rho <= zcdp_capacity(epsilon, delta)
     assert releases_within(plan.rho, epsilon, delta) == 1
+
+
+def test_budgets_beyond_what_opendp_converts_are_a_clear_error() -> None:
+    with pytest.raises(InvalidInput, match="no zCDP budget"):
+        zcdp_capacity(1e6, 1e-7)
+    with pytest.raises(InvalidInput, match="cannot convert"):
+        zcdp_epsilon(1e6, 1e-7)
