@@ -155,7 +155,7 @@ def plot_exploration(exploration: Exploration, folder: Path,
     import matplotlib.ticker
 
     policy = exploration.policy
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.4))
     # A sum's half-width does not depend on n (the noise is added once); a mean's does.
     widths = {n: [exploration.at(e, n).half_width for e in exploration.epsilons]
               for n in exploration.contributors}
@@ -171,8 +171,9 @@ def plot_exploration(exploration: Exploration, folder: Path,
         scale = 100 / value_range(policy, simulation.contributors)
         right.plot([simulation.epsilon], [simulation.worst_rmse * scale], "k*", markersize=12,
                    label=f"sample RMSE (n = {simulation.contributors:,})")
-        right.axhline(simulation.worst_bias * scale, color="k", linestyle=":",
-                      label="sample clipping bias")
+        if simulation.worst_bias > 0:  # a zero bias has no place on a log axis
+            right.axhline(simulation.worst_bias * scale, color="k", linestyle=":",
+                          label="sample clipping bias")
     for axis in (left, right):
         axis.set_xscale("log")
         axis.set_yscale("log")
@@ -182,7 +183,8 @@ def plot_exploration(exploration: Exploration, folder: Path,
         axis.axvline(policy.privacy.epsilon, color="grey", linestyle="--", linewidth=1)
         axis.set_xlabel("epsilon per release")
         axis.grid(True, which="both", alpha=0.3)
-        axis.legend(fontsize=8)
+    left.legend(fontsize=8, loc="upper right")
+    right.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     right.axhline(100, color="red", linewidth=1)
     right.text(exploration.epsilons[0], 100, " CI as wide as the range", color="red",
                va="bottom", fontsize=8)
@@ -193,6 +195,6 @@ def plot_exploration(exploration: Exploration, folder: Path,
     fig.tight_layout()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{policy.name}.png"
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
