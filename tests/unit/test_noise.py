@@ -143,6 +143,8 @@ GOOD = {
         {"dimension": -3},
         {"dimension": 2.0},
         {"mechanism": "laplace", "delta": 0.0, "epsilon": 1e-30},  # scale beyond MAX_SCALE
+        {"epsilon": 1e-9, "l2_sensitivity": 1e8},  # gaussian scale beyond MAX_SCALE
+        {"epsilon": 1e-300},  # no rho small enough
     ],
 )
 def test_bad_parameters_raise_invalid_policy(changes: dict) -> None:
