@@ -27,6 +27,10 @@ from blindsum.shared.errors import InvalidInput
 
 dp.enable_features("contrib")
 
+# OpenDP's conversion evaluates exp(epsilon) in floats (overflow beyond ~709); a budget this
+# large protects nothing anyway.
+MAX_EPSILON = 500.0
+
 _REAL = (dp.atom_domain(T=float, nan=False), dp.absolute_distance(T=float))
 _ZCDP_CARRIER = _REAL >> dp.m.then_gaussian(scale=1.0)
 _PURE_CARRIER = _REAL >> dp.m.then_laplace(scale=1.0)
@@ -121,8 +125,15 @@ def zcdp_capacity(epsilon: float, delta: float) -> float:
     """The largest ``rho`` (to float precision) whose OpenDP conversion is ``(epsilon, delta)``.
 
     A mechanism or a composition of zCDP cost at most this rho is ``(epsilon, delta)``-DP.
+
+    Raises:
+        InvalidInput: ``epsilon`` above ``MAX_EPSILON``, or bad arguments.
     """
     epsilon = _positive("epsilon", epsilon)
+    if epsilon > MAX_EPSILON:
+        raise InvalidInput(
+            f"epsilon {epsilon:g} is above {MAX_EPSILON:g}: beyond what OpenDP's zCDP "
+            "conversion evaluates (and a budget that protects nothing)")
     delta = _delta(delta)
     approx = _approx_carrier(delta)
     # OpenDP's conversion is tighter than the closed form, so the answer is at least

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import secrets
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ from blindsum.server.planning.accuracy import (
 from blindsum.server.planning.preview import preview
 from blindsum.server.planning.sample import raw_truth, read_sample, simulate
 from blindsum.shared.codec import ReleaseRequest, report_ids_digest
-from blindsum.shared.encoding import encode
+from blindsum.shared.encoding import decode, encode
 from blindsum.shared.errors import InvalidInput, InvalidPolicy
 from blindsum.shared.manifest import Manifest, slot_spec
 from blindsum.shared.policy import MetricPolicy, load_policies_toml
@@ -39,7 +40,7 @@ lower = 0
 upper = 60
 min_contributors = 3
 window_seconds = 60
-privacy = { mechanism = "gaussian", epsilon = 0.7, delta = 1e-7, budget_epsilon = 100 }
+privacy = { mechanism = "gaussian", epsilon = 20.0, delta = 1e-7, budget_epsilon = 400 }
 
 [metrics.temperature]
 kind = "mean"
@@ -49,7 +50,7 @@ upper = 60
 precision = 0.5
 min_contributors = 3
 window_seconds = 60
-privacy = { mechanism = "laplace", epsilon = 1.5, budget_epsilon = 100 }
+privacy = { mechanism = "laplace", epsilon = 30.0, budget_epsilon = 400 }
 
 [metrics.latency]
 kind = "histogram"
@@ -57,8 +58,10 @@ scheme = "paillier"
 buckets = [0, 10, 100, 1000]
 min_contributors = 3
 window_seconds = 60
-privacy = { mechanism = "gaussian", epsilon = 2.0, delta = 1e-8, budget_epsilon = 100 }
+privacy = { mechanism = "gaussian", epsilon = 25.0, delta = 1e-8, budget_epsilon = 400 }
 """
+# Three reports per window and a large epsilon: the noise is small against the value domain,
+# so at least one end of a published interval is not clipped to the domain.
 REPORTS = {"minutes": [5, 60, 17], "temperature": [-3.5, 21.0, 35.5], "latency": [3, 50, 999]}
 
 
@@ -68,13 +71,32 @@ def policy_from(text: str, name: str = "m") -> MetricPolicy:
 
 @pytest.fixture(scope="module")
 def holder(tmp_path_factory: pytest.TempPathFactory) -> Keyholder:
-    holder, _ = Keyholder.init(tmp_path_factory.mktemp("planning") / "kh", None, 2048)
+    # registered in 1970, so windows 0, 60, ... are inside the release horizon...
+    holder, _ = Keyholder.init(tmp_path_factory.mktemp("planning") / "kh", None, 2048,
+                               clock=lambda: 0.0)
     holder.add_policies(load_policies_toml(POLICIES))
+    holder.db.clock = time.time  # ...and released now, long after they closed
     return holder
 
 
+def unclipped_half_widths(policy: MetricPolicy, result: dict) -> list[float]:
+    """Half-widths read off the ends of published intervals that the domain did not clip."""
+    n = result["report_count"]
+    floor = decode(policy, [0] * policy.slot_count, n, 0).value
+    top = decode(policy, [n * policy.slot_max] * policy.slot_count, n, 0).value
+    floors, tops = (floor, top) if isinstance(floor, list) else ([floor], [top])
+    raws = result.get("noisy_value", result["value"])
+    raws = raws if isinstance(raws, list) else [raws]
+    cis = result["ci"] if isinstance(result["ci"][0], list) else [result["ci"]]
+    widths = []
+    for raw, (low, high), f, t in zip(raws, cis, floors, tops, strict=True):
+        widths += [raw - low] if f < low < t else []
+        widths += [high - raw] if f < high < t else []
+    return widths
+
+
 def published_half_width(holder: Keyholder, metric: str) -> tuple[float, int]:
-    """One real release of three reports; the half-width of its first published interval."""
+    """Real releases of three reports; the half-width of their published intervals."""
     manifest = Manifest.verify(holder.db.latest_manifest(), holder.identity.public_key())
     policy = manifest.policy(metric)
     key = manifest.active_key(policy.scheme)
@@ -84,11 +106,19 @@ def published_half_width(holder: Keyholder, metric: str) -> tuple[float, int]:
                    for v in REPORTS[metric]]
     aggregate = tuple(public.dump(public.add_many(ciphertexts)))
     digest = report_ids_digest([secrets.token_bytes(16) for _ in REPORTS[metric]])
-    document = holder.releaser().release(ReleaseRequest(
-        metric, policy.version, 0, key.key_id, len(REPORTS[metric]), digest, aggregate))
-    result = verify_document(document, holder.identity.public_key(), "result")
-    low, high = result["ci"][0] if isinstance(result["ci"][0], list) else result["ci"]
-    return (high - low) / 2, result["report_count"]
+    widths: list[float] = []
+    for window in range(0, 600, 60):
+        answer = holder.releaser().release(ReleaseRequest(
+            metric, policy.version, window, key.key_id, len(REPORTS[metric]), digest,
+            aggregate))
+        document = getattr(answer, "document", answer)
+        result = verify_document(document, holder.identity.public_key(), "result")
+        widths += unclipped_half_widths(policy, result)
+        if len(widths) >= 3:
+            break
+    assert widths, "every published interval was clipped at both ends"
+    assert max(widths) == pytest.approx(min(widths), rel=1e-9)  # one half-width, stated
+    return widths[0], result["report_count"]
 
 
 @pytest.mark.parametrize("metric", ["minutes", "temperature", "latency"])
