@@ -97,12 +97,10 @@ def cmd_keyholder_policy_add(args: argparse.Namespace) -> int:
     holder = Keyholder.open(config.data_dir, config.passphrase)
     added = holder.add_policies(policies)
     unchanged = [p.name for p in policies if p.name not in added]
-    if args.json:
-        show_previews(items, as_json=True)
-        return 0
-    show_previews(items, as_json=False)
-    print(f"added: {', '.join(added) or 'none'}; already registered: "
-          f"{', '.join(unchanged) or 'none'}")
+    show_previews(items, as_json=args.json)
+    if not args.json:
+        print(f"added: {', '.join(added) or 'none'}; already registered: "
+              f"{', '.join(unchanged) or 'none'}")
     return 0
 
 
@@ -357,7 +355,7 @@ def _token_parsers(srv: argparse._SubParsersAction) -> None:  # type: ignore[typ
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from blindsum.server.planning.commands import add_explore_parser, add_preview_arguments
+    from blindsum.server.planning.arguments import add_explore_parser, add_preview_arguments
 
     parser = argparse.ArgumentParser(
         prog="blindsum",
