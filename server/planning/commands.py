@@ -7,6 +7,7 @@ writes only its PNG plots, into the folder it is given.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -123,7 +124,7 @@ def cmd_explore(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({
             "metrics": [e.to_json() for e in explorations],
-            "simulations": [vars(sim) for sim in simulations],
+            "simulations": [dataclasses.asdict(sim) for sim in simulations],
             "plots": [str(p) for p in plots],
         }))
         return 0

@@ -10,6 +10,7 @@ from rich.table import Table
 from blindsum.server.planning.accuracy import Exploration, Lifetime, value_range
 from blindsum.server.planning.preview import Preview
 from blindsum.server.planning.sample import Simulation
+from blindsum.shared.errors import InvalidConfig
 
 
 def _units(kind: str) -> str:
@@ -193,8 +194,12 @@ def plot_exploration(exploration: Exploration, folder: Path,
     fig.suptitle(f"{policy.name}: {policy.kind}, {policy.privacy.mechanism}"
                  f" (dashed: the policy's epsilon {policy.privacy.epsilon:g})")
     fig.tight_layout()
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{policy.name}.png"
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    path = folder / f"{policy.name}.png"  # metric names are [a-z0-9_.-]: no path parts
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=90)
+    except OSError as exc:
+        raise InvalidConfig(f"cannot write the plot {path}: {exc.strerror}") from None
+    finally:
+        plt.close(fig)
     return path

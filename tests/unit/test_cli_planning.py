@@ -208,3 +208,11 @@ def test_explore_refuses_bad_input_with_exit_2_and_writes_nothing(
 def test_explore_of_a_missing_policy_file(capsys, tmp_path: Path) -> None:
     code, _, err = run(capsys, "explore", str(tmp_path / "none.toml"))
     assert code == 2 and "cannot read policy file" in err
+
+
+def test_explore_into_an_unwritable_place_is_a_clear_error(capsys, tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code, _, err = run(capsys, "explore", write(tmp_path, "p.toml", ONE), "--epsilon", "1",
+                       "--plots", str(blocker / "plots"))
+    assert code == 2 and "cannot write the plot" in err and "Traceback" not in err
