@@ -52,6 +52,14 @@ class InvalidConfig(InvalidInput):
     title = "Invalid configuration"
 
 
+class InvalidProof(InvalidInput):
+    """A zero-knowledge proof, or a value it should establish, does not verify (e.g. a
+    partial decryption whose proof fails, or a published value that is not the decryption)."""
+
+    code = "invalid-proof"
+    title = "Invalid proof"
+
+
 class Unauthorized(BlindsumError):
     """No credential, or one that is not known."""
 
