@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from blindsum.shared.codec import b64decode, b64encode
 from blindsum.shared.errors import BlindsumError, KeyStoreError
 from blindsum.shared.schemes.base import SecretScheme
+from blindsum.shared.threshold.keys import KeyShare, share_storage_name
 
 FORMAT = "blindsum-keystore-1"
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
@@ -128,3 +129,15 @@ class KeyStore:
 
         return CkksSecret.from_bytes(data, key_id)
 
+
+    def write_share(self, share: KeyShare) -> None:
+        """One party's threshold key share (``KeyShare.storage_name``), sealed like a key."""
+        self.write(share.storage_name, share.to_storage())
+
+    def read_share(self, key_id: str, index: int) -> KeyShare:
+        """Party ``index``'s share of threshold key ``key_id``; ``KeyStoreError`` if it is
+        missing, corrupt, or stored under another key id or party."""
+        share = KeyShare.from_storage(self.read(share_storage_name(key_id, index)))
+        if share.key_id != key_id or share.index != index:
+            raise KeyStoreError(f"key file for {key_id!r} party {index} holds another share")
+        return share

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,6 +50,11 @@ def delta(parties: int) -> int:
 def share_bits(n_bits: int, parties: int) -> int:
     """Bound on the bit length of ``|d_i|`` for any share of an ``n_bits`` modulus."""
     return 2 * n_bits + STATISTICAL_BITS + parties.bit_length()
+
+
+def share_storage_name(key_id: str, index: int) -> str:
+    """Key store file name of party ``index``'s share of key ``key_id``."""
+    return f"{key_id}.party{index}.share"
 
 
 def is_unit(value: Mpz, n: Mpz) -> bool:
@@ -96,6 +101,9 @@ class ThresholdPublicKey:
                 raise InvalidInput(f"threshold public key: {name} must be an integer")
             if not is_unit(value, n):
                 raise InvalidInput(f"threshold public key: {name} is not a unit mod n^2")
+        if self.verification_base == 1:
+            # v = 1 would let any c_i pass: the first equation of every proof is then void.
+            raise InvalidInput("threshold public key: v must not be 1")
         # Values are mpz from here on; the fingerprint is what every proof transcript binds.
         object.__setattr__(self, "verification_base", gmpy2.mpz(self.verification_base))
         object.__setattr__(self, "verification_keys",
@@ -227,8 +235,7 @@ class KeyShare:
 
     @property
     def storage_name(self) -> str:
-        """Key store file name: one share per party and key."""
-        return f"{self.key_id}.party{self.index}.share"
+        return share_storage_name(self.key_id, self.index)
 
     def to_storage(self) -> bytes:
         """JSON bytes for the key store (seal them: this is a secret)."""
@@ -265,14 +272,3 @@ class KeyShare:
         except InvalidInput as exc:
             raise KeyStoreError(f"{where}: {exc.detail}") from None
 
-
-def check_shares(shares: Sequence[KeyShare]) -> ThresholdPublicKey:
-    """The common public key of one full set of shares (each party once), else InvalidInput."""
-    if not shares:
-        raise InvalidInput("no key shares given")
-    public = shares[0].public
-    if any(s.public != public for s in shares):
-        raise InvalidInput("key shares come from different ceremonies")
-    if sorted(s.index for s in shares) != list(range(1, public.parties + 1)):
-        raise InvalidInput(f"expected one share for each of parties 1..{public.parties}")
-    return public

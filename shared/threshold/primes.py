@@ -2,12 +2,16 @@
 
 Why safe primes (and not ``phe``'s random primes): the partial-decryption proofs live in
 ``QR(n^2)``, the squares of ``Z*_{n^2}``. With ``p = 2p'+1`` and ``q = 2q'+1`` that group is
-cyclic of order ``n * p' * q'``, every prime factor of which is ~|n|/2 bits, and squaring
-removes the only small-order elements of ``Z*_{n^2}`` (the four square roots of 1). With
-ordinary primes, ``p - 1`` has small odd factors (3, 5, ...), ``Z*_{n^2}`` has elements of
-order 3, and a party that multiplies its partial by one passes a Chaum-Pedersen proof with
-probability about 1/3: the proof would no longer bind the partial (Shoup 2000, §2 and
-Lemma 2; Damgård-Jurik 2001, §4.1, both assume safe primes).
+cyclic of order ``n * p' * q'``, every prime factor of which is about |n|/2 bits, and
+squaring removes the only small-order elements of ``Z*_{n^2}`` (the four square roots of 1),
+so the proofs are sound without any assumption (Shoup 2000, §2 and Lemma 2; Damgård-Jurik
+2001, §4.1 both assume safe primes). With ordinary primes ``p - 1`` has small odd factors,
+``Z*_{n^2}`` has elements of order 3, 5, ..., and a party that knows one can multiply its
+partial by it and pass the proof after a few Fiat-Shamir retries (1/3 per try for order 3;
+``tests/unit/test_threshold_decryption.py`` does it). Such elements are believed hard to
+find without the factors (Fouque-Poupard-Stern 2000 rest on that); with safe primes
+nothing rests on it, which also matters once a dealerless generation lets parties shape
+the primes.
 
 Method: a random ``p'`` of the right size with its top bits set, then a sieve over
 ``p', p' + 2, ...`` that drops every candidate where ``p'`` or ``2p' + 1`` has a prime factor
