@@ -89,12 +89,8 @@ def partial_decrypt(share: KeyShare, ciphertext: Mpz, context: bytes) -> Partial
     value = gmpy2.powmod(c, 2 * x, nsq)
     statement = _statement(public, c, share.index, value)
     transcript = _transcript(public, share.index, c, value, context)
-    while True:
-        made = eqlog.prove(statement, x, _witness_bits(public), nsq, transcript)
-        # z < 0 only if r < e·|x| (probability < 2^-128): redrawing keeps the wire form
-        # unsigned and changes the response distribution by less than that.
-        if made.response >= 0:
-            return PartialDecryption(public.key_id, share.index, value, made)
+    made = eqlog.prove(statement, x, _witness_bits(public), nsq, transcript)
+    return PartialDecryption(public.key_id, share.index, value, made)
 
 
 def verify_partial(public: ThresholdPublicKey, ciphertext: Mpz, partial: object,
@@ -121,8 +117,6 @@ def verify_partial(public: ThresholdPublicKey, ciphertext: Mpz, partial: object,
     if isinstance(value, bool) or not isinstance(value, int | gmpy2.mpz) \
             or not is_unit(value, public.n):
         raise InvalidProof(f"partial decryption of party {index} is not a unit mod n^2")
-    if partial.proof.response < 0:
-        raise InvalidProof(f"proof of party {index}: response must be non-negative")
     try:
         eqlog.verify(_statement(public, c, index, value), partial.proof,
                      _witness_bits(public), public.nsquare,

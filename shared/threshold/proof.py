@@ -7,8 +7,9 @@ works over the integers:
 
 - prover: ``r`` uniform in ``[0, 2^(x_bits + t + s))``, ``a = g1^r``, ``b = g2^r``;
   ``e = H(transcript, a, b)`` truncated to ``t = CHALLENGE_BITS = 128`` bits;
-  ``z = r + e·x`` over the integers. The proof is ``(e, z)``.
-- verifier: ``|z| < 2^(x_bits + t + s + 1)``, ``a' = g1^z·h1^-e``, ``b' = g2^z·h2^-e``,
+  ``z = r + e·x`` over the integers (redrawn in the negligible case ``z < 0``). The
+  proof is ``(e, z)``.
+- verifier: ``0 <= z < 2^(x_bits + t + s + 1)``, ``a' = g1^z·h1^-e``, ``b' = g2^z·h2^-e``,
   accept iff ``e = H(transcript, a', b')``.
 
 Soundness (special soundness, then Fiat-Shamir in the random-oracle model): from two
@@ -80,11 +81,16 @@ def prove(statement: tuple[Mpz, Mpz, Mpz, Mpz], x: Mpz, x_bits: int, modulus: Mp
           transcript: Sequence[bytes]) -> EqualLogProof:
     """Prove ``log_g1(h1) = log_g2(h2) = x`` for ``statement = (g1, h1, g2, h2)``."""
     g1, _, g2, _ = statement
-    r = gmpy2.mpz(secrets.randbits(x_bits + CHALLENGE_BITS + ZK_SLACK_BITS))
     width = _width(modulus)
-    e = challenge(transcript, gmpy2.powmod(g1, r, modulus), gmpy2.powmod(g2, r, modulus),
-                  width)
-    return EqualLogProof(e, int(r + e * x))
+    while True:
+        r = gmpy2.mpz(secrets.randbits(x_bits + CHALLENGE_BITS + ZK_SLACK_BITS))
+        e = challenge(transcript, gmpy2.powmod(g1, r, modulus), gmpy2.powmod(g2, r, modulus),
+                      width)
+        z = r + e * x
+        # z < 0 only if x < 0 and r < e·|x| (probability < 2^-s): redrawing keeps responses
+        # unsigned on the wire and moves their distribution by less than that.
+        if z >= 0:
+            return EqualLogProof(e, int(z))
 
 
 def verify(statement: tuple[Mpz, Mpz, Mpz, Mpz], proof: object, x_bits: int, modulus: Mpz,
@@ -102,8 +108,8 @@ def verify(statement: tuple[Mpz, Mpz, Mpz, Mpz], proof: object, x_bits: int, mod
             raise InvalidProof(f"proof {name} must be an integer")
     if not 0 <= e < 1 << CHALLENGE_BITS:
         raise InvalidProof(f"proof challenge must be in 0..2^{CHALLENGE_BITS}-1")
-    if abs(z).bit_length() > response_bits(x_bits):
-        raise InvalidProof("proof response is larger than any honest response")
+    if not 0 <= z < 1 << response_bits(x_bits):
+        raise InvalidProof(f"proof response must be in 0..2^{response_bits(x_bits)}-1")
     g1, h1, g2, h2 = statement
     a = gmpy2.powmod(g1, z, modulus) * gmpy2.powmod(h1, -e, modulus) % modulus
     b = gmpy2.powmod(g2, z, modulus) * gmpy2.powmod(h2, -e, modulus) % modulus
