@@ -141,6 +141,39 @@ def profile_rows(results: dict[str, Any]) -> list[list[str]]:
 PROFILE_HEADERS = ["ingest stage (batch 1,000)", "us per report", "share"]
 
 
+THRESHOLD_LABELS = {
+    "single_key": "single-key decrypt (CRT, today)",
+    "partial": "one partial c^(2Δd_i), no proof",
+    "proof": "one proof (generation)",
+    "partial_with_proof": "one partial + proof",
+    "verify": "verify one partial's proof",
+    "combine": "combine (verifies every proof)",
+    "threshold": "threshold total: all partials + combine",
+}
+
+
+def threshold_rows(results: dict[str, Any]) -> list[list[str]]:
+    figures = results["threshold"]
+    ratios = figures["ratios"]
+    rows = []
+    for name, label in THRESHOLD_LABELS.items():
+        point = figures["per_ciphertext"][name]
+        relative = "1.0x" if name == "single_key" else _x(ratios[f"{name}_over_single_key"])
+        rows.append([label, _ms(point["median_s"]), relative])
+    rows.append(["critical path (parties in parallel): one partial + proof, combine",
+                 _ms(figures["critical_path_s"]), _x(ratios["critical_path_over_single_key"])])
+    keygen = figures["keygen"]
+    rows.append([f"key ceremony (safe primes, {figures['parties']} shares), "
+                 f"{keygen['ceremony']['repetitions']} run(s)",
+                 f"{keygen['ceremony']['median_s']:,.1f} s",
+                 f"{_x(ratios['ceremony_over_single_keygen'])} single-key keygen "
+                 f"({keygen['single_keygen']['median_s']:,.2f} s)"])
+    return rows
+
+
+THRESHOLD_HEADERS = ["per ciphertext", "median", "vs single-key"]
+
+
 def target_rows(results: dict[str, Any]) -> list[list[str]]:
     return [[t["description"], _target(t), _measured(t), t["measured_at"],
              "met" if t["met"] else "MISSED"] for t in results["targets"]]
@@ -174,6 +207,9 @@ def render(results: dict[str, Any], console: Console) -> None:
                          SERVER_VALUES_HEADERS, server_values_rows(results)))
     console.print(_table("Where ingest time goes (each stage timed alone; share of the "
                          "in-process path)", PROFILE_HEADERS, profile_rows(results)))
+    console.print(_table(f"Threshold decryption (Paillier {results['threshold']['key_bits']}"
+                         f"-bit, {results['threshold']['parties']} parties)",
+                         THRESHOLD_HEADERS, threshold_rows(results)))
     targets = _table("Targets", TARGET_HEADERS, target_rows(results))
     console.print(targets)
     if results["quick"]:
@@ -206,5 +242,8 @@ def markdown(results: dict[str, Any]) -> str:
         _markdown(SERVER_VALUES_HEADERS, server_values_rows(results)), "",
         "**Where ingest time goes**", "",
         _markdown(PROFILE_HEADERS, profile_rows(results)), "",
+        f"**Threshold decryption** (Paillier {results['threshold']['key_bits']}-bit, "
+        f"{results['threshold']['parties']} parties, per ciphertext)", "",
+        _markdown(THRESHOLD_HEADERS, threshold_rows(results)), "",
     ]
     return "\n".join(parts)

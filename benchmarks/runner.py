@@ -39,10 +39,12 @@ from blindsum.benchmarks import (
     scaling,
     servers,
     targets,
+    threshold,
 )
 from blindsum.benchmarks.client_cost import ClientCostConfig
 from blindsum.benchmarks.ingest import IngestConfig
 from blindsum.benchmarks.scaling import ServerValuesConfig
+from blindsum.benchmarks.threshold import ThresholdConfig
 from blindsum.benchmarks.workload import cbor_batches, encrypt_reports, recycled_reports
 from blindsum.shared.manifest import slot_spec
 
@@ -58,6 +60,7 @@ class Sizes:
     e2e_batch: int
     profile_batches: int
     server_values: ServerValuesConfig
+    threshold: ThresholdConfig
 
 
 FULL = Sizes(
@@ -75,6 +78,7 @@ FULL = Sizes(
                                      reports={"paillier": 20_000, "ckks": 2000},
                                      batch={"paillier": 1000, "ckks": 200}, repeats=3,
                                      pool=100),
+    threshold=ThresholdConfig(key_bits=3072, parties=2, repeat=10, ceremony_repeat=3),
 )
 QUICK = Sizes(
     client=ClientCostConfig(values_per_report=(1, 4, 16), budget_s=0.1, min_repeat=2,
@@ -88,6 +92,7 @@ QUICK = Sizes(
     server_values=ServerValuesConfig(values_per_report=(1, 16), reports={"paillier": 1000,
                                      "ckks": 200}, batch={"paillier": 1000, "ckks": 100},
                                      repeats=1, pool=20),
+    threshold=ThresholdConfig(key_bits=2048, parties=2, repeat=2, ceremony_repeat=1),
 )
 
 
@@ -204,6 +209,10 @@ def collect(sizes: Sizes, quick: bool, console: Console) -> dict[str, Any]:
         with steps.step("client cost per report", total) as advance:
             results["client_cost"] = client_cost.run(sizes.client, keys,
                                                      lambda *_: advance(1))
+        with steps.step(f"threshold decryption (Paillier {sizes.threshold.key_bits}, "
+                        f"{sizes.threshold.parties} parties)", 1) as advance:
+            results["threshold"] = threshold.run(sizes.threshold)
+            advance(1)
         results.update(_server_side(sizes, bound, steps))
     results["scaling"] = scaling.build(results["client_cost"], results["ingest"],
                                        results["end_to_end"], results.pop("server_values"))

@@ -180,6 +180,26 @@ def test_outputs_are_written_parseable_and_describe_the_machine(quick_run: Any) 
         assert len(series[pipeline]["median_s"]) == len(series[pipeline]["bytes"]) == 3
 
 
+@pytest.mark.slow
+def test_threshold_ratios_are_the_ratios_of_the_raw_medians(quick_run: Any) -> None:
+    results, output = quick_run
+    figures = results["threshold"]
+    assert (figures["key_bits"], figures["parties"]) == (2048, 2)
+    per = figures["per_ciphertext"]
+    single = per["single_key"]["median_s"]
+    for name, point in per.items():
+        assert point["p10_s"] <= point["median_s"] <= point["p90_s"]
+        if name != "single_key":
+            assert _close(figures["ratios"][f"{name}_over_single_key"],
+                          point["median_s"] / single)
+    assert _close(figures["critical_path_s"],
+                  per["partial_with_proof"]["median_s"] + per["combine"]["median_s"])
+    keygen = figures["keygen"]
+    assert _close(figures["ratios"]["ceremony_over_single_keygen"],
+                  keygen["ceremony"]["median_s"] / keygen["single_keygen"]["median_s"])
+    assert "**Threshold decryption**" in (output / "summary.md").read_text()
+
+
 # -- in-process checks: the measured reports are real reports --------------------------------
 
 
