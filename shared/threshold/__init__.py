@@ -2,7 +2,7 @@
 combination anyone can check.
 
 Modules: ``primes`` (safe primes), ``keys`` (``ThresholdPublicKey``, ``KeyShare``),
-``ceremony`` (trusted-dealer key generation and n-of-n sharing), ``proof`` (Chaum-Pedersen
+``ceremony`` (trusted-dealer key generation; additive n-of-n sharing, or Shamir t-of-n), ``proof`` (Chaum-Pedersen
 equality of discrete logs, Fiat-Shamir), ``decryption`` (partials, combination, offline
 verification). Each module's docstring carries its argument; ``docs/THRESHOLD.md`` the
 protocol and the trust model.

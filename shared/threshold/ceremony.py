@@ -21,6 +21,14 @@ Paillier's Probabilistic Public-Key System", PKC 2001, §4.1, with ``s = 1``) an
    independent of ``d``. Either way the view is (statistically) computable from the public
    key alone, so a coalition of fewer than ``k`` parties decrypts nothing: Paillier's
    semantic security (DCR) holds against it unchanged.
+   t-of-n (``threshold < parties``, ``sharing = "shamir"``), Damgård-Jurik §4.1: with
+   ``N = n·p'q'`` (the order of ``QR(n^2)``; ``λ = 2p'q'``), a polynomial
+   ``f(X) = d + a_1·X + ... + a_(t-1)·X^(t-1)`` with ``a_j`` uniform mod ``N`` and
+   ``d_i = f(i) mod N``. Any ``t - 1`` shares are uniform and independent of ``d`` (perfect
+   hiding, since the dealer knows ``N``; the additive form hides statistically because it
+   must work over the integers, as a dealerless generation will). ``d`` is taken mod ``N``:
+   still ``0 mod p'q'`` and ``1 mod n``, all that step 2 needs for the squares
+   the combination uses.
 4. ``v``: the square of a random unit mod ``n^2``. With safe primes ``QR(n^2)`` is cyclic of
    order ``n·p'·q'``, and ``v`` generates it except with probability below
    ``1/p + 1/q + 1/p' + 1/q'``; ``v_i = v^(Δ·d_i) mod n^2`` (Shoup's form with ``Δ = k!``).
@@ -66,11 +74,14 @@ class Ceremony:
     shares: tuple[KeyShare, ...]
 
 
-def run_ceremony(bits: int = 3072, parties: int = 2, key_id: str | None = None) -> Ceremony:
-    """A fresh ``bits``-bit threshold Paillier key split n-of-n among ``parties``.
+def run_ceremony(bits: int = 3072, parties: int = 2, key_id: str | None = None, *,
+                 threshold: int | None = None) -> Ceremony:
+    """A fresh ``bits``-bit threshold Paillier key shared among ``parties``, of which
+    ``threshold`` (default: all, additive n-of-n) are needed to decrypt.
 
     Raises:
-        InvalidConfig: if ``bits`` is not 2048, 3072 or 4096 or ``parties`` is not 2..16.
+        InvalidConfig: if ``bits`` is not 2048, 3072 or 4096, ``parties`` is not 2..16, or
+            ``threshold`` is not 2..parties.
         InvalidInput: if ``key_id`` is malformed.
     """
     if isinstance(bits, bool) or bits not in ALLOWED_KEY_BITS:
@@ -78,28 +89,55 @@ def run_ceremony(bits: int = 3072, parties: int = 2, key_id: str | None = None) 
     if isinstance(parties, bool) or not isinstance(parties, int) \
             or not MIN_PARTIES <= parties <= MAX_PARTIES:
         raise InvalidConfig(f"a threshold key needs {MIN_PARTIES}..{MAX_PARTIES} parties")
+    threshold = parties if threshold is None else threshold
+    if isinstance(threshold, bool) or not isinstance(threshold, int) \
+            or not MIN_PARTIES <= threshold <= parties:
+        raise InvalidConfig(f"the threshold must be {MIN_PARTIES}..{parties} parties")
     key_id = _check_kid(f"tpai-{secrets.token_hex(4)}" if key_id is None else key_id)
     while True:
         p, q = safe_prime(bits // 2), safe_prime(bits // 2)
         if p != q:
-            return _deal(p, q, parties, key_id)
+            return _deal(p, q, parties, key_id, threshold)
 
 
-def _deal(p: Mpz, q: Mpz, parties: int, key_id: str) -> Ceremony:
+def _deal(p: Mpz, q: Mpz, parties: int, key_id: str, threshold: int | None = None
+          ) -> Ceremony:
     """Split the key ``(p, q)``; separate from prime generation so tests can inspect it."""
+    threshold = parties if threshold is None else threshold
     n = p * q
     nsquare = n * n
     lam = gmpy2.lcm(p - 1, q - 1)
     # d = 0 mod λ and d = 1 mod n: d = λ·(λ^-1 mod n).
     d = lam * gmpy2.invert(lam, n)
-    spread = 1 << (2 * n.bit_length() + STATISTICAL_BITS)
-    shares = [gmpy2.mpz(secrets.randbelow(spread)) for _ in range(parties - 1)]
-    shares.append(d - sum(shares))
+    if threshold == parties:
+        sharing, shares = "additive", _additive(d, n, parties)
+    else:
+        # λ/2 = p'q' for safe primes: n·p'q' is the order of QR(n^2).
+        sharing, shares = "shamir", _shamir(d, n * lam // 2, parties, threshold)
     v = gmpy2.powmod(_random_unit(n, nsquare), 2, nsquare)
     scale = delta(parties)
     verification = tuple(gmpy2.powmod(v, scale * s, nsquare) for s in shares)
-    public = ThresholdPublicKey(PaillierPublic(n, key_id), v, verification, parties)
+    public = ThresholdPublicKey(PaillierPublic(n, key_id), v, verification, threshold,
+                                sharing)
     return Ceremony(public, tuple(KeyShare(i + 1, s, public) for i, s in enumerate(shares)))
+
+
+def _additive(d: Mpz, n: Mpz, parties: int) -> list[Mpz]:
+    spread = 1 << (2 * n.bit_length() + STATISTICAL_BITS)
+    shares = [gmpy2.mpz(secrets.randbelow(spread)) for _ in range(parties - 1)]
+    return [*shares, d - sum(shares)]
+
+
+def _shamir(d: Mpz, modulus: Mpz, parties: int, threshold: int) -> list[Mpz]:
+    coefficients = [d % modulus] + [gmpy2.mpz(secrets.randbelow(int(modulus)))
+                                    for _ in range(threshold - 1)]
+    shares = []
+    for i in range(1, parties + 1):
+        value = gmpy2.mpz(0)
+        for a in reversed(coefficients):  # Horner
+            value = (value * i + a) % modulus
+        shares.append(value)
+    return shares
 
 
 def _random_unit(n: Mpz, nsquare: Mpz) -> Mpz:

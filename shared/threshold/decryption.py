@@ -6,8 +6,15 @@ behind its published verification key. The combiner verifies every proof, then
 
     ∏ c_i^2 = c^(4Δ·Σ d_i) = c^(4Δ·d) = 1 + 4Δ·m·n (mod n^2),  m = L(·)·(4Δ)^-1 mod n
 
-(n-of-n needs no Lagrange coefficients). Only the squares ``c_i^2`` enter, so the order-2
-ambiguity a proof leaves in ``c_i`` (its sign, see ``proof.py``) never reaches ``m``.
+(n-of-n needs no Lagrange coefficients). For Shamir sharing (t-of-n) any set ``S`` of at
+least ``t`` parties combines with Shoup's integer coefficients
+``μ_i = Δ·∏_(j in S, j != i) j/(j - i)`` (integers because ``Δ = parties!``):
+
+    ∏ (c_i^2)^μ_i = c^(4Δ·Σ μ_i·d_i) = c^(4Δ²·d) = 1 + 4Δ²·m·n,  m = L(·)·(4Δ²)^-1 mod n
+
+since ``Σ μ_i·f(i) = Δ·f(0) (mod n·p'q')`` and ``c^4`` has order dividing ``n·p'q'``. Only the
+squares ``c_i^2`` enter, so the order-2 ambiguity a proof leaves in ``c_i`` (its sign, see
+``proof.py``) never reaches ``m``.
 
 Binding: each proof's Fiat-Shamir transcript holds the key's fingerprint (``n``, ``v``, all
 ``v_i``, key id, parties), the party index, ``c``, ``c_i`` and a caller-chosen ``context``
@@ -127,28 +134,53 @@ def verify_partial(public: ThresholdPublicKey, ciphertext: Mpz, partial: object,
 
 def combine(public: ThresholdPublicKey, ciphertext: Mpz,
             partials: Sequence[PartialDecryption], context: bytes) -> int:
-    """The plaintext ``m`` (``0 <= m < n``) from one verified partial of every party.
+    """The plaintext ``m`` (``0 <= m < n``) from verified partials: one of every party
+    (additive sharing), or of at least ``threshold`` distinct parties (Shamir).
 
     Raises:
-        InvalidInput: if a party's partial is missing or given twice.
+        InvalidInput: if a partial is missing or a party's is given twice.
         InvalidProof: if any partial fails ``verify_partial``.
     """
     if isinstance(partials, str | bytes) or not isinstance(partials, Sequence) \
             or not all(isinstance(p, PartialDecryption) for p in partials):
         raise InvalidInput("partials must be a sequence of PartialDecryption")
     indices = sorted(p.index for p in partials)
-    if indices != list(range(1, public.parties + 1)):
+    if public.sharing == "additive" and indices != list(range(1, public.parties + 1)):
         raise InvalidInput(f"combining needs exactly one partial from each of parties "
                            f"1..{public.parties}, got parties {indices}")
+    if len(set(indices)) != len(indices) or len(indices) < public.threshold:
+        raise InvalidInput(f"combining needs partials from at least {public.threshold} "
+                           f"distinct parties, got parties {indices}")
     for partial in partials:
         verify_partial(public, ciphertext, partial, context)
     nsq, n = public.nsquare, public.n
+    if public.sharing == "additive":
+        exponents, scale = dict.fromkeys(indices, 2), 4 * public.delta
+    else:
+        exponents = {i: 2 * mu for i, mu in lagrange_at_zero(indices, public.delta).items()}
+        scale = 4 * public.delta**2
     product = gmpy2.mpz(1)
     for partial in partials:
-        product = product * gmpy2.powmod(partial.value, 2, nsq) % nsq
+        product = product * gmpy2.powmod(partial.value, exponents[partial.index], nsq) % nsq
     if product % n != 1:  # unreachable once every proof verified; checked, not assumed
         raise InvalidProof("the partials do not combine to a decryption")
-    return int((product - 1) // n * gmpy2.invert(4 * public.delta, n) % n)
+    return int((product - 1) // n * gmpy2.invert(scale, n) % n)
+
+
+def lagrange_at_zero(indices: Sequence[int], delta: int) -> dict[int, int]:
+    """Shoup's ``μ_i = Δ·λ_(0,i)`` for the parties ``indices`` (exact integers)."""
+    out = {}
+    for i in indices:
+        numerator, denominator = delta, 1
+        for j in indices:
+            if j != i:
+                numerator *= j
+                denominator *= j - i
+        mu, remainder = divmod(numerator, denominator)
+        if remainder:  # Δ = parties! clears every denominator (Shoup 2000, §3)
+            raise InvalidInput("party indices beyond the key's parties")
+        out[i] = mu
+    return out
 
 
 def verify_plaintext(public: ThresholdPublicKey, ciphertext: Mpz,

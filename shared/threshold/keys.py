@@ -7,15 +7,23 @@ per party, ``parties``, ``threshold`` and how the key was made (``ceremony``). I
 is ``PaillierPublic.public_json`` plus a ``"threshold"`` member, so ``PaillierPublic.from_json``
 (the SDK) reads the same document and encrypts as before.
 
-``KeyShare`` is one party's secret: its index ``i`` (1-based), its signed integer share
-``d_i`` of the decryption exponent, and the public key. Its storage form is JSON bytes for
+Two sharings of the decryption exponent ``d`` (``sharing``, see ``ceremony.py``):
+``"additive"`` (n-of-n, ``d = Σ d_i`` over the integers, the form a dealerless generation
+produces) and ``"shamir"`` (t-of-n, ``d_i = f(i) mod n·p'q'`` for a random polynomial ``f`` of
+degree ``t - 1`` with ``f(0) = d``, Damgård-Jurik 2001 §4.1, combined with Shoup's
+integer Lagrange coefficients ``Δ·λ_(0,i)``).
+
+``KeyShare`` is one party's secret: its index ``i`` (1-based), its integer share ``d_i`` of
+the decryption exponent, and the public key. Its storage form is JSON bytes for
 the key store (which seals them at rest); loading checks ``v^(Δ·d_i) = v_i``, so a share
 cannot be paired with another ceremony's public key or silently corrupted.
 
 Sizes (public, fixed by the format version ``FORMAT``): the exponent ``d < n·λ < n^2``, so
-``|d| <= 2·|n|``; the first ``parties - 1`` shares are uniform in ``[0, 2^(2|n| + sigma))`` with
-``sigma = STATISTICAL_BITS``; the last is ``d`` minus their sum, so every share's magnitude is
-below ``2^share_bits`` with ``share_bits = 2|n| + sigma + bitlen(parties)``.
+``|d| <= 2·|n|``. Additive: the first ``parties - 1`` shares are uniform in
+``[0, 2^(2|n| + sigma))`` with ``sigma = STATISTICAL_BITS``; the last is ``d`` minus their
+sum, so every share's magnitude is below ``2^share_bits`` with
+``share_bits = 2|n| + sigma + bitlen(parties)``. Shamir shares lie in ``[0, n·p'q')``, below
+``n^2``, within the same bound.
 """
 
 from __future__ import annotations
@@ -39,6 +47,7 @@ SHARE_FORMAT = "blindsum-threshold-share-1"
 STATISTICAL_BITS = 128  # sigma: hiding of shares and zero-knowledge slack of the proofs
 MIN_PARTIES, MAX_PARTIES = 2, 16
 CEREMONIES = ("trusted-dealer",)  # a dealerless generation will add its own name
+SHARINGS = ("additive", "shamir")
 
 
 def delta(parties: int) -> int:
@@ -70,7 +79,8 @@ class ThresholdPublicKey:
         paillier: the encryption key (``n``, key id) clients use unchanged.
         verification_base: ``v``, a random square in ``Z*_{n^2}`` chosen by the ceremony.
         verification_keys: ``v_i = v^(Δ·d_i) mod n^2`` for parties ``i = 1..parties``.
-        threshold: how many partials decrypt; equals ``parties`` (n-of-n) in this format.
+        threshold: how many partials decrypt (``parties`` for additive sharing).
+        sharing: ``"additive"`` (n-of-n over the integers) or ``"shamir"`` (t-of-n).
         ceremony: how the key was generated (``"trusted-dealer"``).
     """
 
@@ -78,6 +88,7 @@ class ThresholdPublicKey:
     verification_base: Mpz
     verification_keys: tuple[Mpz, ...]
     threshold: int
+    sharing: str = "additive"
     ceremony: str = "trusted-dealer"
     _fingerprint: bytes = field(init=False, repr=False)
 
@@ -89,9 +100,15 @@ class ThresholdPublicKey:
             raise InvalidInput(
                 f"threshold public key: {MIN_PARTIES}..{MAX_PARTIES} parties, got {parties}"
             )
-        if self.threshold != parties:
-            raise InvalidInput("threshold public key: only n-of-n sharing (threshold == "
-                               "parties) is supported by " + FORMAT)
+        if self.sharing not in SHARINGS:
+            raise InvalidInput(f"threshold public key: sharing must be one of {SHARINGS}")
+        if isinstance(self.threshold, bool) or not isinstance(self.threshold, int) \
+                or not MIN_PARTIES <= self.threshold <= parties:
+            raise InvalidInput(f"threshold public key: threshold must be {MIN_PARTIES}.."
+                               f"{parties} (the number of parties)")
+        if self.sharing == "additive" and self.threshold != parties:
+            raise InvalidInput("threshold public key: additive sharing is n-of-n "
+                               "(threshold == parties)")
         if self.ceremony not in CEREMONIES:
             raise InvalidInput(f"threshold public key: ceremony must be one of {CEREMONIES}")
         n = self.paillier.n
@@ -163,6 +180,7 @@ class ThresholdPublicKey:
             "ceremony": self.ceremony,
             "parties": self.parties,
             "threshold": self.threshold,
+            "sharing": self.sharing,
             "delta": self.delta,
             "v": _int_to_b64u(self.verification_base),
             "vk": [_int_to_b64u(v) for v in self.verification_keys],
@@ -178,7 +196,8 @@ class ThresholdPublicKey:
         spec = obj.get("threshold")
         if not isinstance(spec, Mapping):
             raise InvalidInput(f'{where}: "threshold" must be an object')
-        expected = {"format", "ceremony", "parties", "threshold", "delta", "v", "vk"}
+        expected = {"format", "ceremony", "parties", "threshold", "sharing", "delta", "v",
+                    "vk"}
         if set(spec) != expected:
             raise InvalidInput(f'{where}: "threshold" must have exactly {sorted(expected)}')
         if spec["format"] != FORMAT:
@@ -194,12 +213,13 @@ class ThresholdPublicKey:
             raise InvalidInput(f'{where}: "threshold.parties" does not match "vk"')
         if spec["delta"] != delta(len(vks)):
             raise InvalidInput(f'{where}: "threshold.delta" must be parties!')
-        if not isinstance(spec["ceremony"], str):
-            raise InvalidInput(f'{where}: "threshold.ceremony" must be a string')
+        for member in ("ceremony", "sharing"):
+            if not isinstance(spec[member], str):
+                raise InvalidInput(f'{where}: "threshold.{member}" must be a string')
         base = _b64u_to_int(spec["v"], where, "threshold.v", InvalidInput)
         keys = tuple(_b64u_to_int(v, where, f"threshold.vk[{i}]", InvalidInput)
                      for i, v in enumerate(vks))
-        return cls(paillier, base, keys, spec["threshold"], spec["ceremony"])
+        return cls(paillier, base, keys, spec["threshold"], spec["sharing"], spec["ceremony"])
 
 
 @dataclass(frozen=True, eq=False)

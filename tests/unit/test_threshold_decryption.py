@@ -53,6 +53,11 @@ def three() -> Ceremony:
     return run_ceremony(BITS, parties=3, key_id="tpai-three")
 
 
+@pytest.fixture(scope="module")
+def two_of_three() -> Ceremony:
+    return run_ceremony(BITS, parties=3, key_id="tpai-2of3", threshold=2)
+
+
 def _partials(ceremony: Ceremony, c: Any, context: bytes = CONTEXT) -> list[PartialDecryption]:
     return [partial_decrypt(share, c, context) for share in ceremony.shares]
 
@@ -64,7 +69,7 @@ def _encrypt(public: ThresholdPublicKey, m: int) -> Any:
 # -- honest parties ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("parties", ["two", "three"])
+@pytest.mark.parametrize("parties", ["two", "three", "two_of_three"])
 def test_honest_partials_combine_to_the_plaintext(parties: str,
                                                   request: pytest.FixtureRequest) -> None:
     ceremony: Ceremony = request.getfixturevalue(parties)
@@ -195,6 +200,37 @@ def test_any_coalition_short_of_one_party_gets_no_decryption(
                     combine(public, c, partials, CONTEXT)
             # Two encryptions of one value give unrelated "decryptions", neither of them m.
             assert m not in guesses and guesses[0] != guesses[1]
+
+
+def test_any_threshold_of_shamir_partials_combines_and_fewer_do_not(
+        two_of_three: Ceremony) -> None:
+    public = two_of_three.public
+    c = _encrypt(public, 4_711)
+    partials = _partials(two_of_three, c)
+    for pair in itertools.combinations(partials, 2):
+        assert combine(public, c, list(pair), CONTEXT) == 4_711
+        verify_plaintext(public, c, list(pair), CONTEXT, 4_711)
+        with pytest.raises(InvalidProof):
+            verify_plaintext(public, c, list(pair), CONTEXT, 4_712)
+    for alone in partials:
+        # Shoup's formula with one party: c_i^(2Δ) = c^(4Δ²·d_i), no decryption at all.
+        guess = gmpy2.powmod(alone.value, 2 * public.delta, public.nsquare)
+        assert guess % public.n != 1
+        with pytest.raises(InvalidInput, match="at least 2 distinct parties"):
+            combine(public, c, [alone], CONTEXT)
+    with pytest.raises(InvalidInput, match="distinct"):
+        combine(public, c, [partials[0], partials[0]], CONTEXT)
+
+
+def test_a_cheating_shamir_party_is_caught(two_of_three: Ceremony) -> None:
+    public = two_of_three.public
+    c = _encrypt(public, 5)
+    honest = _partials(two_of_three, c)
+    nsq = public.nsquare
+    x = public.delta * two_of_three.shares[2].share
+    shifted = gmpy2.powmod(c, 2 * x, nsq) * (1 + public.n) % nsq
+    with pytest.raises(InvalidProof, match="party 3"):
+        combine(public, c, [honest[0], _forged(public, c, 3, shifted, x)], CONTEXT)
 
 
 # -- cheating parties ------------------------------------------------------------------------

@@ -33,6 +33,12 @@ def dealt(primes: tuple[Any, Any]) -> Ceremony:
     return _deal(*primes, 3, "tpai-keys")
 
 
+@pytest.fixture(scope="module")
+def shamir(primes: tuple[Any, Any]) -> Ceremony:
+    """2-of-3 on the same primes."""
+    return _deal(*primes, 3, "tpai-shamir", 2)
+
+
 def _secret_exponents(p: Any, q: Any) -> tuple[Any, Any]:
     n = p * q
     lam = gmpy2.lcm(p - 1, q - 1)
@@ -84,6 +90,25 @@ def test_shares_are_spread_far_wider_than_the_secret(dealt: Ceremony) -> None:
         assert abs(share.share).bit_length() <= share_bits(BITS, 3)
 
 
+def test_shamir_shares_interpolate_to_delta_times_d(shamir: Ceremony,
+                                                    primes: tuple[Any, Any]) -> None:
+    from blindsum.shared.threshold.decryption import lagrange_at_zero
+
+    p, q = primes
+    lam, d = _secret_exponents(p, q)
+    order = p * q * lam // 2  # n·p'q', the order of QR(n^2)
+    public = shamir.public
+    assert (public.sharing, public.threshold, public.parties) == ("shamir", 2, 3)
+    for share in shamir.shares:
+        assert 0 <= share.share < order and share.share % (lam // 2) != 0
+    for pair in ((1, 2), (1, 3), (2, 3), (1, 2, 3)):
+        mu = lagrange_at_zero(pair, public.delta)
+        total = sum(mu[s.index] * s.share for s in shamir.shares if s.index in pair)
+        assert total % order == public.delta * d % order
+    # One share alone is a uniform residue mod n·p'q': f(i) = d + a·i with a uniform.
+    assert all(s.share != d % order for s in shamir.shares)
+
+
 def test_verification_keys_are_powers_of_a_square_base(dealt: Ceremony) -> None:
     public = dealt.public
     nsq = public.nsquare
@@ -103,11 +128,15 @@ def test_run_ceremony_makes_a_fresh_key_of_the_requested_size() -> None:
     assert str(int(ceremony.shares[0].share)) not in repr(ceremony)
 
 
-@pytest.mark.parametrize("bits, parties", [(1024, 2), (3000, 2), (True, 2), (2048, 1),
-                                           (2048, 17), (2048, True), (2048, "2")])
-def test_run_ceremony_refuses_bad_sizes_and_party_counts(bits: Any, parties: Any) -> None:
+@pytest.mark.parametrize("bits, parties, threshold", [
+    (1024, 2, None), (3000, 2, None), (True, 2, None), (2048, 1, None), (2048, 17, None),
+    (2048, True, None), (2048, "2", None), (2048, 3, 1), (2048, 3, 4), (2048, 3, True),
+    (2048, 3, "2"),
+])
+def test_run_ceremony_refuses_bad_sizes_party_counts_and_thresholds(
+        bits: Any, parties: Any, threshold: Any) -> None:
     with pytest.raises(InvalidConfig):
-        run_ceremony(bits, parties)
+        run_ceremony(bits, parties, threshold=threshold)
 
 
 def test_run_ceremony_refuses_a_malformed_key_id() -> None:
@@ -149,6 +178,10 @@ def _tampered(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[st
     (("threshold", "ceremony"), "coin-toss", "ceremony"),
     (("threshold", "parties"), 2, "parties"),
     (("threshold", "threshold"), 2, "n-of-n"),
+    (("threshold", "threshold"), 1, "threshold must be"),
+    (("threshold", "threshold"), 4, "threshold must be"),
+    (("threshold", "sharing"), "xor", "sharing must be"),
+    (("threshold", "sharing"), 1, "sharing"),
     (("threshold", "delta"), 2, "delta"),
     (("threshold", "v"), "AA", "base64url"),
     (("threshold", "v"), "AQ", "must not be 1"),
@@ -160,6 +193,14 @@ def test_public_key_json_rejects_tampering(dealt: Ceremony, path: tuple[str, ...
                                            message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
         ThresholdPublicKey.from_json(_tampered(dealt.public.to_json(), path, value))
+
+
+def test_shamir_public_key_round_trips_and_names_its_sharing(shamir: Ceremony) -> None:
+    doc = json.loads(json.dumps(shamir.public.to_json()))
+    assert (doc["threshold"]["sharing"], doc["threshold"]["threshold"]) == ("shamir", 2)
+    assert ThresholdPublicKey.from_json(doc) == shamir.public
+    with pytest.raises(InvalidInput, match="additive sharing is n-of-n"):
+        ThresholdPublicKey.from_json(_tampered(doc, ("threshold", "sharing"), "additive"))
 
 
 def test_public_key_refuses_a_verification_key_sharing_a_factor_with_n(
