@@ -2,10 +2,10 @@
 combination anyone can check.
 
 Modules: ``primes`` (safe primes), ``keys`` (``ThresholdPublicKey``, ``KeyShare``),
-``ceremony`` (trusted-dealer key generation; additive n-of-n sharing, or Shamir t-of-n), ``proof`` (Chaum-Pedersen
-equality of discrete logs, Fiat-Shamir), ``decryption`` (partials, combination, offline
-verification). Each module's docstring carries its argument; ``docs/THRESHOLD.md`` the
-protocol and the trust model.
+``ceremony`` (trusted-dealer key generation; additive n-of-n or Shamir t-of-n sharing),
+``proof`` (Chaum-Pedersen equality of discrete logs, Fiat-Shamir), ``decryption``
+(partials, combination, offline verification). Each module's docstring carries its
+argument; ``docs/THRESHOLD.md`` the protocol and the trust model.
 
 Papers followed: V. Shoup, "Practical Threshold Signatures" (EUROCRYPT 2000); I. Damgård and
 M. Jurik, "A Generalisation, a Simplification and Some Applications of Paillier's

@@ -73,7 +73,7 @@ def is_unit(value: Mpz, n: Mpz) -> bool:
 
 @dataclass(frozen=True, eq=False)
 class ThresholdPublicKey:
-    """Paillier public key plus the verification keys of an n-of-n sharing of ``d``.
+    """Paillier public key plus the verification keys of a sharing of ``d``.
 
     Attributes:
         paillier: the encryption key (``n``, key id) clients use unchanged.
@@ -93,8 +93,20 @@ class ThresholdPublicKey:
     _fingerprint: bytes = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self._check_shape()
+        self._check_elements()
+        # Values are mpz from here on; the fingerprint is what every proof transcript binds.
+        object.__setattr__(self, "verification_base", gmpy2.mpz(self.verification_base))
+        object.__setattr__(self, "verification_keys",
+                           tuple(gmpy2.mpz(v) for v in self.verification_keys))
+        canonical = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        object.__setattr__(self, "_fingerprint", hashlib.sha256(canonical.encode()).digest())
+
+    def _check_shape(self) -> None:
         if not isinstance(self.paillier, PaillierPublic):
             raise InvalidInput("threshold public key: paillier must be a PaillierPublic")
+        if not isinstance(self.verification_keys, tuple | list):
+            raise InvalidInput("threshold public key: verification keys must be a sequence")
         parties = len(self.verification_keys)
         if not MIN_PARTIES <= parties <= MAX_PARTIES:
             raise InvalidInput(
@@ -111,6 +123,8 @@ class ThresholdPublicKey:
                                "(threshold == parties)")
         if self.ceremony not in CEREMONIES:
             raise InvalidInput(f"threshold public key: ceremony must be one of {CEREMONIES}")
+
+    def _check_elements(self) -> None:
         n = self.paillier.n
         for name, value in [("v", self.verification_base),
                             *((f"vk[{i}]", vk) for i, vk in enumerate(self.verification_keys))]:
@@ -121,12 +135,6 @@ class ThresholdPublicKey:
         if self.verification_base == 1:
             # v = 1 would let any c_i pass: the first equation of every proof is then void.
             raise InvalidInput("threshold public key: v must not be 1")
-        # Values are mpz from here on; the fingerprint is what every proof transcript binds.
-        object.__setattr__(self, "verification_base", gmpy2.mpz(self.verification_base))
-        object.__setattr__(self, "verification_keys",
-                           tuple(gmpy2.mpz(v) for v in self.verification_keys))
-        canonical = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
-        object.__setattr__(self, "_fingerprint", hashlib.sha256(canonical.encode()).digest())
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ThresholdPublicKey):
