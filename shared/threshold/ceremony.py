@@ -57,6 +57,7 @@ from .keys import (
     KeyShare,
     ThresholdPublicKey,
     delta,
+    secret_powmod,
 )
 from .primes import safe_prime
 
@@ -116,7 +117,7 @@ def _deal(p: Mpz, q: Mpz, parties: int, key_id: str, threshold: int | None = Non
         sharing, shares = "shamir", _shamir(d, n * lam // 2, parties, threshold)
     v = gmpy2.powmod(_random_unit(n, nsquare), 2, nsquare)
     scale = delta(parties)
-    verification = tuple(gmpy2.powmod(v, scale * s, nsquare) for s in shares)
+    verification = tuple(secret_powmod(v, scale * s, nsquare) for s in shares)
     public = ThresholdPublicKey(PaillierPublic(n, key_id), v, verification, threshold,
                                 sharing)
     return Ceremony(public, tuple(KeyShare(i + 1, s, public) for i, s in enumerate(shares)))

@@ -43,7 +43,7 @@ import gmpy2
 from ..errors import InvalidCiphertext, InvalidInput, InvalidProof
 from ..schemes.paillier import _b64u_to_int, _int_to_b64u
 from . import proof as eqlog
-from .keys import KeyShare, ThresholdPublicKey, is_unit
+from .keys import KeyShare, ThresholdPublicKey, is_unit, secret_powmod
 
 Mpz = Any  # gmpy2.mpz; gmpy2 ships no stubs.
 
@@ -93,7 +93,7 @@ def partial_decrypt(share: KeyShare, ciphertext: Mpz, context: bytes) -> Partial
     _check_context(context)
     nsq = public.nsquare
     x = public.delta * share.share
-    value = gmpy2.powmod(c, 2 * x, nsq)
+    value = secret_powmod(c, 2 * x, nsq)
     statement = _statement(public, c, share.index, value)
     transcript = _transcript(public, share.index, c, value, context)
     made = eqlog.prove(statement, x, _witness_bits(public), nsq, transcript)

@@ -71,6 +71,18 @@ def is_unit(value: Mpz, n: Mpz) -> bool:
     return 0 < value < n * n and gmpy2.gcd(value, n) == 1
 
 
+def secret_powmod(base: Mpz, exponent: Mpz, modulus: Mpz) -> Mpz:
+    """``base^exponent mod modulus`` for a secret ``exponent`` (a share, a proof nonce):
+    GMP's ``mpz_powm_sec``, whose time and memory accesses do not depend on the exponent's
+    bits (plain ``powmod`` uses sliding windows that do). ``modulus`` must be odd and
+    ``base`` invertible when ``exponent < 0``."""
+    if exponent < 0:
+        base, exponent = gmpy2.invert(base, modulus), -exponent
+    if exponent == 0:
+        return gmpy2.mpz(1)
+    return gmpy2.powmod_sec(base, exponent, modulus)
+
+
 @dataclass(frozen=True, eq=False)
 class ThresholdPublicKey:
     """Paillier public key plus the verification keys of a sharing of ``d``.
@@ -249,7 +261,7 @@ class KeyShare:
             raise InvalidInput("key share: share is larger than any share of this key")
         public = self.public
         exponent = public.delta * self.share
-        if gmpy2.powmod(public.verification_base, exponent, public.nsquare) \
+        if secret_powmod(public.verification_base, exponent, public.nsquare) \
                 != public.verification_key(self.index):
             raise InvalidInput(f"key share: share does not match verification key {self.index}")
 

@@ -31,6 +31,10 @@ Zero knowledge (honest verifier, statistical): ``z - e·x = r`` is uniform on a 
 distance ``2^-s`` (``s = ZK_SLACK_BITS = 128``) of ``z`` uniform in ``[0, 2^(x_bits+t+s))``,
 which a simulator can produce with ``a, b`` computed from ``(e, z)`` as the verifier does.
 
+Side channels: the prover's powers of ``r`` and the party's ``c^(2Δ·d_i)`` use GMP's
+constant-time ``mpz_powm_sec`` (``keys.secret_powmod``); everything the verifier computes
+is public.
+
 The transcript (bound by the caller: key fingerprint, party, ciphertext, partial, context)
 and ``a, b`` are hashed with SHA-256 under a domain tag, every item length-prefixed, so no
 two different transcripts hash the same input.
@@ -47,6 +51,7 @@ from typing import Any
 import gmpy2
 
 from ..errors import InvalidProof
+from .keys import secret_powmod
 
 Mpz = Any  # gmpy2.mpz; gmpy2 ships no stubs.
 
@@ -84,7 +89,8 @@ def prove(statement: tuple[Mpz, Mpz, Mpz, Mpz], x: Mpz, x_bits: int, modulus: Mp
     width = _width(modulus)
     while True:
         r = gmpy2.mpz(secrets.randbits(x_bits + CHALLENGE_BITS + ZK_SLACK_BITS))
-        e = challenge(transcript, gmpy2.powmod(g1, r, modulus), gmpy2.powmod(g2, r, modulus),
+        # r is as secret as x (z - e·x = r): constant-time powers.
+        e = challenge(transcript, secret_powmod(g1, r, modulus), secret_powmod(g2, r, modulus),
                       width)
         z = r + e * x
         # z < 0 only if x < 0 and r < e·|x| (probability < 2^-s): redrawing keeps responses

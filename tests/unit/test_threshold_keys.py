@@ -16,7 +16,7 @@ from blindsum.shared.errors import InvalidConfig, InvalidInput, KeyStoreError
 from blindsum.shared.schemes.paillier import PaillierPublic, _int_to_b64u
 from blindsum.shared.threshold import KeyShare, ThresholdPublicKey, run_ceremony
 from blindsum.shared.threshold.ceremony import Ceremony, _deal
-from blindsum.shared.threshold.keys import STATISTICAL_BITS, share_bits
+from blindsum.shared.threshold.keys import STATISTICAL_BITS, secret_powmod, share_bits
 from blindsum.shared.threshold.primes import safe_prime
 
 BITS = 2048  # PaillierPublic's minimum; 1024-bit safe primes take about a second each
@@ -54,6 +54,13 @@ def test_safe_primes_have_a_prime_half_and_the_top_two_bits_set(primes: Any) -> 
         assert gmpy2.is_prime(p) and gmpy2.is_prime((p - 1) // 2)
         # p - 1 = 2p': no odd small factor, so Z*_{n^2} has no element of order 3, 5, ...
         assert all((p - 1) % small for small in (3, 5, 7, 11, 13))
+
+
+def test_secret_powmod_agrees_with_powmod_for_every_sign(primes: tuple[Any, Any]) -> None:
+    modulus = primes[0] * primes[1]
+    base = gmpy2.mpz(123_456_789)
+    for exponent in (0, 1, 2**300 + 7, -(2**300 + 7), -1):
+        assert secret_powmod(base, exponent, modulus) == gmpy2.powmod(base, exponent, modulus)
 
 
 def test_safe_prime_refuses_tiny_sizes() -> None:
