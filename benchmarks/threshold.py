@@ -4,7 +4,7 @@ At the deployment size (3072-bit ``n``, two parties) and per ciphertext of a rel
 
 - ``single_key``: ``PaillierSecret.decrypt_plaintext`` (CRT with ``p`` and ``q``), today's path;
 - ``partial``: one party's ``c^(2Δ·d_i) mod n^2`` alone (a ~6,300-bit exponent, no CRT: no
-  party knows the factors);
+  party knows the factors; constant-time ``mpz_powm_sec``, as ``partial_decrypt`` does);
 - ``partial_with_proof``: ``partial_decrypt`` (the partial plus its Chaum-Pedersen proof);
 - ``proof``: the proof's own cost, timed as ``proof.prove`` on the same statement;
 - ``verify``: ``verify_partial`` for one partial;
@@ -26,14 +26,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import gmpy2
-
 from blindsum.benchmarks.timing import Timing, measure, ratio
 from blindsum.shared.schemes.paillier import generate_paillier
 from blindsum.shared.threshold import Ceremony, combine, partial_decrypt, run_ceremony
 from blindsum.shared.threshold import decryption as threshold_decryption
 from blindsum.shared.threshold import proof as eqlog
-from blindsum.shared.threshold.keys import KeyShare
+from blindsum.shared.threshold.keys import KeyShare, secret_powmod
 
 CONTEXT = b"bench;metric=latency;version=1;window=1764075600"
 PLAINTEXT = 123_456_789
@@ -70,7 +68,7 @@ def _keys(config: ThresholdConfig) -> tuple[dict[str, Any], Ceremony, Any]:
 
 def _proof_only(share: KeyShare, c: Any) -> Callable[[], object]:
     public = share.public
-    value = gmpy2.powmod(c, 2 * public.delta * share.share, public.nsquare)
+    value = secret_powmod(c, 2 * public.delta * share.share, public.nsquare)
     statement = threshold_decryption._statement(public, c, share.index, value)
     transcript = threshold_decryption._transcript(public, share.index, c, value, CONTEXT)
     bits = threshold_decryption._witness_bits(public)
@@ -96,8 +94,8 @@ def run(config: ThresholdConfig) -> dict[str, Any]:
     repeat = config.repeat
     ops: dict[str, Timing] = {
         "single_key": measure(lambda: secret.decrypt_plaintext(single_c), repeat=repeat),
-        "partial": measure(lambda: gmpy2.powmod(c, 2 * public.delta * first.share,
-                                                public.nsquare), repeat=repeat),
+        "partial": measure(lambda: secret_powmod(c, 2 * public.delta * first.share,
+                                                 public.nsquare), repeat=repeat),
         "partial_with_proof": measure(lambda: partial_decrypt(first, c, CONTEXT),
                                       repeat=repeat),
         "proof": measure(_proof_only(first, c), repeat=repeat),
