@@ -15,7 +15,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import serialization
@@ -26,7 +26,9 @@ from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 from blindsum.shared.codec import b64decode, b64encode
 from blindsum.shared.errors import BlindsumError, KeyStoreError
 from blindsum.shared.schemes.base import SecretScheme
-from blindsum.shared.threshold.keys import KeyShare, share_storage_name
+
+if TYPE_CHECKING:
+    from blindsum.shared.threshold.keys import KeyShare
 
 FORMAT = "blindsum-keystore-1"
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
@@ -137,6 +139,9 @@ class KeyStore:
     def read_share(self, key_id: str, index: int) -> KeyShare:
         """Party ``index``'s share of threshold key ``key_id``; ``KeyStoreError`` if it is
         missing, corrupt, or stored under another key id or party."""
+        # Imported here, like the scheme secrets: a key-holder without shares never loads it.
+        from blindsum.shared.threshold.keys import KeyShare, share_storage_name
+
         share = KeyShare.from_storage(self.read(share_storage_name(key_id, index)))
         if share.key_id != key_id or share.index != index:
             raise KeyStoreError(f"key file for {key_id!r} party {index} holds another share")

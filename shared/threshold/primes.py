@@ -24,6 +24,7 @@ criterion: ``p' > sqrt(p)`` is prime, ``2^(p-1) = 1 (mod p)`` and ``gcd(2^2 - 1,
 
 from __future__ import annotations
 
+import functools
 import secrets
 from typing import Any
 
@@ -36,23 +37,21 @@ _SIEVE_WIDTH = 1 << 16  # candidates per sieve window (one bytearray, one pass p
 _MILLER_RABIN_ROUNDS = 40
 
 
-def _small_primes(bound: int) -> list[int]:
+@functools.cache
+def _small_primes(bound: int) -> tuple[int, ...]:
     flags = bytearray([1]) * bound
     flags[0:2] = b"\0\0"
     for i in range(2, int(bound**0.5) + 1):
         if flags[i]:
             flags[i * i :: i] = bytes(len(range(i * i, bound, i)))
-    return [i for i in range(3, bound) if flags[i]]
-
-
-_PRIMES = _small_primes(SIEVE_BOUND)
+    return tuple(i for i in range(3, bound) if flags[i])
 
 
 def _window(start: int) -> bytearray:
     """Flags for ``p' = start + 2k``, ``k < _SIEVE_WIDTH``: 1 where neither ``p'`` nor
     ``2p' + 1`` has a factor below ``SIEVE_BOUND``."""
     alive = bytearray([1]) * _SIEVE_WIDTH
-    for prime in _PRIMES:
+    for prime in _small_primes(SIEVE_BOUND):
         half = (prime + 1) // 2  # the inverse of 2 mod prime
         residue = start % prime
         # p' = 0 (mod prime) and 2p' + 1 = 0, i.e. p' = (prime - 1)/2 (mod prime).
