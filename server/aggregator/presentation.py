@@ -1,0 +1,311 @@
+"""What a published result means to a reader: domains, consistent histograms, bands, rounding.
+
+Everything here is post-processing of a signed, already differentially private result, so
+none of it costs privacy (DP is closed under post-processing) and none of it touches a
+plaintext. The raw noisy values stay in the JSON; this module only decides what is *shown*:
+
+- **Domain.** A window of ``n`` reports has a known range per slot: a count or histogram
+  bucket lies in ``[0, n * upper]`` (``[0, n]``), a sum or vector coordinate in
+  ``[n * lower, n * upper]``, a mean in ``[lower, upper]``. Values and interval ends outside
+  it are impossible for honest reports, so they are clipped for display.
+- **Consistent histogram.** The noisy buckets are projected (Euclidean) onto the scaled
+  simplex ``{x >= 0, sum x = n}``, the closest non-negative counts that add up to the public
+  report count, then apportioned to whole counts by largest remainder.
+- **Bands.** The signed 95% interval is per slot. A band that holds for every slot at once
+  uses Bonferroni: each slot at level ``1 - alpha / d``, from the same OpenDP accuracy helper
+  the key-holder used for the per-slot interval.
+- **Rounding.** Values are shown to two significant digits of the interval's half-width (and
+  never finer than the metric's own grid): the rounding error is at most 1/20 of the
+  half-width, so two values that differ by more than the half-width never round alike.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from blindsum.server.keyholder.noise import NoisePlan
+from blindsum.shared.errors import InvalidInput
+from blindsum.shared.policy import MetricPolicy
+
+CONFIDENCE = 0.95
+SCALAR_KINDS = ("count", "sum", "mean")
+
+
+def project_to_simplex(values: Sequence[float], total: float) -> list[float]:
+    """The point of ``{x : x_i >= 0, sum x_i = total}`` nearest to ``values`` (Euclidean).
+
+    Sort-and-threshold algorithm (Held et al. 1974; Duchi et al. 2008): the projection is
+    ``max(v_i - theta, 0)`` for the unique ``theta`` making the result sum to ``total``.
+
+    Raises:
+        InvalidInput: no values, a non-finite value, or a negative or non-finite total.
+    """
+    if not values:
+        raise InvalidInput("cannot project an empty vector")
+    if not all(math.isfinite(v) for v in values):
+        raise InvalidInput("values must be finite")
+    if not math.isfinite(total) or total < 0:
+        raise InvalidInput(f"total must be a finite number >= 0, got {total!r}")
+    if total == 0:
+        return [0.0] * len(values)
+    ordered = sorted((float(v) for v in values), reverse=True)
+    running, theta = 0.0, 0.0
+    for index, v in enumerate(ordered, start=1):
+        running += v
+        candidate = (running - total) / index
+        if v - candidate > 0:
+            theta = candidate
+    return [max(float(v) - theta, 0.0) for v in values]
+
+
+def apportion(shares: Sequence[float], total: int) -> list[int]:
+    """Whole, non-negative counts summing to ``total``, each within 1 of its share.
+
+    Largest remainder (Hamilton): floors first, then the leftover units go to the largest
+    fractional parts (ties to the lower index). ``shares`` must be >= 0 and sum to ``total``
+    up to rounding, as ``project_to_simplex`` gives.
+    """
+    if total < 0 or any(s < 0 for s in shares):
+        raise InvalidInput("shares and total must be non-negative")
+    floors = [math.floor(s) for s in shares]
+    left = total - sum(floors)
+    order = sorted(range(len(shares)), key=lambda i: (-(shares[i] - floors[i]), i))
+    for i in order[:max(left, 0)]:
+        floors[i] += 1
+    # float error could leave the floors above total by a unit: take it from the largest
+    while sum(floors) > total:
+        floors[max(range(len(floors)), key=lambda i: (floors[i], -i))] -= 1
+    return floors
+
+
+def consistent_histogram(noisy: Sequence[float], report_count: int) -> list[int]:
+    """Non-negative whole bucket counts summing to ``report_count``, nearest to ``noisy``."""
+    return apportion(project_to_simplex(noisy, report_count), report_count)
+
+
+def display_step(half_width: float, resolution: float) -> float:
+    """The rounding step for a value with this 95% half-width: a power of ten.
+
+    Two significant digits of the half-width, never finer than the power of ten at or below
+    the metric's ``resolution`` (its own grid), and the resolution itself when there is no
+    noise to speak of.
+    """
+    floor_step = 10.0 ** math.floor(math.log10(resolution)) if resolution > 0 else 0.0
+    if not half_width > 0 or not math.isfinite(half_width):
+        return floor_step if floor_step > 0 else 1.0
+    step = 10.0 ** (math.floor(math.log10(half_width)) - 1)
+    return max(step, floor_step)
+
+
+def decimals_for(step: float) -> int:
+    """Digits after the decimal point that a multiple of ``step`` needs."""
+    return max(0, -math.floor(math.log10(step) + 1e-9))
+
+
+def round_to(value: float, step: float) -> float:
+    """``value`` rounded to a multiple of ``step`` (exact for the decimals it will show)."""
+    return round(round(value / step) * step, decimals_for(step))
+
+
+def format_number(value: float, step: float) -> str:
+    """``value`` rounded to ``step`` with thousands separators, e.g. ``12,300`` or ``0.42``."""
+    shown = round_to(value, step) or 0.0  # never "-0"
+    return f"{shown:,.{decimals_for(step)}f}"
+
+
+def slot_domain(kind: str, report_count: int,
+                policy: MetricPolicy | None) -> tuple[float, float]:
+    """Range of one slot of a window of ``report_count`` honest reports, in metric units.
+
+    Without the policy (another version than the manifest's) only what the kind implies is
+    known: counts and buckets are non-negative.
+    """
+    n = report_count
+    if kind == "histogram":
+        return 0.0, float(n)
+    if policy is None:
+        return (0.0, math.inf) if kind == "count" else (-math.inf, math.inf)
+    if kind == "mean":
+        return policy.lower, policy.upper
+    return n * policy.lower, n * policy.upper
+
+
+def unit(kind: str, report_count: int, policy: MetricPolicy | None) -> float | None:
+    """Metric units per slot unit (the noise's scale factor), if the policy is known."""
+    if kind == "histogram" or kind == "count":
+        return 1.0
+    if policy is None:
+        return None
+    return policy.precision / (report_count if kind == "mean" else 1)
+
+
+@functools.lru_cache(maxsize=256)
+def _slot_half_width(mechanism: str, scale: float, dimension: int, alpha: float) -> float:
+    plan = NoisePlan(mechanism, scale, 0.0, 0.0, None, dimension)
+    return plan.half_width(alpha)
+
+
+def simultaneous_half_width(mechanism: str, scale: float, dimension: int,
+                            confidence: float = CONFIDENCE) -> float:
+    """Slot-unit half-width of a band covering all ``dimension`` slots at once (Bonferroni).
+
+    Raises:
+        InvalidPolicy / InvalidInput: an unknown mechanism or an impossible scale.
+    """
+    return _slot_half_width(mechanism, float(scale), dimension, (1 - confidence) / dimension)
+
+
+def per_slot_half_width(mechanism: str, scale: float, confidence: float = CONFIDENCE) -> float:
+    """Slot-unit half-width of one slot's interval (what the key-holder signed)."""
+    return _slot_half_width(mechanism, float(scale), 1, 1 - confidence)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One published number as a reader sees it, beside the raw value that was signed."""
+
+    label: str
+    raw: float
+    shown: float
+    low: float
+    high: float
+    simultaneous_low: float | None
+    simultaneous_high: float | None
+    low_signal: bool
+
+
+@dataclass(frozen=True)
+class View:
+    """A published result prepared for reading: clipped, consistent, rounded, with bands.
+
+    ``step`` is the rounding step of every slot; ``half_width`` and
+    ``simultaneous_half_width`` are in metric units (None when the policy's units are
+    unknown). ``projected`` says the histogram shown is the consistent projection.
+    """
+
+    kind: str
+    report_count: int
+    slots: tuple[Slot, ...]
+    step: float
+    half_width: float
+    simultaneous_half_width: float | None
+    projected: bool
+    policy_known: bool
+
+    @property
+    def scalar(self) -> bool:
+        return self.kind in SCALAR_KINDS
+
+    def format(self, value: float) -> str:
+        return format_number(value, self.step)
+
+    def to_json(self) -> dict[str, Any]:
+        """The derived (unsigned) view as plain JSON, lists for every kind."""
+        return {
+            "value": [s.shown for s in self.slots] if not self.scalar else self.slots[0].shown,
+            "ci": _pairs(self, "low", "high"),
+            "simultaneous_ci": _pairs(self, "simultaneous_low", "simultaneous_high"),
+            "labels": [s.label for s in self.slots],
+            "low_signal": [s.low_signal for s in self.slots],
+            "rounding_step": self.step,
+            "half_width_95": self.half_width,
+            "simultaneous_half_width_95": self.simultaneous_half_width,
+            "projected": self.projected,
+        }
+
+
+def _pairs(view: View, low: str, high: str) -> Any:
+    pairs = [[getattr(s, low), getattr(s, high)] for s in view.slots]
+    return pairs[0] if view.scalar else pairs
+
+
+def slot_labels(kind: str, count: int, policy: MetricPolicy | None) -> list[str]:
+    """Bucket ranges for a histogram (end buckets hold the clipped values), indices else."""
+    if kind == "histogram" and policy is not None and len(policy.buckets) == count + 1:
+        edges = [f"{e:g}" for e in policy.buckets]
+        labels = [f"[{a}, {b})" for a, b in itertools.pairwise(edges)]
+        labels[0] = f"< {edges[1]}"
+        labels[-1] = f"≥ {edges[-2]}"
+        return labels
+    if kind in SCALAR_KINDS:
+        return [kind]
+    return [str(i) for i in range(count)]
+
+
+def _numbers(value: Any) -> list[float]:
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(v, int | float) and not isinstance(v, bool)
+                            and math.isfinite(v) for v in items):
+        raise InvalidInput("a published value must be a finite number or a list of them")
+    return [float(v) for v in items]
+
+
+def _intervals(ci: Any, count: int, scalar: bool) -> list[tuple[float, float]]:
+    pairs = [ci] if scalar else ci
+    if not isinstance(pairs, list) or len(pairs) != count:
+        raise InvalidInput("a published interval must have one [low, high] pair per value")
+    out = []
+    for pair in pairs:
+        bounds = _numbers(pair) if isinstance(pair, list) and len(pair) == 2 else []
+        if len(bounds) != 2 or not bounds[0] <= bounds[1]:
+            raise InvalidInput("a published interval must be a [low, high] pair")
+        out.append((bounds[0], bounds[1]))
+    return out
+
+
+def _clip(x: float, low: float, high: float) -> float:
+    return min(max(x, low), high)
+
+
+def build_view(payload: Mapping[str, Any], policy: MetricPolicy | None) -> View:
+    """The reader's view of one signed result payload (``policy`` of its version, if known).
+
+    The raw value is ``noisy_value`` when the key-holder states it (unbiased, before its own
+    clamping), else ``value``.
+
+    Raises:
+        InvalidInput: the payload's value, interval or noise fields are malformed.
+    """
+    kind = str(payload.get("kind", ""))
+    n = payload.get("report_count")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise InvalidInput("a published result needs a positive report_count")
+    if policy is not None and (policy.kind != kind or policy.version != payload.get("version")):
+        policy = None
+    published = payload.get("noisy_value", payload.get("value"))
+    if (kind in SCALAR_KINDS) == isinstance(published, list):
+        raise InvalidInput(f"a {kind or 'result'} must publish "
+                           + ("one number" if kind in SCALAR_KINDS else "a list of numbers"))
+    raw = _numbers(published)
+    signed_ci = _intervals(payload.get("ci"), len(raw), kind in SCALAR_KINDS)
+    low_end, high_end = slot_domain(kind, n, policy)
+    per_units = unit(kind, n, policy)
+    half = max((high - low) / 2 for low, high in signed_ci)
+    sim_half: float | None = None
+    mechanism, scale = payload.get("mechanism"), payload.get("scale")
+    if per_units is not None and isinstance(mechanism, str) and isinstance(scale, int | float):
+        sim_half = simultaneous_half_width(mechanism, float(scale), len(raw)) * per_units
+    projected = kind == "histogram"
+    shown = ([float(c) for c in consistent_histogram(raw, n)] if projected
+             else [min(max(v, low_end), high_end) for v in raw])
+    # Histogram counts stay whole so that they add up to the report count.
+    step = 1.0 if projected else display_step(half, per_units if per_units is not None else 0)
+    labels = slot_labels(kind, len(raw), policy)
+    slots = []
+    for label, value, display, (low, high) in zip(labels, raw, shown, signed_ci, strict=True):
+        # The band is centred on the unbiased noisy value: that is what its coverage is for.
+        slots.append(Slot(
+            label=label, raw=value, shown=round_to(display, step),
+            low=_clip(low, low_end, high_end), high=_clip(high, low_end, high_end),
+            simultaneous_low=None if sim_half is None else _clip(value - sim_half, low_end,
+                                                                 high_end),
+            simultaneous_high=None if sim_half is None else _clip(value + sim_half, low_end,
+                                                                  high_end),
+            low_signal=(high - low) / 2 >= abs(display),
+        ))
+    return View(kind, n, tuple(slots), step, half, sim_half, projected, policy is not None)
