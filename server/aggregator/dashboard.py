@@ -1,167 +1,266 @@
-"""The HTML dashboard of published results: one self-contained page, no external assets.
+"""The HTML dashboard: an index of metrics and one page per metric, server-rendered.
 
+No script and no external asset, so it works without JavaScript and behind strict CSPs.
 Every value comes from a key-holder-signed payload but is still escaped (Jinja autoescape):
 metric names are constrained, yet the page must not trust anything it did not write.
+
+What a metric's state says depends only on its policy, the clock and the key-holder's
+ledger, never on reports waiting in an open window: how many reports arrived, or whether
+any did, is not published before the window is released.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from flask import render_template_string
+from flask import render_template
 from markupsafe import Markup
 
+from blindsum.server.aggregator import charts
+from blindsum.server.aggregator.budget import Budget
+from blindsum.server.aggregator.methodology import Section, methodology
+from blindsum.server.aggregator.presentation import View
+from blindsum.server.aggregator.published import view_of
 from blindsum.server.aggregator.store import StoredResult
+from blindsum.shared.policy import MetricPolicy
 
-MAX_LISTED = 16  # histogram buckets / vector coordinates shown before "…"
-
-_PAGE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>blindsum: published results</title>
-<style>
-body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 72rem;
-       padding: 0 1rem; color: #1d2330; }
-h1 { font-size: 1.4rem; margin-bottom: .2rem; }
-p.lead { color: #566; margin-top: 0; }
-table { border-collapse: collapse; width: 100%; }
-th, td { text-align: left; padding: .45rem .6rem; border-bottom: 1px solid #dde2ea;
-         vertical-align: top; }
-th { background: #f3f5f9; font-weight: 600; }
-td.num { font-variant-numeric: tabular-nums; }
-.empty { color: #778; font-style: italic; }
-code { font-size: .9em; }
-svg.bars { display: block; margin-top: .4rem; }
-svg.bars rect { fill: #5b7fbf; }
-svg.bars line { stroke: #1d2330; stroke-width: 1; }
-</style>
-</head>
-<body>
-<h1>Published results</h1>
-<p class="lead">Each value is a window aggregate decrypted by the key-holder with
-differential-privacy noise added; the interval is its 95% confidence interval. No
-individual report is ever decrypted.</p>
-{% if rows %}
-<table>
-<thead><tr><th>metric</th><th>window (UTC)</th><th>value</th><th>95% CI</th>
-<th>&epsilon;</th><th>reports</th></tr></thead>
-<tbody>
-{% for row in rows %}
-<tr><td><code>{{ row.metric }}</code> v{{ row.version }}<br><small>{{ row.kind }}</small></td>
-<td>{{ row.window }}</td>
-<td class="num">{{ row.value }}{% if row.chart %}<br>{{ row.chart }}{% endif %}</td>
-<td class="num">{{ row.ci }}</td>
-<td class="num">{{ row.epsilon }}</td><td class="num">{{ row.report_count }}</td></tr>
-{% endfor %}
-</tbody>
-</table>
-{% else %}
-<p class="empty">No results have been published yet.</p>
-{% endif %}
-</body>
-</html>
-"""
+SPARK_WINDOWS = 24
+SMALL_MULTIPLES = 6  # histogram/vector windows drawn side by side on one scale
+PAGE_RESULTS = 1000
+DASH = "\u2013"  # an en dash between times, spelled out for the linter
 
 
-def render_dashboard(results: list[StoredResult]) -> str:
-    """The dashboard page listing ``results``, newest window first."""
-    ordered = sorted(results, key=lambda r: (-r.window, r.metric))
-    return render_template_string(_PAGE, rows=[_row(r) for r in ordered])
+def _utc(seconds: float, fmt: str = "%Y-%m-%d %H:%M") -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime(fmt) + " UTC"
 
 
-def _row(result: StoredResult) -> dict[str, Any]:
-    payload = result.payload
-    return {
-        "metric": result.metric,
-        "version": result.version,
-        "kind": payload.get("kind", ""),
-        "window": _window_label(result.window, payload.get("window_seconds")),
-        "value": _format(payload.get("value")),
-        "chart": _bar_chart(payload.get("value"), payload.get("ci")),
-        "ci": _format_ci(payload.get("ci")),
-        "epsilon": _format(payload.get("epsilon")),
-        "report_count": payload.get("report_count", ""),
-    }
+@dataclass(frozen=True)
+class Window:
+    """One published window as the pages show it."""
+
+    result: StoredResult
+    view: View
+
+    @property
+    def start(self) -> str:
+        return _utc(self.result.window)
+
+    @property
+    def span(self) -> str:
+        seconds = self.result.payload.get("window_seconds")
+        if not isinstance(seconds, int):
+            return self.start
+        end = datetime.fromtimestamp(self.result.window + seconds, UTC).strftime("%H:%M")
+        return f"{self.start[:-4]}{DASH}{end} UTC"
+
+    @property
+    def report_count(self) -> int:
+        return self.view.report_count
+
+    @property
+    def epsilon(self) -> str:
+        payload = self.result.payload
+        text = f"ε {payload.get('epsilon', 0):g}"
+        return text + (f", δ {payload['delta']:g}" if payload.get("delta") else "")
+
+    @property
+    def released(self) -> str:
+        return _utc(self.result.released_at)
+
+    @property
+    def scalar(self) -> bool:
+        return self.view.scalar
+
+    @property
+    def value(self) -> str:
+        return self.view.format(self.view.slots[0].shown)
+
+    @property
+    def ci(self) -> str:
+        slot = self.view.slots[0]
+        return f"{self.view.format(slot.low)} to {self.view.format(slot.high)}"
+
+    @property
+    def low_signal_count(self) -> int:
+        return sum(s.low_signal for s in self.view.slots)
+
+    def slot_rows(self) -> list[dict[str, str]]:
+        fmt = self.view.format
+        return [{
+            "label": s.label, "value": fmt(s.shown), "ci": f"{fmt(s.low)} to {fmt(s.high)}",
+            "band": "" if s.simultaneous_low is None or s.simultaneous_high is None
+            else f"{fmt(s.simultaneous_low)} to {fmt(s.simultaneous_high)}",
+            "raw": f"{s.raw:g}", "low_signal": "yes" if s.low_signal else "",
+        } for s in self.view.slots]
 
 
-def _window_label(start: int, seconds: object) -> str:
-    begin = datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d %H:%M:%S")
-    if isinstance(seconds, int) and not isinstance(seconds, bool):
-        return f"{begin} + {seconds}s"
-    return begin
+def windows_of(results: Sequence[StoredResult], policy_for: Callable[[StoredResult],
+               MetricPolicy | None]) -> list[Window]:
+    out = []
+    for result in results:
+        view = view_of(result, policy_for(result))
+        if view is not None:
+            out.append(Window(result, view))
+    return out
 
 
-def _format(value: object) -> str:
-    if isinstance(value, list):
-        shown = ", ".join(_format(v) for v in value[:MAX_LISTED])
-        more = f", … ({len(value)} in all)" if len(value) > MAX_LISTED else ""
-        return f"[{shown}{more}]"
-    if isinstance(value, bool) or value is None:
-        return "" if value is None else str(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.6g}" if math.isfinite(value) else str(value)
-    return str(value)
+@dataclass
+class MetricState:
+    """What the index says about one metric: state, budget and policy in words."""
+
+    name: str
+    policy: MetricPolicy | None
+    budget: Budget | None
+    budget_known: bool
+    now: float
+    windows: list[Window] = field(default_factory=list)
+
+    @property
+    def state(self) -> str:
+        if self.policy is None:
+            return "retired"
+        if self.budget is not None and self.budget.releases_left(
+                self.policy.privacy.epsilon) == 0:
+            return "paused: budget spent"
+        return "collecting"
+
+    @property
+    def state_detail(self) -> str:
+        if self.policy is None:
+            return "no longer in the manifest: nothing more is collected or released"
+        if self.state != "collecting":
+            return "the key-holder releases nothing more for this metric"
+        start = self.policy.window_start(self.now)
+        closes = start + self.policy.window_seconds
+        return f"current window {_utc(start, '%H:%M')[:-4]}{DASH}{_utc(closes, '%H:%M')}"
+
+    @property
+    def budget_text(self) -> str:
+        if self.budget is None or self.policy is None:
+            return ("budget unknown (the key-holder did not answer)" if not self.budget_known
+                    else "no budget entry")
+        left = self.budget.releases_left(self.policy.privacy.epsilon)
+        return (f"ε {self.budget.spent_epsilon:g} of {self.budget.budget_epsilon:g} spent; "
+                f"{left} release{'s' if left != 1 else ''} left")
+
+    @property
+    def policy_text(self) -> str:
+        policy = self.policy
+        if policy is None:
+            return ""
+        privacy = policy.privacy
+        if policy.kind == "histogram":
+            shape = f"{policy.slot_count} buckets"
+        elif policy.kind == "vector":
+            shape = f"{policy.dimension} coordinates in [{policy.lower:g}, {policy.upper:g}]"
+        else:
+            shape = f"values in [{policy.lower:g}, {policy.upper:g}]"
+        cost = f"ε {privacy.epsilon:g}" + (f", δ {privacy.delta:g}" if privacy.delta else "")
+        return (f"{policy.kind}, {shape}; {privacy.mechanism} noise, {cost} per "
+                f"{_window_words(policy.window_seconds)} window; k ≥ {policy.min_contributors}; "
+                f"{policy.scheme}" + (" (trusted clients)" if policy.scheme == "ckks" else ""))
+
+    @property
+    def latest(self) -> Window | None:
+        return self.windows[-1] if self.windows else None
+
+    @property
+    def latest_text(self) -> str:
+        latest = self.latest
+        if latest is None:
+            return "nothing published yet"
+        if latest.scalar:
+            return f"{latest.value} (95%: {latest.ci})"
+        top = max(latest.view.slots, key=lambda s: s.shown)
+        noun = "bucket" if latest.view.kind == "histogram" else "coordinate"
+        return f"largest {noun} {top.label}: {latest.view.format(top.shown)}"
+
+    @property
+    def trend(self) -> str:
+        if len(self.windows) < 2 or not self.windows[-1].scalar:
+            return "—"
+        last, before = self.windows[-1].view, self.windows[-2].view
+        change = last.slots[0].shown - before.slots[0].shown
+        noise = math.hypot(last.half_width, before.half_width)
+        if abs(change) <= noise:
+            return "steady (within noise)"
+        return ("up " if change > 0 else "down ") + last.format(abs(change))
+
+    @property
+    def spark(self) -> Markup | None:
+        points = [w.view.slots[0].shown for w in self.windows if w.scalar]
+        return charts.sparkline(points[-SPARK_WINDOWS:], f"trend of {self.name}")
 
 
-def _format_ci(ci: object) -> str:
-    if isinstance(ci, list) and len(ci) == 2 and not any(isinstance(c, list) for c in ci):
-        return f"[{_format(ci[0])}, {_format(ci[1])}]"
-    halves = {round((pair[1] - pair[0]) / 2, 9) for pair in ci
-              if isinstance(pair, list) and len(pair) == 2
-              and all(isinstance(v, int | float) for v in pair)} if isinstance(ci, list) else set()
-    if len(halves) == 1 and len(ci) > 1:  # type: ignore[arg-type]
-        return f"each value ± {_format(halves.pop())}"
-    if isinstance(ci, list):
-        pairs = [_format_ci(pair) for pair in ci[:MAX_LISTED]]
-        more = f", … ({len(ci)} in all)" if len(ci) > MAX_LISTED else ""
-        return "; ".join(pairs) + more
-    return _format(ci)
+def _window_words(seconds: int) -> str:
+    return {3600: "hourly", 86400: "daily", 60: "minute", 604800: "weekly"}.get(
+        seconds, f"{seconds} s")
 
 
-def _numbers(values: object) -> list[float] | None:
-    if not isinstance(values, list) or not values:
-        return None
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-               for v in values):
-        return None
-    return [float(v) for v in values]
+def time_series_chart(name: str, windows: Sequence[Window], floor: float | None) -> Markup:
+    points = [charts.Point(w.result.window, w.view.slots[0].shown, w.view.slots[0].low,
+                           w.view.slots[0].high,
+                           f"{w.start}: {w.value} (95% {w.ci}), {w.report_count} reports")
+              for w in windows]
+    kind = windows[-1].view.kind
+    return charts.time_series(
+        "series", points, kind, f"{name}: {kind} per window with its 95% interval",
+        f"{len(points)} windows from {windows[0].start} to {windows[-1].start}; latest "
+        f"{windows[-1].value} (95% interval {windows[-1].ci}). The table below lists them all.",
+        floor)
 
 
-def _bar_chart(value: object, ci: object, width: int = 420, height: int = 110) -> Markup | None:
-    """An inline SVG of a histogram or vector: bars for values, whiskers for the 95% CI.
+def slot_charts(name: str, windows: Sequence[Window]) -> list[tuple[Window, Markup]]:
+    """The newest windows' bars, all on one y scale so heights compare across windows."""
+    shown = list(windows[-SMALL_MULTIPLES:])[::-1]
+    lows = [min(s.low for s in w.view.slots) for w in shown]
+    highs = [max(max(s.high, s.shown) for s in w.view.slots) for w in shown]
+    y_range = (min(0.0, *lows), max(highs))
+    kind = shown[0].view.kind
+    noun = "bucket" if kind == "histogram" else "coordinate"
+    out = []
+    for index, window in enumerate(shown):
+        fmt = window.view.format
+        bars = [charts.Bar(s.label, s.shown, s.low, s.high, s.simultaneous_low,
+                           s.simultaneous_high,
+                           f"{noun} {s.label}: {fmt(s.shown)} (95% {fmt(s.low)} to "
+                           f"{fmt(s.high)}; raw noisy {s.raw:g})")
+                for s in window.view.slots]
+        top = max(window.view.slots, key=lambda s: s.shown)
+        out.append((window, charts.bar_chart(
+            f"slots-{index}", bars, y_range, noun, "count" if kind == "histogram" else "sum",
+            f"{name}, window {window.start}",
+            f"{len(bars)} {noun}s, {window.report_count} reports; largest {noun} {top.label} "
+            f"at {fmt(top.shown)}. The table below lists every {noun}.")))
+    return out
 
-    Only numbers reach the SVG text, so it is safe to mark as markup.
-    """
-    values = _numbers(value)
-    if values is None or not isinstance(ci, list) or len(ci) != len(values):
-        return None
-    lows = _numbers([pair[0] if isinstance(pair, list) and pair else None for pair in ci])
-    highs = _numbers([pair[-1] if isinstance(pair, list) and pair else None for pair in ci])
-    if lows is None or highs is None:
-        return None
-    top = max([*highs, *values, 1e-9])
-    bottom = min([*lows, *values, 0.0])
-    span = top - bottom
-    step = width / len(values)
 
-    def y(v: float) -> float:
-        return round(height - (v - bottom) / span * height, 1)
+def render_index(states: Sequence[MetricState], identity: str) -> str:
+    return render_template("index.html", states=states, identity=identity)
 
-    parts = [f'<svg class="bars" width="{width}" height="{height}" role="img" '
-             f'viewBox="0 0 {width} {height}">']
-    for index, (v, low, high) in enumerate(zip(values, lows, highs, strict=True)):
-        x = round(index * step + step * 0.15, 1)
-        w = round(step * 0.7, 1)
-        y0, yv = y(0.0), y(v)
-        parts.append(f'<rect x="{x}" y="{min(y0, yv)}" width="{w}" '
-                     f'height="{round(abs(y0 - yv), 1)}"/>')
-        mid = round(x + w / 2, 1)
-        parts.append(f'<line x1="{mid}" x2="{mid}" y1="{y(low)}" y2="{y(high)}"/>')
-    parts.append("</svg>")
-    return Markup("".join(parts))
+
+def render_metric(state: MetricState, sections: Sequence[Section], query: dict[str, Any],
+                  truncated: bool) -> str:
+    windows = state.windows
+    series = slot_multiples = None
+    if windows and windows[-1].scalar:
+        floor = 0.0 if windows[-1].view.kind == "count" else None
+        series = time_series_chart(state.name, windows, floor)
+    elif windows:
+        slot_multiples = slot_charts(state.name, windows)
+    return render_template("metric.html", state=state, sections=sections, series=series,
+                           slot_multiples=slot_multiples, query=query, truncated=truncated,
+                           windows=list(reversed(windows)))
+
+
+def sections_for(state: MetricState, identity: str) -> tuple[Section, ...]:
+    """The methodology note of the metric's current policy (empty once it is retired)."""
+    if state.policy is None:
+        return ()
+    released = [w.result.payload for w in state.windows
+                if w.result.version == state.policy.version]
+    return methodology(state.policy, identity, released[-1] if released else None)

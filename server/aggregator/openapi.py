@@ -79,7 +79,33 @@ def _schemas() -> dict[str, Any]:
             "scale": {"type": "number"},
             "released_at": {"type": "number"},
             "audit_seq": {"type": "integer"},
+            "noisy_value": {"description": "the unbiased noisy value before clamping (newer "
+                                           "key-holders), same shape as value"},
+            "consistent": {"type": "boolean"},
+            "audit_head": {"type": "string"},
             "document": _ref("SignedDocument"),
+            "derived": {**_ref("Derived"), "nullable": True},
+        },
+    }
+    derived = {
+        "type": "object",
+        "description": "computed by this server from the signed payload and the policy, not "
+                       "signed: what the dashboard shows",
+        "properties": {
+            "value": {"description": "shown value: a histogram projected onto non-negative "
+                                     "whole counts summing to report_count, other kinds "
+                                     "clipped to their domain; rounded to rounding_step"},
+            "ci": {"type": "array", "description": "per-slot 95% interval clipped to the "
+                                                   "domain"},
+            "simultaneous_ci": {"type": "array", "description": "95% band holding for every "
+                                                                "slot at once (Bonferroni)"},
+            "labels": {"type": "array", "items": {"type": "string"}},
+            "low_signal": {"type": "array", "items": {"type": "boolean"},
+                           "description": "the interval's half-width reaches the value"},
+            "rounding_step": {"type": "number"},
+            "half_width_95": {"type": "number"},
+            "simultaneous_half_width_95": {"type": "number", "nullable": True},
+            "projected": {"type": "boolean"},
         },
     }
     outcome = {
@@ -147,7 +173,16 @@ def _schemas() -> dict[str, Any]:
             },
         },
         "PublishedResult": result,
+        "Derived": derived,
         "Published": {"type": "object", "properties": {
+            "results": {"type": "array", "items": _ref("PublishedResult")},
+            "next_cursor": {"type": "string",
+                            "description": "present when more results follow: pass it as "
+                                           "cursor"}}},
+        "Export": {"type": "object", "properties": {
+            "metric": {"type": "string"},
+            "from": {"type": "integer", "nullable": True},
+            "to": {"type": "integer", "nullable": True},
             "results": {"type": "array", "items": _ref("PublishedResult")}}},
         "Window": window,
         "Windows": {"type": "object", "properties": {
@@ -180,8 +215,32 @@ def _schemas() -> dict[str, Any]:
     }
 
 
+_TIME = {"description": "unix seconds or an ISO 8601 date/time (UTC unless stated)",
+         "schema": {"type": "string"}}
+_RANGE = [
+    {"name": "from", "in": "query", **_TIME,
+     "description": "windows starting at or after this time; " + _TIME["description"]},
+    {"name": "to", "in": "query", **_TIME,
+     "description": "windows starting before this time; " + _TIME["description"]},
+]
+_PAGE = [
+    {"name": "limit", "in": "query", "description": "results per page (default 100)",
+     "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+    {"name": "cursor", "in": "query", "description": "next_cursor of the previous page",
+     "schema": {"type": "string", "maxLength": 512}},
+]
+_METRIC_PATTERN = {"type": "string", "pattern": "^[a-z][a-z0-9_.-]{0,63}$"}
+_METRIC_QUERY = {"name": "metric", "in": "query", "schema": _METRIC_PATTERN}
+_METRIC_PATH = {"name": "metric", "in": "path", "required": True, "schema": _METRIC_PATTERN}
+_HTML = {"description": "HTML page", "content": {"text/html": {"schema": {"type": "string"}}}}
+_EXPORT_ERRORS = {"400": _problem("unknown, repeated or malformed parameter, or more than "
+                                  "20,000 results in range"),
+                  "404": _problem("unknown metric"), **_RATE_LIMITED}
+
+
 def _paths() -> dict[str, Any]:
     published_ok = {"200": _body("Published", "released results, oldest window first"),
+                    "400": _problem("unknown, repeated or malformed parameter"),
                     **_RATE_LIMITED}
     return {
         "/v1/manifest": {"get": {
@@ -225,14 +284,30 @@ def _paths() -> dict[str, Any]:
             },
         }},
         "/v1/published": {"get": {
-            "summary": "Every published (noisy, signed) result", "tags": ["published"],
-            "responses": published_ok,
+            "summary": "Published (noisy, signed) results, by metric, window, version",
+            "tags": ["published"],
+            "parameters": [_METRIC_QUERY, *_RANGE, *_PAGE],
+            "responses": {**published_ok, "404": _problem("unknown metric")},
         }},
         "/v1/published/{metric}": {"get": {
             "summary": "Published results of one metric", "tags": ["published"],
-            "parameters": [{"name": "metric", "in": "path", "required": True,
-                            "schema": {"type": "string"}}],
+            "parameters": [_METRIC_PATH, *_RANGE, *_PAGE],
             "responses": {**published_ok, "404": _problem("unknown metric")},
+        }},
+        "/v1/published/{metric}/export.csv": {"get": {
+            "summary": "CSV of a metric's results in a time range, one row per slot",
+            "tags": ["published"],
+            "parameters": [_METRIC_PATH, *_RANGE],
+            "responses": {"200": {"description": "CSV (header row first)",
+                                  "content": {"text/csv": {"schema": {"type": "string"}}}},
+                          **_EXPORT_ERRORS},
+        }},
+        "/v1/published/{metric}/export.json": {"get": {
+            "summary": "JSON of a metric's results in a time range", "tags": ["published"],
+            "parameters": [_METRIC_PATH, *_RANGE],
+            "responses": {"200": {"description": "every result in range",
+                                  "content": {JSON: {"schema": _ref("Export")}}},
+                          **_EXPORT_ERRORS},
         }},
         "/v1/windows": {"get": {
             "summary": "Every window aggregate and its state", "tags": ["windows"],
@@ -282,10 +357,16 @@ def _paths() -> dict[str, Any]:
                           **_RATE_LIMITED},
         }},
         "/": {"get": {
-            "summary": "HTML dashboard of published results", "tags": ["published"],
-            "responses": {"200": {"description": "HTML page",
-                                  "content": {"text/html": {"schema": {"type": "string"}}}},
-                          **_RATE_LIMITED},
+            "summary": "HTML dashboard: every metric, its latest value, state and budget",
+            "tags": ["published"],
+            "responses": {"200": _HTML, **_RATE_LIMITED},
+        }},
+        "/metrics/{metric}": {"get": {
+            "summary": "HTML page of one metric: time series, bands, methodology, exports",
+            "tags": ["published"],
+            "parameters": [_METRIC_PATH, *_RANGE],
+            "responses": {"200": _HTML, "400": _problem("malformed time range"),
+                          "404": _problem("unknown metric"), **_RATE_LIMITED},
         }},
     }
 

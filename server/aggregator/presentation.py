@@ -13,7 +13,7 @@ plaintext. The raw noisy values stay in the JSON; this module only decides what 
   report count, then apportioned to whole counts by largest remainder.
 - **Bands.** The signed 95% interval is per slot. A band that holds for every slot at once
   uses Bonferroni: each slot at level ``1 - alpha / d``, from the same OpenDP accuracy helper
-  the key-holder used for the per-slot interval.
+  the key-holder used (``server/accuracy.py``) for the per-slot interval.
 - **Rounding.** Values are shown to two significant digits of the interval's half-width (and
   never finer than the metric's own grid): the rounding error is at most 1/20 of the
   half-width, so two values that differ by more than the half-width never round alike.
@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from blindsum.server.keyholder.noise import NoisePlan
+from blindsum.server.accuracy import half_width
 from blindsum.shared.errors import InvalidInput
 from blindsum.shared.policy import MetricPolicy
 
@@ -145,9 +145,8 @@ def unit(kind: str, report_count: int, policy: MetricPolicy | None) -> float | N
 
 
 @functools.lru_cache(maxsize=256)
-def _slot_half_width(mechanism: str, scale: float, dimension: int, alpha: float) -> float:
-    plan = NoisePlan(mechanism, scale, 0.0, 0.0, None, dimension)
-    return plan.half_width(alpha)
+def _slot_half_width(mechanism: str, scale: float, alpha: float) -> float:
+    return half_width(mechanism, scale, alpha)
 
 
 def simultaneous_half_width(mechanism: str, scale: float, dimension: int,
@@ -157,12 +156,14 @@ def simultaneous_half_width(mechanism: str, scale: float, dimension: int,
     Raises:
         InvalidPolicy / InvalidInput: an unknown mechanism or an impossible scale.
     """
-    return _slot_half_width(mechanism, float(scale), dimension, (1 - confidence) / dimension)
+    if not isinstance(dimension, int) or dimension < 1:
+        raise InvalidInput(f"dimension must be a positive integer, got {dimension!r}")
+    return _slot_half_width(mechanism, float(scale), (1 - confidence) / dimension)
 
 
 def per_slot_half_width(mechanism: str, scale: float, confidence: float = CONFIDENCE) -> float:
     """Slot-unit half-width of one slot's interval (what the key-holder signed)."""
-    return _slot_half_width(mechanism, float(scale), 1, 1 - confidence)
+    return _slot_half_width(mechanism, float(scale), 1 - confidence)
 
 
 @dataclass(frozen=True)

@@ -9,17 +9,40 @@ from typing import Any
 from flask import Blueprint, Response, current_app, request
 
 from blindsum.server.aggregator.auth import require_metrics
-from blindsum.server.aggregator.dashboard import render_dashboard
+from blindsum.server.aggregator.budget import Budget
+from blindsum.server.aggregator.dashboard import (
+    PAGE_RESULTS,
+    SPARK_WINDOWS,
+    MetricState,
+    render_index,
+    render_metric,
+    sections_for,
+    windows_of,
+)
 from blindsum.server.aggregator.openapi import openapi_document
+from blindsum.server.aggregator.published import (
+    EXPORT_PARAMS,
+    LIST_PARAMS,
+    MAX_EXPORT,
+    PublishedQuery,
+    encode_cursor,
+    export_csv,
+    export_filename,
+    parse_query,
+    policy_of,
+    range_links,
+    result_json,
+)
 from blindsum.server.aggregator.release import ReleaseOutcome
 from blindsum.server.aggregator.services import Aggregator
 from blindsum.server.aggregator.store import STATES, StoredResult
 from blindsum.server.aggregator.tokens import TokenRecord
 from blindsum.server.bodies import BATCH_ITEMS, read_wire_body
 from blindsum.server.http import reply
+from blindsum.shared import codec
 from blindsum.shared.codec import ReportBatch
 from blindsum.shared.errors import InvalidInput, NotFound
-from blindsum.shared.policy import NAME_PATTERN
+from blindsum.shared.policy import NAME_PATTERN, MetricPolicy
 
 EXTENSION = "blindsum.aggregator"
 
@@ -28,7 +51,7 @@ reports = Blueprint("reports", __name__)
 published = Blueprint("published", __name__)
 windows = Blueprint("windows", __name__)
 meta = Blueprint("meta", __name__)
-dashboard = Blueprint("dashboard", __name__)
+dashboard = Blueprint("dashboard", __name__, template_folder="templates")
 BLUEPRINTS = (keys, reports, published, windows, meta, dashboard)
 AUTHENTICATED = ((reports, "ingest"), (windows, "admin"))
 PUBLIC = (keys, published, meta, dashboard)
@@ -78,25 +101,72 @@ def post_reports() -> Response:
 # -- published results ---------------------------------------------------------------------
 
 
-def _published(results: list[StoredResult]) -> dict[str, Any]:
-    return {"results": [{**r.payload, "document": r.document} for r in results]}
+def _check_name(metric: str) -> None:
+    if not NAME_PATTERN.match(metric):
+        raise NotFound(f"no metric of that name (names match {NAME_PATTERN.pattern})")
+
+
+def _require_known(metric: str) -> None:
+    service = aggregator()
+    known = not service.manifests.loaded or metric in service.manifests.manifest().policies
+    if not known and not service.store.results_page(metric, limit=1):
+        raise NotFound(f"metric {metric!r} is not in the manifest and has no results")
+
+
+def _page(query: PublishedQuery) -> Response:
+    service = aggregator()
+    if query.metric is not None:
+        _require_known(query.metric)
+    rows = service.store.results_page(query.metric, query.start, query.end, query.after,
+                                      query.limit + 1)
+    page = rows[:query.limit]
+    body: dict[str, Any] = {"results": [
+        result_json(r, policy_of(service.manifests, r.metric, r.version)) for r in page]}
+    if len(rows) > query.limit:
+        body["next_cursor"] = encode_cursor(page[-1])
+    return reply(body)
 
 
 @published.get("/v1/published")
 def get_published() -> Response:
-    return reply(_published(aggregator().store.results()))
+    return _page(parse_query(request.args, request.args.getlist, LIST_PARAMS))
 
 
 @published.get("/v1/published/<metric>")
 def get_published_metric(metric: str) -> Response:
-    if not NAME_PATTERN.match(metric):
-        raise NotFound(f"no metric of that name (names match {NAME_PATTERN.pattern})")
+    _check_name(metric)
+    allowed = [name for name in LIST_PARAMS if name != "metric"]
+    return _page(parse_query(request.args, request.args.getlist, allowed, metric=metric))
+
+
+@published.get("/v1/published/<metric>/export.csv")
+def get_export_csv(metric: str) -> Response:
+    return _export(metric, "csv")
+
+
+@published.get("/v1/published/<metric>/export.json")
+def get_export_json(metric: str) -> Response:
+    return _export(metric, "json")
+
+
+def _export(metric: str, fmt: str) -> Response:
+    _check_name(metric)
+    query = parse_query(request.args, request.args.getlist, EXPORT_PARAMS, metric=metric)
+    _require_known(metric)
     service = aggregator()
-    results = service.store.results(metric)
-    known = not service.manifests.loaded or metric in service.manifests.manifest().policies
-    if not results and not known:
-        raise NotFound(f"metric {metric!r} is not in the manifest and has no results")
-    return reply(_published(results))
+    rows = service.store.results_page(metric, query.start, query.end, limit=MAX_EXPORT + 1)
+    if len(rows) > MAX_EXPORT:
+        raise InvalidInput(f"more than {MAX_EXPORT} results in range: narrow it with from/to")
+    pairs = [(r, policy_of(service.manifests, r.metric, r.version)) for r in rows]
+    if fmt == "csv":
+        response = Response(export_csv(pairs), mimetype="text/csv")
+    else:
+        body = {"metric": metric, "from": query.start, "to": query.end,
+                "results": [result_json(r, policy) for r, policy in pairs]}
+        response = Response(codec.dumps(body), mimetype=codec.JSON)
+    filename = export_filename(metric, query, fmt)
+    response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
 
 
 # -- windows (operators) -------------------------------------------------------------------
@@ -199,6 +269,40 @@ def openapi() -> Response:
 # -- dashboard -----------------------------------------------------------------------------
 
 
+def _policy_for(result: StoredResult) -> MetricPolicy | None:
+    return policy_of(aggregator().manifests, result.metric, result.version)
+
+
+def _metric_state(name: str, results: list[StoredResult],
+                  budgets: dict[str, Budget] | None) -> MetricState:
+    service = aggregator()
+    manifests = service.manifests
+    policy = manifests.manifest().policies.get(name) if manifests.loaded else None
+    return MetricState(name, policy, None if budgets is None else budgets.get(name),
+                       budgets is not None, service.clock(), windows_of(results, _policy_for))
+
+
 @dashboard.get("/")
 def index() -> str:
-    return render_dashboard(aggregator().store.results())
+    service = aggregator()
+    names = set(service.store.result_metrics())
+    if service.manifests.loaded:
+        names |= set(service.manifests.manifest().policies)
+    budgets = service.budget.states()
+    states = [_metric_state(name, service.store.results_page(
+        name, limit=SPARK_WINDOWS, newest_first=True)[::-1], budgets) for name in sorted(names)]
+    return render_index(states, service.config.keyholder_identity)
+
+
+@dashboard.get("/metrics/<metric>")
+def metric_page(metric: str) -> str:
+    _check_name(metric)
+    args = {name: value for name, value in request.args.items() if value != ""}
+    query = parse_query(args, request.args.getlist, EXPORT_PARAMS, metric=metric)
+    _require_known(metric)
+    service = aggregator()
+    results = service.store.results_page(metric, query.start, query.end,
+                                         limit=PAGE_RESULTS + 1)
+    state = _metric_state(metric, results[:PAGE_RESULTS], service.budget.states())
+    return render_metric(state, sections_for(state, service.config.keyholder_identity),
+                         range_links(query), truncated=len(results) > PAGE_RESULTS)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from blindsum.server.aggregator.auth import Authenticator
 from blindsum.server.aggregator.background import Ticker
+from blindsum.server.aggregator.budget import BudgetSource
 from blindsum.server.aggregator.config import AggregatorConfig
 from blindsum.server.aggregator.ingest import Ingestor
 from blindsum.server.aggregator.keyholder_client import KeyholderApi, KeyholderClient
@@ -29,6 +30,8 @@ class Aggregator:
     releases: ReleaseDriver
     ticker: Ticker
     auth: Authenticator
+    budget: BudgetSource
+    clock: Callable[[], float] = time.time
 
     @classmethod
     def build(
@@ -60,6 +63,8 @@ class Aggregator:
                 "ingest": config.ingest_token_digests,
                 "admin": config.admin_token_digests,
             })),
+            budget=BudgetSource(config),
+            clock=clock,
         )
 
     def close(self) -> None:

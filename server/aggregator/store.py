@@ -160,6 +160,9 @@ class StoredResult:
     released_at: float
 
 
+ResultKey = tuple[str, int, int, str]
+"""(metric, window, version, key_id): the order results are listed in"""
+
 ReportRow = tuple[bytes, str, int, str, int, bytes, float]
 """(report_id, metric, version, key_id, window, ciphertexts CBOR, received_at)"""
 
@@ -361,6 +364,48 @@ class Store:
             query += " WHERE metric = ?"
             params = (metric,)
         rows = self.connection().execute(query + ' ORDER BY metric, "window", version', params)
+        return [
+            StoredResult(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]), r[6])
+            for r in rows
+        ]
+
+    def result_metrics(self) -> list[str]:
+        """Names of the metrics with at least one published result."""
+        rows = self.connection().execute("SELECT DISTINCT metric FROM results ORDER BY metric")
+        return [row[0] for row in rows]
+
+    def results_page(self, metric: str | None = None, start: int | None = None,
+                     end: int | None = None, after: ResultKey | None = None,
+                     limit: int | None = None, newest_first: bool = False,
+                     ) -> list[StoredResult]:
+        """Results ordered by (metric, window, version, key id), filtered and paged.
+
+        ``start`` and ``end`` bound the window start (``start <= window < end``); ``after``
+        resumes after a result's key (keyset pagination: stable while results are added);
+        ``newest_first`` reverses the order (and ignores ``after``).
+        """
+        clauses: list[str] = []
+        params: list[Any] = []
+        if metric is not None:
+            clauses.append("metric = ?")
+            params.append(metric)
+        if start is not None:
+            clauses.append('"window" >= ?')
+            params.append(start)
+        if end is not None:
+            clauses.append('"window" < ?')
+            params.append(end)
+        if after is not None and not newest_first:
+            clauses.append('(metric, "window", version, key_id) > (?, ?, ?, ?)')
+            params.extend(after)
+        order = " DESC" if newest_first else ""
+        query = ('SELECT metric, version, "window", key_id, document, payload, released_at '
+                 "FROM results" + (f" WHERE {' AND '.join(clauses)}" if clauses else "")
+                 + f' ORDER BY metric{order}, "window"{order}, version{order}, key_id{order}')
+        if limit is not None:
+            query += " LIMIT ?"
+            params.append(limit)
+        rows = self.connection().execute(query, params)
         return [
             StoredResult(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]), r[6])
             for r in rows

@@ -29,6 +29,7 @@ from typing import Any
 
 import opendp.prelude as dp
 
+from blindsum.server.accuracy import half_width
 from blindsum.server.keyholder.accounting import zcdp_capacity
 from blindsum.shared.errors import InvalidInput, InvalidPolicy
 
@@ -39,9 +40,6 @@ MECHANISMS = ("laplace", "gaussian")
 # Noise is sampled as i64 (see ``NoisePlan.apply``). Below this scale a sample beyond 2**63
 # is 2**23 scales out, probability < exp(-8e6): OpenDP's saturation can never be reached.
 MAX_SCALE = 2.0**40
-
-# OpenDP's discrete Gaussian accuracy helper sums the pmf: ~25 ms at this scale, linear in it.
-EXACT_GAUSSIAN_ACCURACY_MAX_SCALE = 1e5
 
 
 def _is_real(x: object) -> bool:
@@ -118,33 +116,8 @@ class NoisePlan:
         return [int(v) + int(n) for v, n in zip(values, noise, strict=True)]
 
     def half_width(self, alpha: float = 0.05) -> float:
-        """Half-width ``a`` (slot units) of the per-slot ``1 - alpha`` interval ``[x - a, x + a]``.
-
-        ``a`` is the smallest integer with P(|noise| <= a) >= 1 - alpha (for Gaussian scales
-        above 1e5, where the exact helper is slow, at most one more), so the interval around
-        a released value covers the true slot sum with probability at least ``1 - alpha``.
-        """
-        if not _is_real(alpha) or not 0 < alpha < 1:
-            raise InvalidInput(f"alpha must be in (0, 1), got {alpha!r}")
-        if self.mechanism == "laplace":
-            accuracy = dp.discrete_laplacian_scale_to_accuracy(self.scale, alpha)
-            if accuracy == -math.inf:
-                # The helper underflows once e^(-1/scale) does (scale < ~0.0014); then
-                # P(noise != 0) < 1e-300 and the interval is the released value itself.
-                return 0.0
-        elif self.scale > EXACT_GAUSSIAN_ACCURACY_MAX_SCALE:
-            # For integer a >= 0: sum_{k>a} e^{-k^2/2s^2} <= integral_a^inf e^{-x^2/2s^2} dx
-            # and Z >= s*sqrt(2 pi) (Poisson summation), so P(|noise| > a) <= P(|Y| > a) for
-            # a continuous Gaussian Y of the same scale: a = ceil(its accuracy) is sound and at
-            # most one slot unit wider than the exact answer.
-            return float(math.ceil(dp.gaussian_scale_to_accuracy(self.scale, alpha)))
-        else:
-            accuracy = dp.discrete_gaussian_scale_to_accuracy(self.scale, alpha)
-        # Both helpers return `accuracy` with P(|noise| >= accuracy) <= alpha (checked against
-        # the exact pmf). Noise is an integer, so |noise| >= accuracy <=> |noise| > a with
-        # a = ceil(accuracy) - 1, whatever the rounding of `accuracy`. In every case checked
-        # this a is also the smallest such integer (a - 1 would cover less than 1 - alpha).
-        return float(max(math.ceil(accuracy) - 1, 0))
+        """Half-width (slot units) of the per-slot ``1 - alpha`` interval (``accuracy.py``)."""
+        return half_width(self.mechanism, self.scale, alpha)
 
     def pmf(self, k: int) -> float:
         """Probability that one slot's noise equals ``k`` under the claimed distribution."""

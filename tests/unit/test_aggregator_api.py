@@ -8,6 +8,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,7 +101,7 @@ def test_openapi_describes_every_route(app: Flask, client: Any) -> None:
     document = client.get("/openapi.json").get_json()
     assert document["openapi"].startswith("3.0")
     routes = {
-        rule.rule.replace("<kid>", "{kid}").replace("<metric>", "{metric}")
+        re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule)
         for rule in app.url_map.iter_rules() if rule.endpoint != "static"
     }
     assert routes == set(document["paths"])

@@ -1,0 +1,92 @@
+"""The key-holder's privacy budget as the dashboard shows it (``GET /v1/budget``).
+
+The key-holder answers with the release token, so only the server can ask; the dashboard is
+public, so each worker asks at most once per ``TTL_SECONDS`` whatever the traffic, and a
+failure is remembered for as long (a down key-holder costs a page one short timeout, not
+one per view). Spending depends only on how many releases happened, never on a value.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import requests
+
+from blindsum.server.aggregator.config import AggregatorConfig
+
+TTL_SECONDS = 30.0
+TIMEOUT = (2.0, 4.0)  # connect, read: a page waits at most this for the ledger
+
+
+@dataclass(frozen=True)
+class Budget:
+    """One metric's lifetime budget (epsilon, basic composition) at the key-holder."""
+
+    metric: str
+    budget_epsilon: float
+    spent_epsilon: float
+    remaining_epsilon: float
+    releases: int
+
+    def releases_left(self, epsilon: float) -> int:
+        """Releases of ``epsilon`` each the remaining budget can still pay for."""
+        if epsilon <= 0:
+            return 0
+        # the ledger's own tolerance: ten releases of 0.1 fit a budget of 1.0
+        return max(math.floor(self.remaining_epsilon / epsilon * (1 + 1e-9) + 1e-9), 0)
+
+
+def _parse(body: object) -> dict[str, Budget] | None:
+    if not isinstance(body, dict) or not isinstance(body.get("metrics"), list):
+        return None
+    out = {}
+    for item in body["metrics"]:
+        try:
+            budget = Budget(str(item["metric"]), float(item["budget_epsilon"]),
+                            float(item["spent_epsilon"]), float(item["remaining_epsilon"]),
+                            int(item["releases"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+        out[budget.metric] = budget
+    return out
+
+
+class BudgetSource:
+    """Cached budget states from the key-holder; thread-safe; never raises."""
+
+    def __init__(self, config: AggregatorConfig,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._url = config.keyholder_url.rstrip("/") + "/v1/budget"
+        self._token = config.release_token
+        self._verify: str | bool = config.ca_bundle or True
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._fetched_at = -math.inf
+        self._states: dict[str, Budget] | None = None
+
+    def states(self) -> dict[str, Budget] | None:
+        """Budget per metric name, or None if the key-holder did not answer lately."""
+        with self._lock:
+            if self._clock() - self._fetched_at >= TTL_SECONDS:
+                self._states = self._fetch()
+                self._fetched_at = self._clock()
+            return self._states
+
+    def _fetch(self) -> dict[str, Budget] | None:
+        try:
+            response = requests.get(self._url, timeout=TIMEOUT, verify=self._verify,
+                                    headers={"Authorization": f"Bearer {self._token}",
+                                             "Accept": "application/json"})
+        except requests.RequestException:
+            return None
+        if response.status_code != 200:
+            return None
+        try:
+            return _parse(json.loads(response.content))
+        except ValueError:
+            return None

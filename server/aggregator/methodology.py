@@ -1,0 +1,168 @@
+"""A methodology note per metric, generated from its signed policy (never written by hand).
+
+Each section is a heading and plain sentences, so the dashboard renders it as HTML and the
+exports and tests read it as text. The numbers come from the policy and from the noise scale and
+zCDP cost its signed results state, so the note cannot drift from what is actually done.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from blindsum.shared.policy import MetricPolicy
+
+DAY = 86_400
+RHO = "\u03c1"  # spelled out: ruff mistakes the letter for a Latin p
+
+
+@dataclass(frozen=True)
+class Section:
+    heading: str
+    sentences: tuple[str, ...]
+
+
+def _duration(seconds: int) -> str:
+    for size, name in ((DAY, "day"), (3600, "hour"), (60, "minute")):
+        if seconds % size == 0:
+            count = seconds // size
+            return f"{count} {name}" + ("s" if count != 1 else "")
+    return f"{seconds} seconds"
+
+
+def measured(policy: MetricPolicy) -> Section:
+    what = policy.description.rstrip(". ") or f"A {policy.kind} over the reports of each window"
+    kinds = {
+        "count": f"the number of reports (each report counts 0 to {policy.upper:g})",
+        "sum": "the sum of the reported values",
+        "mean": "the mean of the reported values (their sum divided by the public count)",
+        "histogram": f"how many reports fall in each of {policy.slot_count} buckets",
+        "vector": f"the sum of each of {policy.dimension} coordinates over the reports",
+    }
+    return Section("What is measured", (
+        f"{what}.", f"Each window publishes {kinds[policy.kind]}, with the number of reports.",
+    ))
+
+
+def bounds(policy: MetricPolicy) -> Section:
+    if policy.kind == "histogram":
+        edges = ", ".join(f"{e:g}" for e in policy.buckets)
+        clip = (f"Bucket edges: {edges}. A value below {policy.buckets[0]:g} is counted in the "
+                f"first bucket and a value at or above {policy.buckets[-1]:g} in the last.")
+    else:
+        clip = (f"Each value is clipped to [{policy.lower:g}, {policy.upper:g}] and rounded to "
+                f"a multiple of {policy.precision:g} on the device before it is encrypted.")
+    return Section("Bounds and clipping", (
+        clip,
+        "The confidence interval covers the differential-privacy noise around the clipped "
+        "value; it does not cover clipping bias (values outside the bounds are counted at "
+        "the nearest bound).",
+    ))
+
+
+def mechanism(policy: MetricPolicy, scale: float | None) -> Section:
+    privacy = policy.privacy
+    if privacy.mechanism == "laplace":
+        first = (f"Discrete Laplace noise (OpenDP) on each integer slot sum, calibrated to the "
+                 f"L1 sensitivity {policy.l1_sensitivity}: pure ε-DP, δ = 0.")
+    else:
+        first = (f"Discrete Gaussian noise (OpenDP) on each integer slot sum, calibrated to the "
+                 f"L2 sensitivity {policy.l2_sensitivity:.4g} under {RHO}-zCDP, which implies "
+                 f"(ε, δ)-DP.")
+    stated = "" if scale is None else f" Noise scale {scale:.4g} slot units (as released)."
+    return Section("Noise", (first + stated, (
+        "The interval shown per value is its 95% interval; for a histogram or vector a "
+        "simultaneous band (Bonferroni over the slots) holds for all of them at once.") + (
+        " Histogram counts are shown as the nearest non-negative whole counts that add up "
+        "to the number of reports (post-processing, no privacy cost); the raw noisy counts "
+        "are in the JSON and CSV exports." if policy.kind == "histogram" else "")))
+
+
+def privacy_cost(policy: MetricPolicy, rho: float | None) -> Section:
+    privacy = policy.privacy
+    per = f"ε = {privacy.epsilon:g}"
+    if privacy.mechanism == "gaussian":
+        per += f", δ = {privacy.delta:g}" + ("" if rho is None else f" ({RHO} = {rho:.4g} zCDP)")
+    per_day = DAY / policy.window_seconds
+    releases = int(privacy.budget_epsilon / privacy.epsilon * (1 + 1e-9))
+    return Section("Privacy cost", (
+        f"Each window is released at most once and costs {per}.",
+        f"With windows of {_duration(policy.window_seconds)} that is up to "
+        f"{per_day:g} releases a day: ε = {per_day * privacy.epsilon:g} a day by basic "
+        "composition.",
+        f"The metric's lifetime budget is ε = {privacy.budget_epsilon:g}: at most {releases} "
+        "releases, after which the key-holder publishes nothing more for it.",
+    ))
+
+
+def windows(policy: MetricPolicy) -> Section:
+    late = (f" Reports may arrive up to {_duration(policy.late_seconds)} after a window ends."
+            if policy.late_seconds else "")
+    early = (" An operator may release a window before it ends." if policy.allow_early_release
+             else "")
+    return Section("Windows and minimum reports", (
+        f"Windows are {_duration(policy.window_seconds)} long, aligned to the Unix epoch "
+        f"(UTC).{late}{early}",
+        f"A window is published only with at least k = {policy.min_contributors} reports "
+        f"(and at most {policy.max_contributors:,}).",
+    ))
+
+
+def privacy_unit(policy: MetricPolicy) -> Section:
+    per = policy.contributions_per_window
+    return Section("Privacy unit", (
+        "One report: neighbouring datasets differ by substituting one report, and the number "
+        "of reports in a window is public.",
+        f"An install may send {per} report{'s' if per != 1 else ''} per window (enforced by "
+        "the SDK); the sensitivity above accounts for it.",
+    ))
+
+
+def trust(policy: MetricPolicy) -> Section:
+    if policy.scheme == "paillier":
+        sentences = (
+            "Reports are encrypted on the device with Paillier. The server only adds "
+            "ciphertexts and never holds a decryption key; the key-holder decrypts only "
+            "window aggregates, adds the noise and signs the result.",
+            "An individual's value stays private unless the server and the key-holder "
+            "collude; invented (Sybil) reports are bounded only by k and differential privacy.",
+        )
+    else:
+        sentences = (
+            "Reports are encrypted on the device with CKKS under a single key held by the "
+            "key-holder. There are no validity proofs: this metric trusts its clients to "
+            "report within the bounds, and an honest-but-curious server.",
+            "Raw CKKS decryptions never leave the key-holder: sums are rounded to integers and "
+            "always noised before release.",
+        )
+    return Section("Trust", sentences)
+
+
+def verification(policy: MetricPolicy, identity: str) -> Section:
+    return Section("How to verify a result", (
+        f"Pin the key-holder's identity {identity} and fetch the signed manifest; it holds this "
+        f"policy (version {policy.version}).",
+        "Each result's document is Ed25519-signed by that identity: verify the signature over "
+        "the UTF-8 bytes of document.payload, then read the value, interval, ε and report "
+        "count from that payload, not from the unsigned fields beside it.",
+    ))
+
+
+def _number(released: Mapping[str, Any] | None, name: str) -> float | None:
+    value = None if released is None else released.get(name)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
+        else None
+
+
+def methodology(policy: MetricPolicy, identity: str,
+                released: Mapping[str, Any] | None = None) -> tuple[Section, ...]:
+    """Every section of the note for ``policy``, in reading order.
+
+    ``released`` is the payload of a result of this policy version, if there is one: its
+    noise ``scale`` and zCDP ``rho`` are what the key-holder actually used.
+    """
+    return (measured(policy), bounds(policy), mechanism(policy, _number(released, "scale")),
+            privacy_cost(policy, _number(released, "rho")),
+            windows(policy), privacy_unit(policy), trust(policy),
+            verification(policy, identity))
