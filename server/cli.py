@@ -473,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=cmd_demo)
 
     add_explore_parser(roles)
+    from blindsum.server.collector import add_parsers
+
+    add_parsers(roles)
 
     bench = roles.add_parser("bench", help="benchmarks: ratios against baselines, side by side")
     bench.add_argument("--quick", action="store_true",
