@@ -15,8 +15,10 @@ from datetime import UTC, datetime
 
 from markupsafe import Markup, escape
 
-WIDTH, HEIGHT = 560, 260
-LEFT, RIGHT, TOP, BOTTOM = 64, 12, 14, 58
+# A small canvas, scaled by CSS: at a phone's 360 px its 11 px labels stay about 9 px.
+WIDTH, HEIGHT = 420, 220
+LEFT, RIGHT, TOP, BOTTOM = 52, 14, 12, 46
+CHAR_PX = 6.4  # average advance of an 11 px label character, to thin labels that would touch
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ class _Frame:
             parts.append(f'<text class="tick" x="{px}" y="{base + 16}" '
                          f'text-anchor="middle">{escape(text)}</text>')
         parts.append(f'<text class="axis-title" x="{(LEFT + WIDTH - RIGHT) / 2}" '
-                     f'y="{HEIGHT - 8}" text-anchor="middle">{escape(title)}</text>')
+                     f'y="{HEIGHT - 6}" text-anchor="middle">{escape(title)}</text>')
         return parts
 
 
@@ -123,14 +125,18 @@ def _svg(chart_id: str, title: str, desc: str, body: list[str]) -> Markup:
     return Markup(head + "".join(body) + "</svg>")
 
 
-def _time_labels(xs: Sequence[float], most: int = 5) -> list[tuple[float, str]]:
+def _fitting(count: int, longest: int) -> int:
+    """How many labels of ``longest`` characters fit side by side under the plot."""
+    return max(1, int((WIDTH - LEFT - RIGHT) // (longest * CHAR_PX + 8)))
+
+
+def _time_labels(xs: Sequence[float]) -> list[tuple[float, str]]:
     if not xs:
         return []
     span = max(xs) - min(xs)
     fmt = "%Y-%m-%d" if span >= 4 * 86400 else "%m-%d %H:%M"
-    stride = max(1, math.ceil(len(xs) / most))
-    chosen = list(xs[::stride])
-    return [(x, datetime.fromtimestamp(x, UTC).strftime(fmt)) for x in chosen]
+    stride = max(1, math.ceil(len(xs) / _fitting(len(xs), 11)))
+    return [(x, datetime.fromtimestamp(x, UTC).strftime(fmt)) for x in xs[::stride]]
 
 
 def time_series(chart_id: str, points: Sequence[Point], y_title: str, title: str,
@@ -141,7 +147,9 @@ def time_series(chart_id: str, points: Sequence[Point], y_title: str, title: str
     low = min(lows) if floor is None else max(min(lows), floor)
     ticks = nice_ticks(low, max(highs))
     xs = [p.x for p in points]
-    frame = _Frame((min(xs), max(xs)), ticks)
+    # half a step of room at each end, so the first and last labels are not cut off
+    pad = (max(xs) - min(xs)) / max(len(xs) - 1, 1) / 2 or 1.0
+    frame = _Frame((min(xs) - pad, max(xs) + pad), ticks)
     body = frame.y_axis(y_title) + frame.x_axis(_time_labels(xs), "window start (UTC)")
     if len(points) > 1:
         upper = [f"{frame.px(p.x)},{frame.py(p.high)}" for p in points]
@@ -168,8 +176,8 @@ def bar_chart(chart_id: str, bars: Sequence[Bar], y_range: tuple[float, float], 
     ticks = nice_ticks(*y_range)
     count = len(bars)
     frame = _Frame((-0.5, count - 0.5), ticks)
-    most = max(1, min(count, 10))
-    stride = max(1, math.ceil(count / most))
+    longest = max((len(bar.label) for bar in bars), default=1)
+    stride = max(1, math.ceil(count / _fitting(count, longest)))
     labels = [(float(i), bars[i].label) for i in range(0, count, stride)]
     body = frame.y_axis(y_title) + frame.x_axis(labels, x_title)
     width = (WIDTH - LEFT - RIGHT) / max(count, 1)

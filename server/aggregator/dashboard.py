@@ -176,8 +176,9 @@ class MetricState:
         if latest.scalar:
             return f"{latest.value} (95%: {latest.ci})"
         top = max(latest.view.slots, key=lambda s: s.shown)
-        noun = "bucket" if latest.view.kind == "histogram" else "coordinate"
-        return f"largest {noun} {top.label}: {latest.view.format(top.shown)}"
+        if latest.view.kind == "histogram":
+            return f"largest bucket {top.label}: {latest.view.format(top.shown)}"
+        return f"largest coordinate #{top.label}: {latest.view.format(top.shown)}"
 
     @property
     def trend(self) -> str:
