@@ -4,11 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench screenshots clean
 
+# The browser tests drive Debian's chromium; playwright must never download a browser.
 $(STAMP): pyproject.toml
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[server,bench,test]'
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BIN)/python -m pip install --quiet -e '.[server,bench,test]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -20,6 +22,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/blindsum bench
+
+# Regenerates docs/dashboard.png from the browser tests' screenshots.
+screenshots: $(STAMP)
+	BLINDSUM_UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/browser
 
 clean:
 	rm -rf $(VENV)
