@@ -226,7 +226,13 @@ def run_demo(clients: int = 1000, scheme: str = "both", as_json: bool = False,
                 print(json.dumps({"metrics": rows, "elapsed_seconds": round(elapsed, 2),
                                   "clients": clients}))
             if keep_serving and ok:
-                print(json.dumps(deployed.describe()), flush=True)
+                dashboard = f"{deployed.server.url}/"
+                print(json.dumps({**deployed.describe(), "dashboard_url": dashboard}),
+                      flush=True)
+                how = ("dashboard: " + dashboard + (f" (trust {deployed.ca_bundle})"
+                                                    if deployed.ca_bundle else "")
+                       + "\nserving until Ctrl-C or SIGTERM, which stops both services")
+                print(how, file=sys.stderr if as_json else sys.stdout, flush=True)
                 _wait_for_signal()
         sys.stdout.flush()
     return 0 if ok else 1

@@ -70,7 +70,11 @@ def test_demo_serve_keeps_services_up_until_sigterm() -> None:
                     "admin_token", "keyholder_data_dir", "server_data_dir"):
             assert key in info
         assert info["server_url"].startswith("https://")  # TLS is the demo's default
+        assert process.stdout.readline().startswith(f"dashboard: {info['server_url']}/ ")
+        assert "Ctrl-C or SIGTERM" in process.stdout.readline()
         verify = info["ca_bundle"]
+        dashboard = requests.get(info["dashboard_url"], timeout=10, verify=verify)
+        assert dashboard.status_code == 200 and "/metrics/session_seconds" in dashboard.text
         assert requests.get(f"{info['server_url']}/healthz", timeout=10,
                             verify=verify).status_code == 200
         results = requests.get(f"{info['server_url']}/v1/published", timeout=10,
