@@ -106,6 +106,9 @@ def _schemas() -> dict[str, Any]:
             "half_width_95": {"type": "number"},
             "simultaneous_half_width_95": {"type": "number", "nullable": True},
             "projected": {"type": "boolean"},
+            "consistent": {"type": "boolean",
+                           "description": "false: the key-holder flagged the aggregate as "
+                                          "impossible for honest reports"},
         },
     }
     outcome = {

@@ -186,7 +186,9 @@ class View:
 
     ``step`` is the rounding step of every slot; ``half_width`` and
     ``simultaneous_half_width`` are in metric units (None when the policy's units are
-    unknown). ``projected`` says the histogram shown is the consistent projection.
+    unknown). ``projected`` says the histogram shown is the consistent projection;
+    ``consistent`` is False when the key-holder said the aggregate cannot come from honest
+    reports.
     """
 
     kind: str
@@ -197,6 +199,7 @@ class View:
     simultaneous_half_width: float | None
     projected: bool
     policy_known: bool
+    consistent: bool = True
 
     @property
     def scalar(self) -> bool:
@@ -217,6 +220,7 @@ class View:
             "half_width_95": self.half_width,
             "simultaneous_half_width_95": self.simultaneous_half_width,
             "projected": self.projected,
+            "consistent": self.consistent,
         }
 
 
@@ -309,4 +313,7 @@ def build_view(payload: Mapping[str, Any], policy: MetricPolicy | None) -> View:
                                                                   high_end),
             low_signal=(high - low) / 2 >= abs(display),
         ))
-    return View(kind, n, tuple(slots), step, half, sim_half, projected, policy is not None)
+    # The key-holder flags a noisy aggregate that honest reports could not have produced.
+    consistent = payload.get("consistent", True) is not False
+    return View(kind, n, tuple(slots), step, half, sim_half, projected, policy is not None,
+                consistent)

@@ -1,0 +1,80 @@
+"""What the index says about a metric: state, budget, trend and latest value in words."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from blindsum.server.aggregator.budget import Budget
+from blindsum.server.aggregator.dashboard import MetricState, Window
+from blindsum.server.aggregator.methodology import methodology
+from blindsum.server.aggregator.presentation import build_view
+from blindsum.server.aggregator.store import StoredResult
+from blindsum.shared.policy import MetricPolicy
+
+HOUR = 3600
+NOW = 1_700_000_000
+POLICY = MetricPolicy.from_mapping("opens", {
+    "kind": "count", "scheme": "paillier", "upper": 1, "min_contributors": 20,
+    "description": "Installs that opened the app.",
+    "privacy": {"mechanism": "laplace", "epsilon": 0.5, "budget_epsilon": 2.0}})
+CKKS = MetricPolicy.from_mapping("feature", {
+    "kind": "vector", "scheme": "ckks", "dimension": 4, "lower": 0, "upper": 30,
+    "privacy": {"mechanism": "gaussian", "epsilon": 1.0, "delta": 1e-7, "budget_epsilon": 5}})
+
+
+def _window(value: float, window: int, half: float = 6.0, **extra: Any) -> Window:
+    payload = {"kind": "count", "version": 1, "report_count": 1000, "value": value,
+               "ci": [value - half, value + half], "mechanism": "laplace", "scale": 2.0,
+               "epsilon": 0.5, "delta": 0.0, "window_seconds": HOUR, **extra}
+    result = StoredResult("opens", 1, window, "pai-1", {}, payload, window + HOUR)
+    return Window(result, build_view(payload, POLICY))
+
+
+def _state(windows: list[Window], budget: Budget | None = None, known: bool = True,
+           policy: MetricPolicy | None = POLICY) -> MetricState:
+    return MetricState("opens", policy, budget, known, NOW, windows)
+
+
+def test_a_spent_budget_pauses_the_metric_instead_of_hiding_it() -> None:
+    spent = Budget("opens", 2.0, 2.0, 0.0, 4)
+    state = _state([_window(800, NOW - 2 * HOUR)], spent)
+    assert state.state == "paused: budget spent"
+    assert state.budget_text == "ε 2 of 2 spent; 0 releases left"
+    assert "releases nothing more" in state.state_detail
+    assert state.latest_text.startswith("800 (95%: 794 to 806)")
+
+
+def test_a_collecting_metric_states_its_current_window_and_releases_left() -> None:
+    state = _state([], Budget("opens", 2.0, 0.5, 1.5, 1))
+    assert state.state == "collecting"
+    assert state.budget_text == "ε 0.5 of 2 spent; 3 releases left"
+    assert state.state_detail.startswith("current window ")
+    assert state.latest_text == "nothing published yet" and state.trend == "—"
+
+
+def test_unknown_budget_and_retired_metrics_are_said_so() -> None:
+    assert _state([], None, known=False).budget_text.startswith("budget unknown")
+    retired = _state([_window(800, NOW - HOUR)], None, policy=None)
+    assert retired.state == "retired" and "no longer in the manifest" in retired.state_detail
+
+
+def test_trend_counts_only_changes_beyond_the_noise() -> None:
+    steady = _state([_window(800, NOW - 2 * HOUR), _window(805, NOW - HOUR)])
+    assert steady.trend == "steady (within noise)"
+    rising = _state([_window(800, NOW - 2 * HOUR), _window(830, NOW - HOUR)])
+    assert rising.trend == "up 30" and rising.spark is not None
+
+
+def test_a_flagged_aggregate_is_marked_inconsistent() -> None:
+    assert _window(800, NOW, consistent=False).view.consistent is False
+    assert _window(800, NOW).view.consistent is True
+
+
+def test_policy_summary_and_methodology_name_the_weaker_ckks_promise() -> None:
+    state = _state([], None, policy=CKKS)
+    assert state.policy_text.endswith("ckks (trusted clients)")
+    trust = {s.heading: s for s in methodology(CKKS, "ed25519:x")}["Trust"]
+    assert "no validity proofs" in trust.sentences[0]
+    cost = {s.heading: s for s in methodology(POLICY, "ed25519:x")}["Privacy cost"]
+    assert cost.sentences[2].endswith("at most 4 releases, after which the key-holder "
+                                      "publishes nothing more for it.")
