@@ -290,10 +290,14 @@ def build_view(payload: Mapping[str, Any], policy: MetricPolicy | None) -> View:
     signed_ci = _intervals(payload.get("ci"), len(raw), kind in SCALAR_KINDS)
     low_end, high_end = slot_domain(kind, n, policy)
     per_units = unit(kind, n, policy)
+    # The signed interval may already be clipped to the domain (newer key-holders), so the
+    # half-width comes from the noise itself; the widest signed half is the fallback.
     half = max((high - low) / 2 for low, high in signed_ci)
     sim_half: float | None = None
     mechanism, scale = payload.get("mechanism"), payload.get("scale")
-    if per_units is not None and isinstance(mechanism, str) and isinstance(scale, int | float):
+    if per_units is not None and isinstance(mechanism, str) and isinstance(scale, int | float) \
+            and not isinstance(scale, bool):
+        half = per_slot_half_width(mechanism, float(scale)) * per_units
         sim_half = simultaneous_half_width(mechanism, float(scale), len(raw)) * per_units
     projected = kind == "histogram"
     shown = ([float(c) for c in consistent_histogram(raw, n)] if projected
@@ -311,7 +315,7 @@ def build_view(payload: Mapping[str, Any], policy: MetricPolicy | None) -> View:
                                                                  high_end),
             simultaneous_high=None if sim_half is None else _clip(value + sim_half, low_end,
                                                                   high_end),
-            low_signal=(high - low) / 2 >= abs(display),
+            low_signal=half >= abs(display),
         ))
     # The key-holder flags a noisy aggregate that honest reports could not have produced.
     consistent = payload.get("consistent", True) is not False

@@ -126,7 +126,7 @@ def test_histogram_page_labels_buckets_and_shows_consistent_counts(
     assert [float(v) for v in shown] == newest["derived"]["value"]
     assert sum(float(v) for v in shown) == newest["report_count"]
     raw = page.locator('td[data-label="raw noisy"]').all_inner_texts()
-    assert [float(v) for v in raw] == newest["value"]
+    assert [float(v) for v in raw] == newest["noisy_value"]
     _assert_on_screen(page)
     _shot(page, artifacts, "pages")
 

@@ -118,7 +118,8 @@ def test_unknown_metrics_are_not_found(client: Any) -> None:
 def test_histogram_is_shown_consistent_while_the_signed_values_stay_raw(client: Any) -> None:
     for result in _results(client, "/v1/published/pages"):
         signed = json.loads(result["document"]["payload"])
-        assert result["value"] == signed["value"]  # the raw noisy values, unchanged
+        assert result["value"] == signed["value"]  # the signed fields, unchanged
+        assert result["noisy_value"] == signed["noisy_value"]  # the raw noisy values too
         derived = result["derived"]
         assert sum(derived["value"]) == result["report_count"]
         assert all(isinstance(c, float) and c >= 0 and c == int(c) for c in derived["value"])
@@ -158,7 +159,8 @@ def test_csv_export_round_trips_the_json_export(client: Any, starts: list[int]) 
     for result in results:
         payload = verify_document(result["document"], pinned(), "result")
         mine = [row for row in rows if int(row["window"]) == result["window"]]
-        assert [float(row["noisy_value"]) for row in mine] == payload["value"]
+        assert [float(row["noisy_value"]) for row in mine] == payload["noisy_value"]
+        assert [float(row["value"]) for row in mine] == payload["value"]  # clamped, as signed
         assert [[float(row["ci_low"]), float(row["ci_high"])] for row in mine] == payload["ci"]
         assert [float(row["shown"]) for row in mine] == result["derived"]["value"]
         assert {row["mechanism"] for row in mine} == {payload["mechanism"]}
@@ -172,7 +174,7 @@ def test_scalar_csv_has_one_row_per_window(client: Any, starts: list[int]) -> No
     assert [int(row["window"]) for row in rows] == starts
     assert all(row["label"] == "sum" and row["slot"] == "0" for row in rows)
     json_rows = _export(client, "/v1/published/latency/export.json").get_json()["results"]
-    assert [float(row["noisy_value"]) for row in rows] == [r["value"] for r in json_rows]
+    assert [float(row["noisy_value"]) for row in rows] == [r["noisy_value"] for r in json_rows]
 
 
 def test_exports_refuse_paging_parameters(client: Any) -> None:
