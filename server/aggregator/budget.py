@@ -9,6 +9,7 @@ one per view). Spending depends only on how many releases happened, never on a v
 from __future__ import annotations
 
 import json
+import logging
 import math
 import threading
 import time
@@ -21,6 +22,7 @@ from blindsum.server.aggregator.config import AggregatorConfig
 
 TTL_SECONDS = 30.0
 TIMEOUT = (2.0, 4.0)  # connect, read: a page waits at most this for the ledger
+log = logging.getLogger("blindsum.aggregator.budget")
 
 
 @dataclass(frozen=True)
@@ -82,11 +84,17 @@ class BudgetSource:
             response = requests.get(self._url, timeout=TIMEOUT, verify=self._verify,
                                     headers={"Authorization": f"Bearer {self._token}",
                                              "Accept": "application/json"})
-        except requests.RequestException:
+        except requests.RequestException as exc:
+            log.warning("budget unavailable: the key-holder is unreachable (%s)",
+                        type(exc).__name__)
             return None
         if response.status_code != 200:
+            log.warning("budget unavailable: the key-holder answered %d", response.status_code)
             return None
         try:
-            return _parse(json.loads(response.content))
+            states = _parse(json.loads(response.content))
         except ValueError:
-            return None
+            states = None
+        if states is None:
+            log.warning("budget unavailable: the key-holder's answer is not a budget list")
+        return states

@@ -38,22 +38,36 @@ _BYTES = {"type": "string", "format": "byte",
           "description": "base64url without padding in JSON; a byte string in CBOR"}
 
 
-def _schemas() -> dict[str, Any]:
-    report = {
+def _derived_schema() -> dict[str, Any]:
+    """The unsigned view a server derives from a result (``presentation.View.to_json``)."""
+    return {
         "type": "object",
-        "additionalProperties": False,
-        "required": ["id", "metric", "version", "kid", "window", "ct"],
+        "description": "computed by this server from the signed payload and the policy, not "
+                       "signed: what the dashboard shows",
         "properties": {
-            "id": {**_BYTES, "description": "16 random bytes; a retry reuses them"},
-            "metric": {"type": "string", "pattern": "^[a-z][a-z0-9_.-]{0,63}$"},
-            "version": {"type": "integer", "minimum": 1},
-            "kid": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"},
-            "window": {"type": "integer", "minimum": 0,
-                       "description": "start of the report's window, unix seconds"},
-            "ct": {"type": "array", "items": _BYTES, "minItems": 1,
-                   "maxItems": MAX_CIPHERTEXTS},
+            "value": {"description": "shown value: a histogram projected onto non-negative "
+                                     "whole counts summing to report_count, other kinds "
+                                     "clipped to their domain; rounded to rounding_step"},
+            "ci": {"type": "array", "description": "per-slot 95% interval clipped to the "
+                                                   "domain"},
+            "simultaneous_ci": {"type": "array", "description": "95% band holding for every "
+                                                                "slot at once (Bonferroni)"},
+            "labels": {"type": "array", "items": {"type": "string"}},
+            "low_signal": {"type": "array", "items": {"type": "boolean"},
+                           "description": "the interval's half-width reaches the value"},
+            "rounding_step": {"type": "number"},
+            "half_width_95": {"type": "number"},
+            "simultaneous_half_width_95": {"type": "number", "nullable": True},
+            "projected": {"type": "boolean"},
+            "consistent": {"type": "boolean",
+                           "description": "false: the key-holder flagged the aggregate as "
+                                          "impossible for honest reports"},
         },
     }
+
+
+def _published_schemas() -> dict[str, Any]:
+    """Published results: the signed payload's fields, the document, the derived view."""
     result = {
         "type": "object",
         "description": "a key-holder-signed release result payload plus its signed document",
@@ -87,28 +101,36 @@ def _schemas() -> dict[str, Any]:
             "derived": {**_ref("Derived"), "nullable": True},
         },
     }
-    derived = {
+    return {
+        "PublishedResult": result,
+        "Derived": _derived_schema(),
+        "Published": {"type": "object", "properties": {
+            "results": {"type": "array", "items": _ref("PublishedResult")},
+            "next_cursor": {"type": "string",
+                            "description": "present when more results follow: pass it as "
+                                           "cursor"}}},
+        "Export": {"type": "object", "properties": {
+            "metric": {"type": "string"},
+            "from": {"type": "integer", "nullable": True},
+            "to": {"type": "integer", "nullable": True},
+            "results": {"type": "array", "items": _ref("PublishedResult")}}},
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    report = {
         "type": "object",
-        "description": "computed by this server from the signed payload and the policy, not "
-                       "signed: what the dashboard shows",
+        "additionalProperties": False,
+        "required": ["id", "metric", "version", "kid", "window", "ct"],
         "properties": {
-            "value": {"description": "shown value: a histogram projected onto non-negative "
-                                     "whole counts summing to report_count, other kinds "
-                                     "clipped to their domain; rounded to rounding_step"},
-            "ci": {"type": "array", "description": "per-slot 95% interval clipped to the "
-                                                   "domain"},
-            "simultaneous_ci": {"type": "array", "description": "95% band holding for every "
-                                                                "slot at once (Bonferroni)"},
-            "labels": {"type": "array", "items": {"type": "string"}},
-            "low_signal": {"type": "array", "items": {"type": "boolean"},
-                           "description": "the interval's half-width reaches the value"},
-            "rounding_step": {"type": "number"},
-            "half_width_95": {"type": "number"},
-            "simultaneous_half_width_95": {"type": "number", "nullable": True},
-            "projected": {"type": "boolean"},
-            "consistent": {"type": "boolean",
-                           "description": "false: the key-holder flagged the aggregate as "
-                                          "impossible for honest reports"},
+            "id": {**_BYTES, "description": "16 random bytes; a retry reuses them"},
+            "metric": {"type": "string", "pattern": "^[a-z][a-z0-9_.-]{0,63}$"},
+            "version": {"type": "integer", "minimum": 1},
+            "kid": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"},
+            "window": {"type": "integer", "minimum": 0,
+                       "description": "start of the report's window, unix seconds"},
+            "ct": {"type": "array", "items": _BYTES, "minItems": 1,
+                   "maxItems": MAX_CIPHERTEXTS},
         },
     }
     outcome = {
@@ -135,6 +157,7 @@ def _schemas() -> dict[str, Any]:
         },
     }
     return {
+        **_published_schemas(),
         "Problem": {
             "type": "object",
             "required": ["type", "title", "status", "detail", "code"],
@@ -175,18 +198,6 @@ def _schemas() -> dict[str, Any]:
                 "duplicates": {"type": "integer", "description": "ids seen before"},
             },
         },
-        "PublishedResult": result,
-        "Derived": derived,
-        "Published": {"type": "object", "properties": {
-            "results": {"type": "array", "items": _ref("PublishedResult")},
-            "next_cursor": {"type": "string",
-                            "description": "present when more results follow: pass it as "
-                                           "cursor"}}},
-        "Export": {"type": "object", "properties": {
-            "metric": {"type": "string"},
-            "from": {"type": "integer", "nullable": True},
-            "to": {"type": "integer", "nullable": True},
-            "results": {"type": "array", "items": _ref("PublishedResult")}}},
         "Window": window,
         "Windows": {"type": "object", "properties": {
             "windows": {"type": "array", "items": _ref("Window")}}},
@@ -244,11 +255,43 @@ _EXPORT_ERRORS = {"400": _problem("unknown, repeated or malformed parameter, or 
                   "404": _problem("unknown metric"), **_RATE_LIMITED}
 
 
-def _paths() -> dict[str, Any]:
+def _published_paths() -> dict[str, Any]:
     published_ok = {"200": _body("Published", "released results, oldest window first"),
                     "400": _problem("unknown, repeated or malformed parameter"),
                     **_RATE_LIMITED}
     return {
+        "/v1/published": {"get": {
+            "summary": "Published (noisy, signed) results, by metric, window, version",
+            "tags": ["published"],
+            "parameters": [_METRIC_QUERY, *_RANGE, *_PAGE],
+            "responses": {**published_ok, "404": _problem("unknown metric")},
+        }},
+        "/v1/published/{metric}": {"get": {
+            "summary": "Published results of one metric", "tags": ["published"],
+            "parameters": [_METRIC_PATH, *_RANGE, *_PAGE],
+            "responses": {**published_ok, "404": _problem("unknown metric")},
+        }},
+        "/v1/published/{metric}/export.csv": {"get": {
+            "summary": "CSV of a metric's results in a time range, one row per slot",
+            "tags": ["published"],
+            "parameters": [_METRIC_PATH, *_RANGE],
+            "responses": {"200": {"description": "CSV (header row first)",
+                                  "content": {"text/csv": {"schema": {"type": "string"}}}},
+                          **_EXPORT_ERRORS},
+        }},
+        "/v1/published/{metric}/export.json": {"get": {
+            "summary": "JSON of a metric's results in a time range", "tags": ["published"],
+            "parameters": [_METRIC_PATH, *_RANGE],
+            "responses": {"200": {"description": "every result in range",
+                                  "content": {JSON: {"schema": _ref("Export")}}},
+                          **_EXPORT_ERRORS},
+        }},
+    }
+
+
+def _paths() -> dict[str, Any]:
+    return {
+        **_published_paths(),
         "/v1/manifest": {"get": {
             "summary": "The key-holder's signed manifest, relayed unchanged",
             "tags": ["keys"],
@@ -288,32 +331,6 @@ def _paths() -> dict[str, Any]:
                 "415": _problem("Content-Type is not JSON or CBOR"),
                 "502": _problem("no verified manifest available"),
             },
-        }},
-        "/v1/published": {"get": {
-            "summary": "Published (noisy, signed) results, by metric, window, version",
-            "tags": ["published"],
-            "parameters": [_METRIC_QUERY, *_RANGE, *_PAGE],
-            "responses": {**published_ok, "404": _problem("unknown metric")},
-        }},
-        "/v1/published/{metric}": {"get": {
-            "summary": "Published results of one metric", "tags": ["published"],
-            "parameters": [_METRIC_PATH, *_RANGE, *_PAGE],
-            "responses": {**published_ok, "404": _problem("unknown metric")},
-        }},
-        "/v1/published/{metric}/export.csv": {"get": {
-            "summary": "CSV of a metric's results in a time range, one row per slot",
-            "tags": ["published"],
-            "parameters": [_METRIC_PATH, *_RANGE],
-            "responses": {"200": {"description": "CSV (header row first)",
-                                  "content": {"text/csv": {"schema": {"type": "string"}}}},
-                          **_EXPORT_ERRORS},
-        }},
-        "/v1/published/{metric}/export.json": {"get": {
-            "summary": "JSON of a metric's results in a time range", "tags": ["published"],
-            "parameters": [_METRIC_PATH, *_RANGE],
-            "responses": {"200": {"description": "every result in range",
-                                  "content": {JSON: {"schema": _ref("Export")}}},
-                          **_EXPORT_ERRORS},
         }},
         "/v1/windows": {"get": {
             "summary": "Every window aggregate and its state", "tags": ["windows"],

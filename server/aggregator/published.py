@@ -15,7 +15,7 @@ import csv
 import io
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -47,7 +47,8 @@ class PublishedQuery:
     after: ResultKey | None = None
 
 
-def parse_query(args: Mapping[str, str], getlist: Any, allowed: Iterable[str],
+def parse_query(args: Mapping[str, str], getlist: Callable[[str], list[str]],
+                allowed: Iterable[str],
                 metric: str | None = None) -> PublishedQuery:
     """Validate query parameters (each at most once, none unknown) into a query.
 
