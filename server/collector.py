@@ -20,7 +20,7 @@ from urllib.parse import quote, urlencode
 import requests
 
 from blindsum.client.transport import Answer, error_from_answer
-from blindsum.server.aggregator.presentation import format_number
+from blindsum.server.aggregator.rounding import format_number
 from blindsum.shared.errors import InvalidConfig, UpstreamError
 
 SERVER_ENV = "BLINDSUM_SERVER_URL"

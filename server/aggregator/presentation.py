@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from blindsum.server.accuracy import half_width
+from blindsum.server.aggregator.rounding import display_step, format_number, round_to
 from blindsum.shared.errors import InvalidInput
 from blindsum.shared.policy import MetricPolicy
 
@@ -86,36 +87,6 @@ def apportion(shares: Sequence[float], total: int) -> list[int]:
 def consistent_histogram(noisy: Sequence[float], report_count: int) -> list[int]:
     """Non-negative whole bucket counts summing to ``report_count``, nearest to ``noisy``."""
     return apportion(project_to_simplex(noisy, report_count), report_count)
-
-
-def display_step(half_width: float, resolution: float) -> float:
-    """The rounding step for a value with this 95% half-width: a power of ten.
-
-    Two significant digits of the half-width, never finer than the power of ten at or below
-    the metric's ``resolution`` (its own grid), and the resolution itself when there is no
-    noise to speak of.
-    """
-    floor_step = 10.0 ** math.floor(math.log10(resolution)) if resolution > 0 else 0.0
-    if not half_width > 0 or not math.isfinite(half_width):
-        return floor_step if floor_step > 0 else 1.0
-    step = 10.0 ** (math.floor(math.log10(half_width)) - 1)
-    return max(step, floor_step)
-
-
-def decimals_for(step: float) -> int:
-    """Digits after the decimal point that a multiple of ``step`` needs."""
-    return max(0, -math.floor(math.log10(step) + 1e-9))
-
-
-def round_to(value: float, step: float) -> float:
-    """``value`` rounded to a multiple of ``step`` (exact for the decimals it will show)."""
-    return round(round(value / step) * step, decimals_for(step))
-
-
-def format_number(value: float, step: float) -> str:
-    """``value`` rounded to ``step`` with thousands separators, e.g. ``12,300`` or ``0.42``."""
-    shown = round_to(value, step) or 0.0  # never "-0"
-    return f"{shown:,.{decimals_for(step)}f}"
 
 
 def slot_domain(kind: str, report_count: int,

@@ -17,7 +17,7 @@ from typing import Any
 import requests
 from publication_kit import WINDOWS
 
-from blindsum.server.aggregator.presentation import format_number
+from blindsum.server.aggregator.rounding import format_number
 
 DOCS_SCREENSHOT = Path(__file__).parents[2] / "docs" / "dashboard.png"
 

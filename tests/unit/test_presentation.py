@@ -13,13 +13,11 @@ from blindsum.server.aggregator.presentation import (
     apportion,
     build_view,
     consistent_histogram,
-    display_step,
-    format_number,
     per_slot_half_width,
     project_to_simplex,
-    round_to,
     simultaneous_half_width,
 )
+from blindsum.server.aggregator.rounding import display_step, format_number, round_to
 from blindsum.server.keyholder.noise import plan_noise
 from blindsum.shared.errors import InvalidInput
 from blindsum.shared.policy import MetricPolicy
