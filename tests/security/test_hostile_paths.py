@@ -38,7 +38,7 @@ ODD_SEGMENTS = ["%2e%2e%2f%2e%2e%2fetc%2fpasswd", "..%2F..%2Fkeyholder.db", "a" 
 @pytest.mark.parametrize("segment", ODD_SEGMENTS)
 @pytest.mark.parametrize("template", [
     "server:/v1/published/{}", "server:/v1/keys/{}/context", "keyholder:/v1/keys/{}/context",
-    "keyholder:/v1/releases/{}/1/0",
+    "keyholder:/v1/releases/{}/1/0", "server:/v1/published/{}/export.csv", "server:/metrics/{}",
 ])
 def test_odd_path_segments_get_a_4xx_problem(
     deployed: Deployment, template: str, segment: str,
