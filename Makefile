@@ -4,11 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench screenshots clean
+.PHONY: demo test lint bench screenshots clean chromium
 
-# The browser tests drive Debian's chromium; playwright must never download a browser.
+# Playwright must never download a browser: the browser tests drive Debian's chromium,
+# which only the test target needs.
 $(STAMP): pyproject.toml
-	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(BIN)/python -m pip install --quiet -e '.[server,bench,test]'
 	touch $(STAMP)
@@ -16,7 +16,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/blindsum demo
 
-test: $(STAMP)
+chromium:
+	command -v chromium >/dev/null || (apt-get update && apt-get install -y chromium)
+
+test: $(STAMP) chromium
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
@@ -24,7 +27,7 @@ bench: $(STAMP)
 	$(BIN)/blindsum bench
 
 # Regenerates docs/dashboard.png from the browser tests' screenshots.
-screenshots: $(STAMP)
+screenshots: $(STAMP) chromium
 	BLINDSUM_UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest -q tests/browser
 
 clean:
