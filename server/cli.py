@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import functools
 import json
 import os
 import signal
@@ -19,7 +20,12 @@ if TYPE_CHECKING:
     from blindsum.server.keyholder.service import Keyholder
 
 if TYPE_CHECKING:
+    from flask import Flask
+
+    from blindsum.server.aggregator.config import AggregatorConfig
     from blindsum.server.aggregator.tokens import TokenBook
+    from blindsum.server.keyholder.config import KeyholderConfig
+    from blindsum.server.worker import ConnectionLimits
 
 
 STOP_WITH_PARENT = "BLINDSUM_STOP_WITH_PARENT"
@@ -59,6 +65,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
 def _keyholder_overrides(args: argparse.Namespace) -> dict[str, object]:
     return {"data_dir": args.data_dir, "passphrase_file": args.passphrase_file}
 
@@ -71,7 +87,10 @@ def cmd_keyholder_init(args: argparse.Namespace) -> int:
     if config.passphrase is None:
         print("warning: no key store passphrase (BLINDSUM_KEYSTORE_PASSPHRASE or "
               "--passphrase-file): secret keys are stored unencrypted", file=sys.stderr)
-    _, result = Keyholder.init(config.data_dir, config.passphrase, args.paillier_bits)
+    from blindsum.server.datadir import private_files
+
+    with private_files():
+        _, result = Keyholder.init(config.data_dir, config.passphrase, args.paillier_bits)
     out = {"identity": result.identity, "release_token": result.release_token,
            "keys": list(result.key_ids), "data_dir": str(config.data_dir)}
     if args.json:
@@ -152,7 +171,8 @@ def cmd_keyholder_audit(args: argparse.Namespace) -> int:
 
     config = load_config(_keyholder_overrides(args))
     if not (config.data_dir / DB_NAME).is_file():
-        raise InvalidConfig(f"{config.data_dir} is not a key-holder data directory")
+        raise InvalidConfig(f"{config.data_dir} is not a key-holder data directory "
+                            f"(no {DB_NAME})")
     if args.identity:
         identity = parse_identity(args.identity)
     else:
@@ -229,23 +249,48 @@ def cmd_keyholder_key_retire(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_keyholder_serve(args: argparse.Namespace) -> int:
+def _limits(args: argparse.Namespace) -> ConnectionLimits:
+    from blindsum.server.worker import ConnectionLimits
+
+    return ConnectionLimits(per_address=args.max_connections_per_address)
+
+
+def _keyholder_app(config: KeyholderConfig) -> Flask:
+    # imported in the worker, after gevent has patched the standard library
     from blindsum.server.keyholder.app import create_app
+    from blindsum.server.keyholder.observe import instrument
+
+    return instrument(create_app(config))
+
+
+def _server_app(config: AggregatorConfig) -> Flask:
+    from blindsum.server.aggregator.app import create_app
+
+    return create_app(config)
+
+
+def cmd_keyholder_serve(args: argparse.Namespace) -> int:
+    from blindsum.server.datadir import prepare_data_dir
     from blindsum.server.keyholder.config import load_config
-    from blindsum.server.keyholder.service import Keyholder
+    from blindsum.server.keyholder.service import DB_NAME, Keyholder
     from blindsum.server.wsgi import serve
 
     config = load_config(_keyholder_overrides(args))
+    if not (config.data_dir / DB_NAME).is_file():
+        raise InvalidConfig(f"{config.data_dir} is not a key-holder data directory "
+                            "(run `blindsum keyholder init` first)")
+    prepare_data_dir(config.data_dir, "key-holder data directory")
     Keyholder.open(config.data_dir, config.passphrase)  # fail fast on a wrong passphrase
     # One worker: the key-holder's work is small and its secrets stay in one process.
-    serve(lambda: create_app(config), args.host, args.port, workers=1, threads=4,
-          certfile=args.tls_cert, keyfile=args.tls_key, name="blindsum-keyholder")
+    serve(functools.partial(_keyholder_app, config), args.host, args.port, workers=1,
+          limits=_limits(args), certfile=args.tls_cert, keyfile=args.tls_key,
+          log_file=args.log_file, name="blindsum-keyholder")
     return 0
 
 
 def cmd_server_serve(args: argparse.Namespace) -> int:
-    from blindsum.server.aggregator.app import create_app
     from blindsum.server.aggregator.config import load_config
+    from blindsum.server.datadir import prepare_data_dir, prepare_metrics_dir
     from blindsum.server.wsgi import serve
 
     overrides = {key: value for key, value in {
@@ -255,8 +300,12 @@ def cmd_server_serve(args: argparse.Namespace) -> int:
         "ca_bundle": args.ca_bundle,
     }.items() if value is not None}
     config = load_config(overrides)
-    serve(lambda: create_app(config), args.host, args.port, workers=args.workers, threads=8,
-          certfile=args.tls_cert, keyfile=args.tls_key, name="blindsum-server")
+    prepare_data_dir(config.data_dir, "server data directory")
+    if args.workers > 1:
+        prepare_metrics_dir(config.data_dir)
+    serve(functools.partial(_server_app, config), args.host, args.port, workers=args.workers,
+          limits=_limits(args), certfile=args.tls_cert, keyfile=args.tls_key,
+          log_file=args.log_file, name="blindsum-server")
     return 0
 
 
@@ -433,6 +482,12 @@ def build_parser() -> argparse.ArgumentParser:
     def tls(sub: argparse.ArgumentParser) -> None:
         sub.add_argument("--tls-cert", help="PEM certificate: serve HTTPS")
         sub.add_argument("--tls-key", help="PEM private key for --tls-cert")
+        sub.add_argument("--max-connections-per-address", type=_count, default=64,
+                         metavar="N",
+                         help="connections one client address may hold per worker "
+                              "(default 64; 0 = no cap, e.g. behind a reverse proxy)")
+        sub.add_argument("--log-file", type=Path,
+                         help="append JSON log lines to this file (default: stderr)")
 
     kh_serve = kh.add_parser("serve", help="serve the key-holder API (gunicorn)")
     kh_common(kh_serve)

@@ -13,10 +13,11 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from blindsum.server.bodies import read_wire_body
+from blindsum.server.sqlite import storage_failure
 from blindsum.shared import codec
 from blindsum.shared.errors import (
     BlindsumError,
@@ -30,10 +31,17 @@ PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("blindsum.http")
 
 
-def problem(status: int, title: str, detail: str, code: str) -> Response:
-    body = codec.dumps({"type": f"urn:blindsum:error:{code}", "title": title,
-                        "status": status, "detail": detail, "code": code})
-    return Response(body, status=status, content_type=PROBLEM_JSON)
+# How long a client should wait before retrying a 503 (storage or readiness): long enough
+# for an operator's fix or a checkpoint, short enough that a queue drains soon after.
+RETRY_AFTER_UNAVAILABLE = "10"
+
+
+def problem(status: int, title: str, detail: str, code: str,
+            extensions: Mapping[str, Any] | None = None) -> Response:
+    """An RFC 9457 problem document; ``extensions`` are extra members (never secrets)."""
+    document = {**(extensions or {}), "type": f"urn:blindsum:error:{code}", "title": title,
+                "status": status, "detail": detail, "code": code}
+    return Response(codec.dumps(document), status=status, content_type=PROBLEM_JSON)
 
 
 def install_error_handlers(app: Flask) -> None:
@@ -41,9 +49,13 @@ def install_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(BlindsumError)
     def _blindsum(exc: BlindsumError) -> Response:
+        g.error_code = exc.code  # for the access log and metrics (server/observability.py)
         if exc.status >= 500:
             log.error("%s: %s", type(exc).__name__, exc.detail)
-        return problem(exc.status, exc.title, exc.detail, exc.code)
+        response = problem(exc.status, exc.title, exc.detail, exc.code)
+        if exc.status == 503:
+            response.headers["Retry-After"] = RETRY_AFTER_UNAVAILABLE
+        return response
 
     @app.errorhandler(RequestEntityTooLarge)
     def _too_large(_: RequestEntityTooLarge) -> Response:
@@ -62,6 +74,10 @@ def install_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
+        failure = storage_failure(exc)
+        if failure is not None:
+            return _blindsum(failure)
+        g.error_code = "internal"
         log.exception("unhandled error")
         return problem(500, "Internal error", "the service failed; see its log", "internal")
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from flask import Flask
 from gunicorn.app.base import BaseApplication
+
+from blindsum.server.logs import logging_config
+from blindsum.server.worker import ConnectionLimits, worker_class
 
 
 class _Embedded(BaseApplication):  # type: ignore[misc]
@@ -29,27 +34,35 @@ def serve(
     port: int,
     *,
     workers: int = 1,
-    threads: int = 4,
+    limits: ConnectionLimits | None = None,
     certfile: str | None = None,
     keyfile: str | None = None,
+    log_file: Path | None = None,
     name: str = "blindsum",
 ) -> None:
     """Serve until SIGINT/SIGTERM; gunicorn's master handles graceful shutdown.
 
     The factory runs in each worker after the fork (no preload), so each worker owns its
-    own SQLite connections and background threads.
+    own SQLite connections and background jobs. The worker model and its bounds are in
+    ``server/worker.py``; logs are JSON lines (``server/logs.py``) on stderr or ``log_file``.
     """
+    limits = limits or ConnectionLimits()
+    # everything the service creates from here on (databases, WAL, logs, metric files) is
+    # readable by its own account only
+    os.umask(0o077)
     options: dict[str, Any] = {
         "bind": f"{host}:{port}",
         "workers": workers,
-        "threads": threads,
-        "worker_class": "gthread",
+        "worker_class": worker_class(limits),
+        "worker_connections": limits.per_worker,
+        # the async worker bounds the read of each request's head by this (slowloris)
+        "keepalive": limits.header_seconds,
         "timeout": 120,
         "graceful_timeout": 10,
         "proc_name": name,
+        # the apps write their own access log line (with the request id) through logging
         "accesslog": None,
-        "errorlog": "-",
-        "loglevel": "warning",
+        "logconfig_dict": logging_config(log_file),
     }
     if certfile and keyfile:
         options.update(certfile=certfile, keyfile=keyfile)

@@ -165,6 +165,18 @@ class UpstreamError(BlindsumError):
     title = "Upstream service error"
 
 
+class StorageUnavailable(BlindsumError):
+    """The service's database cannot be written now (disk full, read-only, I/O error).
+
+    Nothing was stored; the same request succeeds once the operator frees space or fixes
+    the mount, with no restart.
+    """
+
+    status = 503
+    code = "storage-unavailable"
+    title = "Storage unavailable"
+
+
 class KeyStoreError(BlindsumError):
     """The key-holder's key store is missing, corrupt or locked."""
 

@@ -2,8 +2,9 @@
 
 Each call builds an independent app (no module-level state): its store, manifest, release
 driver and background thread live in ``app.extensions`` and are reached through
-``current_app``. The background thread starts with the first request, so it runs in the
-process that serves (a gunicorn worker), and stops at interpreter exit or on ``close``.
+``current_app``. The background thread (release scheduler, manifest refresh) starts when the
+app is built: gunicorn builds it in each worker after the fork, so a restarted server with
+no traffic still releases due windows. It stops at interpreter exit or on ``close``.
 
 Every answer that is not a success is ``application/problem+json``: our errors, werkzeug's
 (404, 405 with ``Allow``, 413 naming the limit that applied), rate limits (429 with
@@ -21,10 +22,13 @@ from werkzeug.exceptions import MethodNotAllowed, RequestEntityTooLarge
 
 from blindsum.server.aggregator.config import AggregatorConfig
 from blindsum.server.aggregator.keyholder_client import KeyholderApi
+from blindsum.server.aggregator.metrics import WindowStates
 from blindsum.server.aggregator.ratelimit import install_rate_limits
+from blindsum.server.aggregator.readiness import aggregator_checks
 from blindsum.server.aggregator.routes import AUTHENTICATED, BLUEPRINTS, EXTENSION, PUBLIC
 from blindsum.server.aggregator.services import Aggregator
 from blindsum.server.http import install_error_handlers, problem
+from blindsum.server.observability import Telemetry, install_observability
 from blindsum.shared.errors import PayloadTooLarge
 
 
@@ -41,17 +45,18 @@ def create_app(
     """
     app = Flask("blindsum.aggregator")
     app.config["MAX_CONTENT_LENGTH"] = config.max_body_bytes
-    service = Aggregator.build(config, keyholder, clock)
+    telemetry = Telemetry.build()
+    service = Aggregator.build(config, keyholder, clock, telemetry)
+    telemetry.live.append(WindowStates(service.store))
     app.extensions[EXTENSION] = service
     install_error_handlers(app)
     _install_http_errors(app)
     for blueprint in BLUEPRINTS:
         app.register_blueprint(blueprint)
-    install_rate_limits(app, config, service.auth, AUTHENTICATED, PUBLIC)
-
-    @app.before_request
-    def _start_background() -> None:
-        service.ticker.start()
+    observability = install_observability(
+        app, telemetry, aggregator_checks(config, service.manifests))
+    install_rate_limits(app, config, service.auth, AUTHENTICATED, (*PUBLIC, observability))
+    service.ticker.start()
 
     # Stops the thread and closes connections when the app is collected or at exit.
     weakref.finalize(app, service.close)

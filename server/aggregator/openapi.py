@@ -373,6 +373,19 @@ def _paths() -> dict[str, Any]:
                           "503": _body("Health", "no verified manifest yet"),
                           **_RATE_LIMITED},
         }},
+        "/readyz": {"get": {
+            "summary": "Readiness: store writable, key-holder reachable with our release "
+                       "token, manifest fresh", "tags": ["meta"],
+            "responses": {"200": {"description": "ready",
+                                  "content": {JSON: {"schema": {"type": "object"}}}},
+                          "503": _problem("a check failed; `checks` names each one"),
+                          **_RATE_LIMITED},
+        }},
+        "/metrics": {"get": {
+            "summary": "Prometheus metrics (text exposition format)", "tags": ["meta"],
+            "responses": {"200": {"description": "metrics", "content": {
+                "text/plain": {"schema": {"type": "string"}}}}, **_RATE_LIMITED},
+        }},
         "/openapi.json": {"get": {
             "summary": "This document", "tags": ["meta"],
             "responses": {"200": {"description": "OpenAPI 3.0",

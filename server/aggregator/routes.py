@@ -41,7 +41,7 @@ from blindsum.server.bodies import BATCH_ITEMS, read_wire_body
 from blindsum.server.http import reply
 from blindsum.shared import codec
 from blindsum.shared.codec import ReportBatch
-from blindsum.shared.errors import InvalidInput, NotFound
+from blindsum.shared.errors import BlindsumError, InvalidInput, NotFound
 from blindsum.shared.policy import NAME_PATTERN, MetricPolicy
 
 EXTENSION = "blindsum.aggregator"
@@ -91,10 +91,17 @@ def get_context(kid: str) -> Response:
 @reports.post("/v1/reports")
 def post_reports() -> Response:
     principal = _require("ingest")  # before the body is read: strangers cost no parsing
-    batch = ReportBatch.from_wire(read_wire_body(BATCH_ITEMS))
-    require_metrics(principal, ((f"batch.reports[{index}]", report.metric)
-                                for index, report in enumerate(batch.reports)))
-    receipt = aggregator().ingestor.ingest(batch)
+    telemetry = aggregator().telemetry
+    try:
+        batch = ReportBatch.from_wire(read_wire_body(BATCH_ITEMS))
+        require_metrics(principal, ((f"batch.reports[{index}]", report.metric)
+                                    for index, report in enumerate(batch.reports)))
+        receipt = aggregator().ingestor.ingest(batch)
+    except BlindsumError as exc:
+        telemetry.refused_batches.labels(exc.code).inc()
+        raise
+    telemetry.reports.labels("accepted").inc(receipt.accepted)
+    telemetry.reports.labels("duplicate").inc(receipt.duplicates)
     return reply(receipt.to_wire())
 
 
@@ -213,7 +220,9 @@ def get_audit_heads() -> Response:
 def post_release() -> Response:
     _require("admin")
     metric, window = _release_filters()
-    outcomes = aggregator().releases.release_requested(metric, window)
+    service = aggregator()
+    outcomes = service.releases.release_requested(metric, window)
+    service.telemetry.count_releases(outcomes)
     return reply(_outcome_lists(outcomes))
 
 

@@ -16,6 +16,7 @@ from blindsum.server.aggregator.manifests import ManifestSource
 from blindsum.server.aggregator.release import ReleaseDriver
 from blindsum.server.aggregator.store import Store
 from blindsum.server.aggregator.tokens import TokenBook, environment_records
+from blindsum.server.observability import Telemetry
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Aggregator:
     ticker: Ticker
     auth: Authenticator
     budget: BudgetSource
+    telemetry: Telemetry
     clock: Callable[[], float] = time.time
 
     @classmethod
@@ -39,8 +41,10 @@ class Aggregator:
         config: AggregatorConfig,
         keyholder: KeyholderApi | None = None,
         clock: Callable[[], float] = time.time,
+        telemetry: Telemetry | None = None,
     ) -> Aggregator:
         """Open the store and load the manifest (cached copy if the key-holder is down)."""
+        telemetry = telemetry or Telemetry.build()
         store = Store(config.data_dir)
         if keyholder is None:
             keyholder = KeyholderClient(config.keyholder_url, config.keyholder_identity,
@@ -48,9 +52,17 @@ class Aggregator:
         manifests = ManifestSource(store, keyholder, config.keyholder_identity, clock)
         manifests.start()
         releases = ReleaseDriver(store, keyholder, clock)
-        jobs = [("manifest-refresh", config.manifest_refresh_seconds, manifests.refresh)]
+
+        def refresh_manifest() -> None:
+            if not manifests.refresh():
+                telemetry.upstream_errors.labels("manifest-refresh").inc()
+
+        def release_due() -> None:
+            telemetry.count_releases(releases.release_due())
+
+        jobs = [("manifest-refresh", config.manifest_refresh_seconds, refresh_manifest)]
         if config.auto_release:
-            jobs.append(("release-due", config.release_interval_seconds, releases.release_due))
+            jobs.append(("release-due", config.release_interval_seconds, release_due))
         return cls(
             config=config,
             store=store,
@@ -64,6 +76,7 @@ class Aggregator:
                 "admin": config.admin_token_digests,
             })),
             budget=BudgetSource(config),
+            telemetry=telemetry,
             clock=clock,
         )
 

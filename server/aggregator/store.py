@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -279,6 +280,16 @@ class Transaction:
         )
 
 
+class _Held:
+    """A thread's connection, closed when the thread (or greenlet) that owns it is gone."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __del__(self) -> None:
+        self.conn.close()
+
+
 class Store:
     """The aggregator database; safe to share between threads (one connection each)."""
 
@@ -287,28 +298,35 @@ class Store:
         self.path = data_dir / DB_NAME
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
+        # Held weakly: under the gevent worker "a thread" is a greenlet, one per client
+        # connection, and a list would keep every finished greenlet's connection open.
+        self._connections: weakref.WeakSet[_Held] = weakref.WeakSet()
         # One script, one transaction: concurrent workers starting together create it once.
         self.connection().executescript(
             f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
         )
 
     def connection(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = connect(self.path)
-            self._local.conn = conn
+        held: _Held | None = getattr(self._local, "held", None)
+        if held is None:
+            held = _Held(connect(self.path))
+            self._local.held = held
             with self._lock:
-                self._connections.append(conn)
-        return conn
+                self._connections.add(held)
+        return held.conn
 
     def close(self) -> None:
-        """Close every thread's connection (at shutdown only)."""
+        """Close every live thread's connection (at shutdown only)."""
         with self._lock:
-            connections, self._connections = self._connections, []
-        for conn in connections:
-            conn.close()
+            connections, self._connections = list(self._connections), weakref.WeakSet()
+        for held in connections:
+            held.conn.close()
         self._local = threading.local()
+
+    def window_counts(self) -> dict[str, int]:
+        """How many windows are in each state (for metrics)."""
+        rows = self.connection().execute("SELECT state, count(*) FROM windows GROUP BY state")
+        return {str(state): int(count) for state, count in rows}
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
