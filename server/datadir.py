@@ -6,10 +6,12 @@ command with one line and exit code 2 instead of workers failing to boot with tr
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import shutil
 import stat
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +19,6 @@ from blindsum.shared.errors import InvalidConfig
 
 PRIVATE_DIR = 0o700
 PRIVATE_FILE = 0o600
-METRICS_SUBDIR = "metrics"
 
 
 def prepare_data_dir(path: Path, what: str) -> Path:
@@ -44,15 +45,15 @@ def prepare_data_dir(path: Path, what: str) -> Path:
     return path
 
 
-def prepare_metrics_dir(data_dir: Path) -> Path:
+def prepare_metrics_dir() -> Path:
     """A fresh directory for the workers' metric files (prometheus-client multiprocess mode).
 
-    Emptied at each start: counters restart from zero with the server, as Prometheus expects
-    of a restarted target.
+    Not in the data directory: the files are memory-mapped, and a worker that touches a new
+    page of one on a full disk dies of SIGBUS. Removed when the server exits; counters
+    restart from zero with the server, as Prometheus expects of a restarted target.
     """
-    metrics = data_dir / METRICS_SUBDIR
-    shutil.rmtree(metrics, ignore_errors=True)
-    metrics.mkdir(mode=PRIVATE_DIR)
+    metrics = Path(tempfile.mkdtemp(prefix="blindsum-metrics-"))
+    atexit.register(shutil.rmtree, metrics, True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
     return metrics
 

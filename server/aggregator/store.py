@@ -302,9 +302,13 @@ class Store:
         # connection, and a list would keep every finished greenlet's connection open.
         self._connections: weakref.WeakSet[_Held] = weakref.WeakSet()
         # One script, one transaction: concurrent workers starting together create it once.
-        self.connection().executescript(
-            f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
-        )
+        # Skipped when the schema is there, so a worker restarting on a full disk still boots
+        # (and answers 503 storage-unavailable) instead of halting the whole server.
+        version = self.connection().execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            self.connection().executescript(
+                f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            )
 
     def connection(self) -> sqlite3.Connection:
         held: _Held | None = getattr(self._local, "held", None)
