@@ -125,3 +125,35 @@ privacy = { mechanism = "laplace", epsilon = 0.5, budget_epsilon = 2.0 }
     assert code == 0 and state["remaining_epsilon"] == 2.0 and state["releases"] == 0
     code, out, _ = run(capsys, "keyholder", "budget", "--data-dir", str(keyholder_dir))
     assert code == 0 and "budgeted" in out
+
+
+@pytest.mark.parametrize("make_dir", [True, False], ids=["empty", "missing"])
+def test_audit_refuses_a_directory_that_is_not_initialised_and_creates_nothing(
+    tmp_path: Path, capsys, make_dir: bool,
+) -> None:
+    data_dir = tmp_path / "kh"
+    if make_dir:
+        data_dir.mkdir()
+    code, out, err = run(capsys, "keyholder", "audit", "--data-dir", str(data_dir))
+    assert code == 2 and "not a key-holder data directory" in err
+    assert "Traceback" not in err and "intact" not in out
+    assert (list(data_dir.iterdir()) == []) if make_dir else not data_dir.exists()
+
+
+def test_keyholder_files_are_private_to_the_service_account(keyholder_dir: Path) -> None:
+    assert keyholder_dir.stat().st_mode & 0o777 == 0o700
+    for path in keyholder_dir.iterdir():
+        assert path.stat().st_mode & 0o077 == 0, path
+
+
+def test_serving_tightens_an_open_data_directory(tmp_path: Path) -> None:
+    from blindsum.server.datadir import prepare_data_dir
+
+    data_dir = tmp_path / "srv"
+    data_dir.mkdir(mode=0o755)
+    (data_dir / "aggregator.db").write_bytes(b"")
+    (data_dir / "aggregator.db").chmod(0o644)
+    prepare_data_dir(data_dir, "server data directory")
+    assert data_dir.stat().st_mode & 0o777 == 0o700
+    assert (data_dir / "aggregator.db").stat().st_mode & 0o777 == 0o600
+    assert sorted(p.name for p in data_dir.iterdir()) == ["aggregator.db"]
