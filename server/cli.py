@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from flask import Flask
 
     from blindsum.server.aggregator.config import AggregatorConfig
+    from blindsum.server.aggregator.store import Store
     from blindsum.server.aggregator.tokens import TokenBook
     from blindsum.server.keyholder.config import KeyholderConfig
     from blindsum.server.worker import ConnectionLimits
@@ -62,6 +63,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _nonnegative_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
     return value
 
 
@@ -318,6 +329,24 @@ def _token_book(data_dir: Path, create: bool = False) -> TokenBook:
     return TokenBook(Store(data_dir))
 
 
+def _open_store(data_dir: Path) -> Store:
+    from blindsum.server.aggregator.store import DB_NAME, Store
+
+    if not (data_dir / DB_NAME).is_file():  # a maintenance command never creates a store
+        raise InvalidConfig(f"{data_dir} is not an aggregator data directory (no {DB_NAME})")
+    return Store(data_dir)
+
+
+def cmd_server_gc(args: argparse.Namespace) -> int:
+    from blindsum.server.aggregator.retention import RetentionSweep
+
+    store = _open_store(args.data_dir)
+    erased = RetentionSweep(store, args.retention_seconds).sweep(max_batches=1_000_000)
+    print(f"erased the ciphertexts of {erased} reports of windows released or refused more "
+          f"than {args.retention_seconds:g} s ago (their ids are kept)")
+    return 0
+
+
 def _when(seconds: float | None) -> str:
     import time
 
@@ -514,6 +543,13 @@ def build_parser() -> argparse.ArgumentParser:
     tls(srv_serve)
     srv_serve.set_defaults(handler=cmd_server_serve)
     _token_parsers(srv)
+    gc = srv.add_parser("gc", help="erase the raw reports of settled windows now "
+                                   "(the server also does it in the background)")
+    gc.add_argument("--data-dir", required=True, type=Path)
+    gc.add_argument("--retention-seconds", type=_nonnegative_seconds, default=86_400.0,
+                    help="keep reports this long after their window was released or "
+                         "refused (default 86400)")
+    gc.set_defaults(handler=cmd_server_gc)
 
     demo = roles.add_parser("demo", help="run both services and simulate app installs")
     demo.add_argument("--clients", type=_positive, default=1000,

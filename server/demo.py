@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import signal
 import sys
@@ -193,6 +194,25 @@ def _wait_for_signal() -> None:
     stop.wait()
 
 
+TOKENS = ("ingest_token", "admin_token", "release_token")
+
+
+def _without_tokens(deployed: Deployment, root: Path) -> dict[str, str]:
+    """What ``--serve`` prints: everything but the tokens, which go to a 0600 file.
+
+    stdout ends up in terminals' scrollback, CI logs and process managers' journals; the
+    tokens do not belong there.
+    """
+    described = deployed.describe()
+    tokens = {name: described.pop(name) for name in TOKENS}
+    path = root / "credentials.json"
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        json.dump(tokens, handle)
+    described["credentials_file"] = str(path)
+    return described
+
+
 def run_demo(clients: int = 1000, scheme: str = "both", as_json: bool = False,
              keep_serving: bool = False, paillier_bits: int = 3072, tls: bool = True) -> int:
     # With --json, stdout carries only the JSON object; the narrative goes to stderr.
@@ -227,8 +247,8 @@ def run_demo(clients: int = 1000, scheme: str = "both", as_json: bool = False,
                                   "clients": clients}))
             if keep_serving and ok:
                 dashboard = f"{deployed.server.url}/"
-                print(json.dumps({**deployed.describe(), "dashboard_url": dashboard}),
-                      flush=True)
+                print(json.dumps({**_without_tokens(deployed, root),
+                                  "dashboard_url": dashboard}), flush=True)
                 how = ("dashboard: " + dashboard + (f" (trust {deployed.ca_bundle})"
                                                     if deployed.ca_bundle else "")
                        + "\nserving until Ctrl-C or SIGTERM, which stops both services")

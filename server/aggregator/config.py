@@ -41,6 +41,7 @@ ENV_VARS: Mapping[str, str] = {
     "rate_limit_admin": "BLINDSUM_RATE_LIMIT_ADMIN",
     "rate_limit_public": "BLINDSUM_RATE_LIMIT_PUBLIC",
     "rate_limit_auth_failures": "BLINDSUM_RATE_LIMIT_AUTH_FAILURES",
+    "report_retention_seconds": "BLINDSUM_REPORT_RETENTION_SECONDS",
 }
 # Settings whose parsed value is stored under another field name (tokens become digests).
 _FIELD_OF: Mapping[str, str] = {
@@ -75,6 +76,8 @@ class AggregatorConfig:
         rate_limit_public: requests per client address to the unauthenticated endpoints.
         rate_limit_auth_failures: failed authentications (401) per client address; once
             spent, unauthenticated requests from that address are refused with 429.
+        report_retention_seconds: how long after its window is released or refused a
+            report's ciphertexts are kept (its id stays, for duplicates); see retention.py.
     """
 
     data_dir: Path
@@ -93,6 +96,8 @@ class AggregatorConfig:
     rate_limit_admin: str | None = "120/minute"
     rate_limit_public: str | None = "6000/minute"
     rate_limit_auth_failures: str | None = "30/minute"
+    # a day: time to look into a release that went wrong, then the ciphertexts go
+    report_retention_seconds: float = 86_400.0
 
 
 def load_config(
@@ -268,4 +273,5 @@ _PARSERS: Mapping[str, Callable[[object, str], Any]] = {
     "rate_limit_admin": _rate_limit,
     "rate_limit_public": _rate_limit,
     "rate_limit_auth_failures": _rate_limit,
+    "report_retention_seconds": _seconds,
 }

@@ -14,6 +14,7 @@ from blindsum.server.aggregator.ingest import Ingestor
 from blindsum.server.aggregator.keyholder_client import KeyholderApi, KeyholderClient
 from blindsum.server.aggregator.manifests import ManifestSource
 from blindsum.server.aggregator.release import ReleaseDriver
+from blindsum.server.aggregator.retention import SWEEP_INTERVAL_SECONDS, RetentionSweep
 from blindsum.server.aggregator.store import Store
 from blindsum.server.aggregator.tokens import TokenBook, environment_records
 from blindsum.server.observability import Telemetry
@@ -29,6 +30,7 @@ class Aggregator:
     manifests: ManifestSource
     ingestor: Ingestor
     releases: ReleaseDriver
+    retention: RetentionSweep
     ticker: Ticker
     auth: Authenticator
     budget: BudgetSource
@@ -60,7 +62,9 @@ class Aggregator:
         def release_due() -> None:
             telemetry.count_releases(releases.release_due())
 
-        jobs = [("manifest-refresh", config.manifest_refresh_seconds, refresh_manifest)]
+        retention = RetentionSweep(store, config.report_retention_seconds, clock)
+        jobs = [("manifest-refresh", config.manifest_refresh_seconds, refresh_manifest),
+                ("retention", SWEEP_INTERVAL_SECONDS, retention.sweep)]
         if config.auto_release:
             jobs.append(("release-due", config.release_interval_seconds, release_due))
         return cls(
@@ -70,6 +74,7 @@ class Aggregator:
             manifests=manifests,
             ingestor=Ingestor(store, manifests, clock),
             releases=releases,
+            retention=retention,
             ticker=Ticker("blindsum-aggregator", jobs),
             auth=Authenticator(TokenBook(store), environment_records({
                 "ingest": config.ingest_token_digests,

@@ -327,6 +327,28 @@ class Store:
             held.conn.close()
         self._local = threading.local()
 
+    def erase_settled_reports(self, settled_before: float, limit: int) -> int:
+        """Erase the ciphertexts of up to ``limit`` reports whose window was released or
+        refused before ``settled_before``; keep their ids. Returns how many were erased.
+
+        The ids stay so a late retry of a report is still answered as a duplicate (and
+        ``report_ids`` still gives the digest a release was made over); the ciphertexts are
+        never needed again once the window is final. ``secure_delete`` overwrites the freed
+        pages rather than leaving the old bytes in the file.
+        """
+        with self.transaction() as tx:
+            tx.conn.execute("PRAGMA secure_delete = ON")
+            erased = tx.conn.execute(
+                "UPDATE reports SET ciphertexts = X'' WHERE rowid IN ("
+                "  SELECT r.rowid FROM reports r JOIN windows w ON w.metric = r.metric"
+                '  AND w.version = r.version AND w."window" = r."window"'
+                "  AND w.key_id = r.key_id"
+                "  WHERE w.state IN ('released', 'refused') AND w.updated_at < ?"
+                "  AND length(r.ciphertexts) > 0 LIMIT ?)",
+                (settled_before, limit),
+            ).rowcount
+        return int(erased)
+
     def window_counts(self) -> dict[str, int]:
         """How many windows are in each state (for metrics)."""
         rows = self.connection().execute("SELECT state, count(*) FROM windows GROUP BY state")

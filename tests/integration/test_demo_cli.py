@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -66,9 +67,14 @@ def test_demo_serve_keeps_services_up_until_sigterm() -> None:
             if line.startswith("{"):
                 break
         info = json.loads(line)
-        for key in ("server_url", "keyholder_url", "keyholder_identity", "ingest_token",
-                    "admin_token", "keyholder_data_dir", "server_data_dir"):
+        for key in ("server_url", "keyholder_url", "keyholder_identity", "credentials_file",
+                    "keyholder_data_dir", "server_data_dir"):
             assert key in info
+        credentials = Path(info["credentials_file"])
+        assert credentials.stat().st_mode & 0o777 == 0o600
+        tokens = json.loads(credentials.read_text())
+        assert {"ingest_token", "admin_token", "release_token"} <= set(tokens)
+        assert not any(token in line for token in tokens.values())  # not on stdout
         assert info["server_url"].startswith("https://")  # TLS is the demo's default
         assert process.stdout.readline().startswith(f"dashboard: {info['server_url']}/ ")
         assert "Ctrl-C or SIGTERM" in process.stdout.readline()
