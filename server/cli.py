@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from blindsum.server.aggregator.config import AggregatorConfig
     from blindsum.server.aggregator.store import Store
     from blindsum.server.aggregator.tokens import TokenBook
+    from blindsum.server.backup import BackupResult
     from blindsum.server.keyholder.config import KeyholderConfig
     from blindsum.server.worker import ConnectionLimits
 
@@ -337,6 +338,27 @@ def _open_store(data_dir: Path) -> Store:
     return Store(data_dir)
 
 
+def _report_backup(result: BackupResult) -> None:
+    print(f"backup written to {result.destination}: database {result.database_bytes} bytes, "
+          f"{result.files} file(s)")
+
+
+def cmd_server_backup(args: argparse.Namespace) -> int:
+    from blindsum.server.aggregator.store import DB_NAME
+    from blindsum.server.backup import backup_data_dir
+
+    _report_backup(backup_data_dir(args.data_dir, args.to, DB_NAME))
+    return 0
+
+
+def cmd_keyholder_backup(args: argparse.Namespace) -> int:
+    from blindsum.server.backup import backup_data_dir
+    from blindsum.server.keyholder.service import DB_NAME
+
+    _report_backup(backup_data_dir(args.data_dir, args.to, DB_NAME, extra_dirs=("keys",)))
+    return 0
+
+
 def cmd_server_gc(args: argparse.Namespace) -> int:
     from blindsum.server.aggregator.retention import RetentionSweep
 
@@ -494,6 +516,13 @@ def build_parser() -> argparse.ArgumentParser:
     audit_cmd.add_argument("--json", action="store_true", help="print the report as JSON")
     audit_cmd.set_defaults(handler=cmd_keyholder_audit)
 
+    kh_backup = kh.add_parser("backup", help="consistent copy of the data directory (ledger, "
+                                             "audit log, key files), safe while serving")
+    kh_backup.add_argument("--data-dir", required=True, type=Path)
+    kh_backup.add_argument("--to", required=True, type=Path,
+                           help="new (or empty) directory for the copy")
+    kh_backup.set_defaults(handler=cmd_keyholder_backup)
+
     key = kh.add_parser("key", help="key epochs: list, rotate, retire")
     key_actions = key.add_subparsers(dest="key_action", required=True)
     key_list = key_actions.add_parser("list", help="every key with its status")
@@ -543,6 +572,12 @@ def build_parser() -> argparse.ArgumentParser:
     tls(srv_serve)
     srv_serve.set_defaults(handler=cmd_server_serve)
     _token_parsers(srv)
+    srv_backup = srv.add_parser("backup", help="consistent copy of the data directory, "
+                                               "safe while serving")
+    srv_backup.add_argument("--data-dir", required=True, type=Path)
+    srv_backup.add_argument("--to", required=True, type=Path,
+                            help="new (or empty) directory for the copy")
+    srv_backup.set_defaults(handler=cmd_server_backup)
     gc = srv.add_parser("gc", help="erase the raw reports of settled windows now "
                                    "(the server also does it in the background)")
     gc.add_argument("--data-dir", required=True, type=Path)
