@@ -54,6 +54,7 @@ from blindsum.shared.errors import (
     ManifestError,
     NotFound,
     PayloadTooLarge,
+    RateLimited,
     UpstreamError,
 )
 from blindsum.shared.manifest import Keyring, Manifest, slot_spec
@@ -64,6 +65,7 @@ from blindsum.shared.signing import parse_identity
 
 from .errors import DroppedReport, ReportsDropped
 from .limits import ContributionLimiter
+from .manifest_cache import ManifestCache
 from .queue import DiskQueue, MemoryQueue, ReportQueue
 from .transport import RetryPolicy, Timeouts, Transport
 
@@ -79,6 +81,8 @@ MANIFEST_RETRY_SECONDS = 60.0
 # Ciphertext bytes per upload: half the server's default body limit (64 MiB), since CKKS
 # reports are ~66 KB each. A 413 halves the batch further.
 MAX_BATCH_BYTES = 32 * 1024 * 1024
+# A 429 without Retry-After defers sending this long.
+RATE_LIMITED_PAUSE = 60.0
 
 log = logging.getLogger("blindsum.client")
 
@@ -162,6 +166,7 @@ class Client:
         try:
             self._queue: ReportQueue = DiskQueue(path) if path else MemoryQueue()
             self._limiter = ContributionLimiter(path) if enforce_contribution_limit else None
+            self._cache = ManifestCache(path) if path else None
         except BaseException:
             self._transport.close()
             raise
@@ -173,6 +178,7 @@ class Client:
         self._batch_limit = batch_size
         self._auto_failures = 0
         self._auto_flush_at = 0.0
+        self._deferred_until = 0.0
         self._closed = False
 
     # -- manifest ------------------------------------------------------------------------
@@ -192,7 +198,7 @@ class Client:
         loaded = self._loaded
         if loaded is None:
             with self._manifest_lock:
-                loaded = self._loaded or self._fetch_manifest()
+                loaded = self._loaded or self._first_manifest()
         elif time.monotonic() >= loaded.refresh_at:
             loaded = self._scheduled_refresh(loaded)
         return loaded
@@ -221,14 +227,36 @@ class Client:
         finally:
             self._manifest_lock.release()
 
+    def _first_manifest(self) -> _Loaded:
+        """Fetch the manifest; offline, fall back to the one kept with the disk queue.
+
+        With a cached manifest the fetch is tried once, without retries, so an app that
+        starts offline records at once instead of waiting out the retry policy.
+        """
+        cached = self._cache.document() if self._cache is not None else None
+        if cached is None:
+            return self._fetch_manifest()
+        try:
+            return self._fetch_manifest(max_retries=0)
+        except UpstreamError as exc:
+            manifest = Manifest.verify(cached, self._identity)  # the file proves nothing
+            log.warning("server unreachable (%s); recording with the cached manifest serial "
+                        "%d until it answers", exc.detail, manifest.serial)
+            loaded = _Loaded(manifest, Keyring(manifest, self._fetch_context),
+                             time.monotonic() + MANIFEST_RETRY_SECONDS)
+            self._loaded = loaded
+            return loaded
+
     def _fetch_manifest(self, max_retries: int | None = None) -> _Loaded:
         document = self._transport.get_data(MANIFEST_PATH, max_retries=max_retries)
         manifest = Manifest.verify(document, self._identity)
         held = self._loaded
-        if held is not None and manifest.serial < held.manifest.serial:
+        floor = max(held.manifest.serial if held is not None else 0,
+                    (self._cache.serial() or 0) if self._cache is not None else 0)
+        if manifest.serial < floor:
             raise ManifestError(
                 f"the server offered manifest serial {manifest.serial}, older than serial "
-                f"{held.manifest.serial} already verified; refusing to roll back"
+                f"{floor} already verified; refusing to roll back"
             )
         if held is not None and manifest == held.manifest:
             keyring = held.keyring
@@ -236,10 +264,19 @@ class Client:
             keyring = Keyring(manifest, self._fetch_context)
         loaded = _Loaded(manifest, keyring, time.monotonic() + self.manifest_ttl)
         self._loaded = loaded
+        if self._cache is not None:
+            self._cache.store(dict(manifest.document), manifest.serial)
         return loaded
 
     def _fetch_context(self, key_id: str) -> bytes:
-        return self._transport.get_bytes(f"/v1/keys/{quote(key_id, safe='')}/context")
+        # a cached context is only a candidate: Keyring checks it against the signed digest
+        cached = self._cache.context(key_id) if self._cache is not None else None
+        if cached is not None:
+            return cached
+        data = self._transport.get_bytes(f"/v1/keys/{quote(key_id, safe='')}/context")
+        if self._cache is not None:
+            self._cache.store_context(key_id, data)
+        return data
 
     def _scheme(self, loaded: _Loaded, policy: MetricPolicy) -> PublicScheme:
         """The active key's scheme for ``policy``, reused across records and refreshes.
@@ -337,6 +374,10 @@ class Client:
         already counted). A report leaves the queue only once acknowledged; on failure the
         rest stays queued and a later flush resends it under the same id.
 
+        When the server rate-limits this install (429), the reports stay queued and flush
+        returns what was acknowledged so far; nothing is sent until the ``Retry-After`` it
+        gave (any length) has passed, see ``deferred_for``.
+
         Raises:
             ReportsDropped: the server refused reports it can no longer accept (the manifest
                 changed under them, or their window closed). The manifest is refreshed once,
@@ -349,6 +390,11 @@ class Client:
         self._check_open()
         with self._flush_lock:
             return self._flush_locked()
+
+    @property
+    def deferred_for(self) -> float:
+        """Seconds until the server's last ``Retry-After`` has passed (0: send any time)."""
+        return max(0.0, self._deferred_until - time.time())
 
     def _auto_flush(self) -> None:
         if time.monotonic() < self._auto_flush_at or not self._flush_lock.acquire(blocking=False):
@@ -370,9 +416,20 @@ class Client:
         accepted = duplicates = 0
         refreshed = False
         dropped: list[DroppedReport] = []
+        if self.deferred_for > 0:
+            log.info("server asked to wait %.0f s more; %d report(s) stay queued",
+                     self.deferred_for, self.pending)
+            return BatchReceipt(0, 0)
         while batch := _within_bytes(self._queue.peek(self._batch_limit), MAX_BATCH_BYTES):
             try:
                 receipt = self._send(batch)
+            except RateLimited as limited:
+                wait = limited.retry_after if limited.retry_after is not None \
+                    else RATE_LIMITED_PAUSE
+                self._deferred_until = time.time() + wait
+                log.warning("server rate-limited this install for %.0f s; %d report(s) stay "
+                            "queued: %s", wait, self.pending, limited.detail)
+                break
             except PayloadTooLarge:
                 if len(batch) == 1:
                     raise
@@ -443,6 +500,8 @@ class Client:
             self._queue.close()
             if self._limiter is not None:
                 self._limiter.close()
+            if self._cache is not None:
+                self._cache.close()
             self._transport.close()
 
     def __enter__(self) -> Client:

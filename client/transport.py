@@ -227,7 +227,9 @@ class Transport:
                     return answer
                 wait = self._retry_wait(answer, attempt, retries)
                 if wait is None:
-                    raise error_from_answer(answer, attempt)
+                    error = error_from_answer(answer, attempt)
+                    error.retry_after = parse_retry_after(answer.headers.get("Retry-After"))
+                    raise error
                 log.info("%s %s: HTTP %d; retrying in %.2f s", method, path, answer.status, wait)
             self._sleep(wait)
 

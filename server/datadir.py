@@ -53,9 +53,16 @@ def prepare_metrics_dir() -> Path:
     restart from zero with the server, as Prometheus expects of a restarted target.
     """
     metrics = Path(tempfile.mkdtemp(prefix="blindsum-metrics-"))
-    atexit.register(shutil.rmtree, metrics, True)
+    atexit.register(_remove_if_owner, metrics, os.getpid())
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
     return metrics
+
+
+def _remove_if_owner(path: Path, owner: int) -> None:
+    # workers are forked from the master and inherit its exit handlers: only the master,
+    # which outlives every worker, may remove the directory they all write to
+    if os.getpid() == owner:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -36,6 +36,7 @@ REQUEST_ID_HEADER = "X-Request-Id"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 EXTENSION = "blindsum.telemetry"
 access_log = logging.getLogger("blindsum.access")
+log = logging.getLogger("blindsum.observability")
 
 Check = Callable[[], str | None]
 """A readiness check: None when ready, else a one-line reason (no secret in it)."""
@@ -125,8 +126,11 @@ def install_observability(
         response.headers[REQUEST_ID_HEADER] = g.get("request_id", "")
         route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
         seconds = time.monotonic() - g.get("started", time.monotonic())
-        metrics.requests.labels(route, request.method, str(response.status_code)).inc()
-        metrics.latency.labels(route, request.method).observe(seconds)
+        try:
+            metrics.requests.labels(route, request.method, str(response.status_code)).inc()
+            metrics.latency.labels(route, request.method).observe(seconds)
+        except Exception:  # counting must never turn an answer into a 500
+            log.exception("could not update request metrics")
         access_log.info("%s %s %d", request.method, route, response.status_code, extra={
             "fields": {"method": request.method, "route": route,
                        "status": response.status_code,

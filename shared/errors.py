@@ -18,9 +18,11 @@ class BlindsumError(Exception):
     code: ClassVar[str] = "internal"
     title: ClassVar[str] = "Internal error"
 
-    def __init__(self, detail: str) -> None:
+    def __init__(self, detail: str, retry_after: float | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
+        # seconds the peer asked to wait (its Retry-After), when an answer said so
+        self.retry_after = retry_after
 
 
 class InvalidInput(BlindsumError):
