@@ -19,6 +19,15 @@ OPENAPI: dict[str, Any] = {
         "/healthz": {"get": {"summary": "Liveness", "responses": {"200": {
             "description": "ok", "content": {"application/json": {"schema": {
                 "type": "object"}}}}}}},
+        "/readyz": {"get": {"summary": "Readiness: data directory writable "
+                                       "(added by `blindsum keyholder serve`)",
+                            "responses": {"200": {"description": "ready", "content": {
+                                "application/json": {"schema": {"type": "object"}}}},
+                                "503": _PROBLEM}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics (added by `blindsum keyholder "
+                                        "serve`)",
+                             "responses": {"200": {"description": "metrics", "content": {
+                                 "text/plain": {"schema": {"type": "string"}}}}}}},
         "/v1/manifest": {"get": {"summary": "Signed manifest of public keys and policies",
                                  "responses": {"200": {"description": "manifest", **_SIGNED}}}},
         "/v1/keys/{kid}/context": {"get": {
