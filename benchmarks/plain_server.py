@@ -213,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     policies = load_policies_toml(args.policies.read_text())
     tokens = [t for t in os.environ.get("BLINDSUM_INGEST_TOKENS", "").split(",") if t]
     serve(lambda: create_app(args.data_dir, policies, tokens), LOOPBACK, args.port,
-          workers=args.workers, threads=8, name="blindsum-plain-baseline")
+          workers=args.workers, name="blindsum-plain-baseline")
     return 0
 
 

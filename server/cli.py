@@ -302,7 +302,7 @@ def cmd_keyholder_serve(args: argparse.Namespace) -> int:
 
 def cmd_server_serve(args: argparse.Namespace) -> int:
     from blindsum.server.aggregator.config import load_config
-    from blindsum.server.datadir import prepare_data_dir, prepare_metrics_dir
+    from blindsum.server.datadir import prepare_data_dir
     from blindsum.server.wsgi import serve
 
     overrides = {key: value for key, value in {
@@ -313,8 +313,6 @@ def cmd_server_serve(args: argparse.Namespace) -> int:
     }.items() if value is not None}
     config = load_config(overrides)
     prepare_data_dir(config.data_dir, "server data directory")
-    if args.workers > 1:
-        prepare_metrics_dir()
     serve(functools.partial(_server_app, config), args.host, args.port, workers=args.workers,
           limits=_limits(args), certfile=args.tls_cert, keyfile=args.tls_key,
           log_file=args.log_file, name="blindsum-server")

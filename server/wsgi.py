@@ -10,6 +10,7 @@ from typing import Any
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
+from blindsum.server.datadir import prepare_metrics_dir
 from blindsum.server.logs import logging_config
 from blindsum.server.worker import ConnectionLimits, worker_class
 
@@ -47,6 +48,8 @@ def serve(
     ``server/worker.py``; logs are JSON lines (``server/logs.py``) on stderr or ``log_file``.
     """
     limits = limits or ConnectionLimits()
+    if workers > 1:
+        prepare_metrics_dir()  # before any worker (or prometheus_client) starts
     # everything the service creates from here on (databases, WAL, logs, metric files) is
     # readable by its own account only
     os.umask(0o077)

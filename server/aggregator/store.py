@@ -18,6 +18,10 @@ Tables:
   SHA-256 digests with their role, label, metric scope and revocation time (see
   ``tokens.py``); never a token itself.
 
+Under the gevent worker (``server/worker.py``) a "thread" is a greenlet: never do network
+I/O (anything that can yield) inside ``transaction()``, or another greenlet of the same
+worker waiting on SQLite's busy lock would freeze the worker until the busy timeout.
+
 Each thread has its own connection (``threading.local``); writes go through
 ``transaction()`` (``BEGIN IMMEDIATE``, so a check-then-write is atomic across threads and
 gunicorn workers; ``synchronous=FULL``, so a commit is durable when it returns).

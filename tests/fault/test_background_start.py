@@ -21,6 +21,7 @@ from blindsum.client import Client
 from blindsum.server.processes import deployment, start_service
 
 DEADLINE_SECONDS = 60.0  # window 4 s + grace 2 s + scheduler tick 5 s, with ample slack
+WINDOW_SECONDS = 4  # metric "quick" (fault_policies.toml)
 
 
 def window_states(server_dir: Path, metric: str) -> list[str]:
@@ -40,20 +41,24 @@ def test_restarted_server_releases_a_due_window_without_any_request(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     root = tmp_path_factory.mktemp("restart")
-    with deployment(root, POLICIES, auto_release=True) as dep:
+    # The first server never releases; the restarted one does, on its own schedule.
+    with deployment(root, POLICIES, auto_release=False) as dep:
         with Client(dep.server.url, dep.ingest_token, dep.identity,
                     enforce_contribution_limit=False) as sdk:
+            while time.time() % WINDOW_SECONDS > 1:  # all three early in one window
+                time.sleep(0.05)
+            at = time.time()
             for _ in range(3):
-                sdk.record("quick", 1)
+                sdk.record("quick", 1, at=at)
             assert sdk.flush().accepted == 3
-        dep.server.stop()  # before the window is due: the old process cannot release it
+        dep.server.stop()
         assert window_states(dep.server_dir, "quick") == ["open"]
         port = int(dep.server.url.rsplit(":", 1)[1])
         args = ["server", "serve", "--data-dir", str(dep.server_dir), "--port", str(port),
                 "--keyholder-url", dep.keyholder.url, "--keyholder-identity", dep.identity]
+        env = {k: v for k, v in dep.env.items() if "PASSPHRASE" not in k}
         restarted = start_service("server-restarted", args, port, root,
-                                  {k: v for k, v in dep.env.items() if "PASSPHRASE" not in k},
-                                  wait=False)
+                                  {**env, "BLINDSUM_AUTO_RELEASE": "1"}, wait=False)
         try:
             deadline = time.monotonic() + DEADLINE_SECONDS
             states = window_states(dep.server_dir, "quick")

@@ -68,7 +68,7 @@ def test_full_disk_answers_503_storage_unavailable_then_recovers_without_restart
     assert readiness(dep)[0] == 200
     with Client(dep.server.url, dep.ingest_token, dep.identity, max_retries=0,
                 timeout=TIMEOUT, enforce_contribution_limit=False) as sdk:
-        assert sdk.manifest.serial >= 1
+        assert sdk.manifest().serial >= 1
         filler = fill(dep.server_dir)
         status, body = readiness(dep)
         assert status == 503 and body["code"] == "not-ready", body
