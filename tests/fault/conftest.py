@@ -7,13 +7,11 @@ by the ``hostile_crowd`` block that opened it (tests/fault/hostile.py).
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+from fault_kit import POLICIES
 
 from blindsum.server.processes import Deployment, deployment
-
-POLICIES = [Path(__file__).parent / "fault_policies.toml"]
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import POLICIES
+from fault_kit import POLICIES
 
 from blindsum.client import Client
 from blindsum.server.processes import deployment, start_service

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import POLICIES
+from fault_kit import POLICIES
 
 from blindsum.client import BlindsumError, Client
 from blindsum.server.processes import Deployment, deployment, start_service

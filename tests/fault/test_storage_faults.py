@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import POLICIES
+from fault_kit import POLICIES
 
 from blindsum.client import Client, StorageUnavailable
 from blindsum.server.processes import Deployment, deployment, free_port

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 import requests
-from conftest import POLICIES
 from security_kit import (
     keyholder_manifest,
     post_release,
@@ -32,6 +31,8 @@ from blindsum.client import Client
 from blindsum.server.processes import Deployment, deployment, free_port, start_service
 
 TIMEOUT = 30.0
+HERE = Path(__file__).parent
+POLICIES = [HERE.parent / "policies" / "paillier.toml", HERE / "security_policies.toml"]
 
 
 def _published(url: str, metric: str) -> list[dict[str, Any]]:
