@@ -626,5 +626,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+SERVE_COMMANDS = (("server", "serve"), ("keyholder", "serve"))
+
+
+def run() -> int:
+    """The command-line entry point (``blindsum``, ``python -m blindsum.server.cli``).
+
+    The ``serve`` commands run gevent workers (``server/worker.py``): the standard library is
+    made cooperative here, before anything imports ``ssl`` or sockets. Patching only in each
+    worker, after the fork, leaves the modules the master already imported unpatched (building
+    this parser imports the SDK, hence urllib3's ssl), and the server's TLS calls to the
+    key-holder then fail with RecursionError. ``main`` itself never patches: tests call it
+    in-process.
+    """
+    argv = sys.argv[1:]
+    if tuple(argv[:2]) in SERVE_COMMANDS:
+        from gevent import monkey
+
+        monkey.patch_all()
+    return main(argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())
