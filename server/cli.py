@@ -292,7 +292,12 @@ def cmd_keyholder_serve(args: argparse.Namespace) -> int:
         raise InvalidConfig(f"{config.data_dir} is not a key-holder data directory "
                             "(run `blindsum keyholder init` first)")
     prepare_data_dir(config.data_dir, "key-holder data directory")
-    Keyholder.open(config.data_dir, config.passphrase)  # fail fast on a wrong passphrase
+    holder = Keyholder.open(config.data_dir, config.passphrase)  # fail fast: wrong passphrase
+    # No worker runs yet, so a window left paid by a killed process is not being released.
+    interrupted = holder.releaser().settle_abandoned()
+    if interrupted:
+        print(f"{interrupted} release(s) paid for by a stopped process are interrupted for "
+              "good (never decrypted again)", file=sys.stderr)
     # One worker: the key-holder's work is small and its secrets stay in one process.
     serve(functools.partial(_keyholder_app, config), args.host, args.port, workers=1,
           limits=_limits(args), certfile=args.tls_cert, keyfile=args.tls_key,

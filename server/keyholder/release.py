@@ -127,6 +127,15 @@ class Releaser:
             return paid
         return ReleaseAnswer(self._decrypt_and_sign(paid, request), created=True)
 
+    def settle_abandoned(self) -> int:
+        """Settle every ``paid`` row as interrupted; only while no release can be running
+        (the key-holder calls it at start, before its worker). Returns how many."""
+        with self.db.write() as conn:
+            abandoned = [row for row in ledger.rows(conn) if row.state == "paid"]
+            for row in abandoned:
+                self._settle_interrupted(conn, row, "the releasing process stopped")
+        return len(abandoned)
+
     def stored(self, metric: str, version: int, window: int,
                key_id: str | None = None) -> dict | None:
         if version > 2**31 - 1 or window > 2**40:  # never released; SQLite cannot bind it
