@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from blindsum.server.http import token_digest
 from blindsum.server.keyholder import audit
-from blindsum.server.keyholder.keystore import KeyStore
 from blindsum.server.keyholder.release import Releaser
 from blindsum.server.keyholder.store import KeyholderDB, KeyRecord
+from blindsum.server.keystore import KeyStore
 from blindsum.shared.errors import InvalidConfig, InvalidPolicy, KeyStoreError
 from blindsum.shared.manifest import KeyEntry, Manifest, slot_spec
 from blindsum.shared.policy import MetricPolicy

@@ -25,7 +25,7 @@ from typing import Any
 
 import requests
 
-from blindsum.server.keyholder.keystore import KeyStore
+from blindsum.server.keystore import KeyStore
 from blindsum.server.processes import Deployment, ServiceProcess, start_service
 from blindsum.shared import codec
 from blindsum.shared.codec import ReleaseRequest, Report, ReportBatch

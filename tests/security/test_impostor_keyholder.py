@@ -35,7 +35,7 @@ from security_kit import (
     wait_until,
 )
 
-from blindsum.server.keyholder.keystore import KeyStore
+from blindsum.server.keystore import KeyStore
 from blindsum.server.processes import Deployment, cli, deployment, free_port
 from blindsum.shared import codec
 from blindsum.shared.errors import ManifestError

@@ -41,8 +41,8 @@ from blindsum.server.http import token_digest
 from blindsum.server.keyholder import audit, ledger
 from blindsum.server.keyholder.app import create_app as create_keyholder_app
 from blindsum.server.keyholder.config import KeyholderConfig
-from blindsum.server.keyholder.keystore import KeyStore
 from blindsum.server.keyholder.service import Keyholder
+from blindsum.server.keystore import KeyStore
 from blindsum.shared import codec
 from blindsum.shared.codec import Report
 from blindsum.shared.encoding import encode

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from blindsum.server.keyholder import audit, ledger
-from blindsum.server.keyholder.keystore import KeyStore
 from blindsum.server.keyholder.service import Keyholder
+from blindsum.server.keystore import KeyStore
 from blindsum.shared.codec import ReleaseRequest
 from blindsum.shared.encoding import encode
 from blindsum.shared.errors import (

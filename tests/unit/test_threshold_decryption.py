@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from phe import paillier as phe
 
-from blindsum.server.keyholder.keystore import KeyStore
+from blindsum.server.keystore import KeyStore
 from blindsum.shared.encoding import encode
 from blindsum.shared.errors import InvalidCiphertext, InvalidInput, InvalidProof
 from blindsum.shared.manifest import slot_spec

@@ -11,7 +11,7 @@ from typing import Any
 import gmpy2
 import pytest
 
-from blindsum.server.keyholder.keystore import KeyStore
+from blindsum.server.keystore import KeyStore
 from blindsum.shared.errors import InvalidConfig, InvalidInput, KeyStoreError
 from blindsum.shared.schemes.paillier import PaillierPublic, _int_to_b64u
 from blindsum.shared.threshold import KeyShare, ThresholdPublicKey, run_ceremony
