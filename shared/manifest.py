@@ -17,6 +17,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from blindsum.shared.errors import BlindsumError, InvalidCiphertext, ManifestError, NotFound
+from blindsum.shared.headroom import headroom
 from blindsum.shared.policy import MetricPolicy
 from blindsum.shared.schemes.base import PublicScheme, SlotSpec
 from blindsum.shared.signing import sign_document, verify_document
@@ -115,9 +116,12 @@ def _key_entry(raw: Any) -> KeyEntry:
     return KeyEntry(raw["scheme"], str(raw["kid"]), raw["status"], raw["public"])
 
 
-def slot_spec(policy: MetricPolicy) -> SlotSpec:
-    """The slot layout a policy implies (shared by SDK, server and key-holder)."""
-    return SlotSpec(policy.slot_count, policy.slot_max, policy.max_contributors)
+def slot_spec(policy: MetricPolicy, scheme: PublicScheme | None = None) -> SlotSpec:
+    """The slot layout a policy implies under ``scheme``'s key (shared by SDK, server and
+    key-holder). A threshold key's layout reserves headroom for noise added under
+    encryption; it is derived from the public policy alone, so every party agrees on it."""
+    room = headroom(policy) if scheme is not None and scheme.noise_headroom else 0
+    return SlotSpec(policy.slot_count, policy.slot_max, policy.max_contributors, room)
 
 
 ContextFetcher = Callable[[str], bytes]

@@ -153,7 +153,7 @@ class Keyholder:
         if not active:
             raise InvalidPolicy(f"metric {policy.name!r}: no active {policy.scheme} key")
         public = self.secret_for(policy.scheme, active[0].key_id).public
-        problem = public.capacity_error(slot_spec(policy))
+        problem = public.capacity_error(slot_spec(policy, public))
         if problem:
             raise InvalidPolicy(f"metric {policy.name!r} does not fit {policy.scheme}: {problem}")
 

@@ -27,16 +27,25 @@ class SlotSpec:
         count: number of integer slots in a report (>= 1).
         max_value: largest value one report may put in any slot (>= 1).
         max_contributors: largest number of reports one window aggregate may hold (>= 1).
+        headroom: extra range each slot reserves above the window maximum (>= 0): noise
+            plus its offset, folded in under encryption for threshold keys
+            (``blindsum.shared.headroom``); 0 for single-key layouts.
     """
 
     count: int
     max_value: int
     max_contributors: int
+    headroom: int = 0
 
     @property
     def max_slot_sum(self) -> int:
         """Largest value any slot of a window aggregate can reach."""
         return self.max_value * self.max_contributors
+
+    @property
+    def max_slot_value(self) -> int:
+        """Largest value a slot of a noised aggregate can reach: what the width must hold."""
+        return self.max_slot_sum + self.headroom
 
 
 def spec_error(spec: object) -> str | None:
@@ -47,6 +56,9 @@ def spec_error(spec: object) -> str | None:
         value = getattr(spec, field)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             return f"slot spec {field} must be an integer >= 1"
+    if isinstance(spec.headroom, bool) or not isinstance(spec.headroom, int) \
+            or spec.headroom < 0:
+        return "slot spec headroom must be an integer >= 0"
     return None
 
 
@@ -55,6 +67,9 @@ class PublicScheme(ABC):
 
     name: ClassVar[str]
     key_id: str
+    # True for keys whose aggregates get encrypted noise folded in before decryption
+    # (threshold Paillier): their layouts reserve ``shared/headroom.py``'s headroom.
+    noise_headroom: bool = False
 
     @abstractmethod
     def capacity_error(self, spec: SlotSpec) -> str | None:

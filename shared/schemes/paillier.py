@@ -117,10 +117,12 @@ class PaillierPublic(PublicScheme):
 
     name: ClassVar[str] = "paillier"
 
-    def __init__(self, n: int, key_id: str) -> None:
+    def __init__(self, n: int, key_id: str, *, noise_headroom: bool = False) -> None:
         _check_modulus(n)
         _check_kid(key_id)
         self.key_id = key_id
+        # A threshold key's slots also carry encrypted noise (``shared/headroom.py``).
+        self.noise_headroom = noise_headroom
         self.n: Mpz = gmpy2.mpz(n)
         self.nsquare: Mpz = self.n * self.n
         self.byte_length = (self.nsquare.bit_length() + 7) // 8
@@ -162,7 +164,8 @@ class PaillierPublic(PublicScheme):
             raise InvalidInput(f"Paillier public key carries private fields: {leaked}")
         kid = _check_kid(obj.get("kid"))
         n = _b64u_to_int(obj.get("n"), "Paillier public key", "n", InvalidInput)
-        return cls(n, kid)
+        # A threshold key (``shared/threshold``) says so; its layout reserves noise headroom.
+        return cls(n, kid, noise_headroom="threshold" in obj)
 
     @classmethod
     def from_phe(cls, public_key: phe.PaillierPublicKey, key_id: str) -> PaillierPublic:
@@ -189,12 +192,12 @@ class PaillierPublic(PublicScheme):
         problem = spec_error(spec)
         if problem:
             return problem
-        width = slot_width(spec.max_slot_sum)
+        width = slot_width(spec.max_slot_value)
         if width > self.usable_bits:
             return (
-                f"a window slot needs {width} bits (max_value * max_contributors = "
-                f"{spec.max_slot_sum}) but a {self.n.bit_length()}-bit Paillier key carries "
-                f"at most {self.usable_bits} bits per slot"
+                f"a window slot needs {width} bits (max_value * max_contributors + noise "
+                f"headroom = {spec.max_slot_value}) but a {self.n.bit_length()}-bit Paillier "
+                f"key carries at most {self.usable_bits} bits per slot"
             )
         return None
 
@@ -208,7 +211,7 @@ class PaillierPublic(PublicScheme):
             problem = self.capacity_error(spec)
             if problem:
                 raise InvalidInput(problem)
-            width = slot_width(spec.max_slot_sum)
+            width = slot_width(spec.max_slot_value)
             layout = self._layouts[spec] = (width, slots_per_plaintext(self.usable_bits, width))
         return layout
 

@@ -117,6 +117,8 @@ class ThresholdPublicKey:
     def _check_shape(self) -> None:
         if not isinstance(self.paillier, PaillierPublic):
             raise InvalidInput("threshold public key: paillier must be a PaillierPublic")
+        # Whoever holds this key lays out reports with room for noise under encryption.
+        self.paillier.noise_headroom = True
         if not isinstance(self.verification_keys, tuple | list):
             raise InvalidInput("threshold public key: verification keys must be a sequence")
         parties = len(self.verification_keys)
