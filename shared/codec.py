@@ -308,3 +308,18 @@ def report_ids_digest(report_ids: Sequence[bytes]) -> bytes:
     for report_id in sorted(report_ids):
         digest.update(report_id)
     return digest.digest()
+
+
+def release_digest(request: ReleaseRequest) -> str:
+    """SHA-256 of what a release decrypts and for whom (``early`` is not part of it).
+
+    Two requests with the same digest ask for the same decryption, so the second gets the
+    first's stored answer; any other request for a consumed window is refused. The server
+    computes it too: a threshold release's proofs are bound to it.
+    """
+    material = json.dumps([
+        request.metric, request.version, request.window, request.key_id,
+        request.report_count, request.report_ids_digest.hex(),
+        [hashlib.sha256(c).hexdigest() for c in request.aggregate],
+    ], separators=(",", ":"))
+    return hashlib.sha256(material.encode()).hexdigest()

@@ -36,6 +36,7 @@ ENV_VARS: Mapping[str, str] = {
     "auto_release": "BLINDSUM_AUTO_RELEASE",
     "manifest_refresh_seconds": "BLINDSUM_MANIFEST_REFRESH_SECONDS",
     "ca_bundle": "BLINDSUM_CA_BUNDLE",
+    "keystore_passphrase": "BLINDSUM_SERVER_KEYSTORE_PASSPHRASE",
     "max_body_bytes": "BLINDSUM_MAX_BODY_BYTES",
     "rate_limit_ingest": "BLINDSUM_RATE_LIMIT_INGEST",
     "rate_limit_admin": "BLINDSUM_RATE_LIMIT_ADMIN",
@@ -70,6 +71,8 @@ class AggregatorConfig:
         manifest_refresh_seconds: how often the manifest is re-fetched (0: only on demand).
         max_body_bytes: largest request body accepted (413 beyond).
         ca_bundle: CA file to verify the key-holder's TLS certificate (None: system CAs).
+        keystore_passphrase: seals ``<data_dir>/keys/``, where a threshold key's ceremony
+            put this server's share (None: the share file is unsealed).
         rate_limit_ingest: requests per ingest token (``limits`` notation, e.g.
             ``600/minute``; None: unlimited).
         rate_limit_admin: requests per admin token.
@@ -92,6 +95,7 @@ class AggregatorConfig:
     manifest_refresh_seconds: float = 10.0
     max_body_bytes: int = 64 * MIB
     ca_bundle: str | None = None
+    keystore_passphrase: str | None = None
     rate_limit_ingest: str | None = "600/minute"
     rate_limit_admin: str | None = "120/minute"
     rate_limit_public: str | None = "6000/minute"
@@ -250,6 +254,12 @@ def _byte_count(raw: object, what: str) -> int:
     return value
 
 
+def _passphrase(raw: object, what: str) -> str:
+    if not isinstance(raw, str) or not raw:
+        raise InvalidConfig(f"{what} must be a non-empty string")
+    return raw
+
+
 def _ca_bundle(raw: object, what: str) -> str:
     path = _path(raw, what)
     if not path.is_file():
@@ -269,6 +279,7 @@ _PARSERS: Mapping[str, Callable[[object, str], Any]] = {
     "manifest_refresh_seconds": _seconds,
     "max_body_bytes": _byte_count,
     "ca_bundle": _ca_bundle,
+    "keystore_passphrase": _passphrase,
     "rate_limit_ingest": _rate_limit,
     "rate_limit_admin": _rate_limit,
     "rate_limit_public": _rate_limit,

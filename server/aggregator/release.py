@@ -20,6 +20,11 @@ consumed it (a lost answer), and new reports would change the request. Outcomes:
 - ``failed``: the key-holder was unreachable, busy with the same release, or misbehaved;
   the window stays sealed and the same request is retried later.
 
+With a threshold key the key-holder answers a signed *partial release* instead of a
+result; ``ThresholdFinisher`` checks it against our own aggregate, adds our partial
+decryption and publishes (``threshold.py``). If a proof fails nothing is published and the
+window stays sealed: the retry gets the same stored partial release, never a new noise draw.
+
 After every attempt that reached the key-holder, its signed audit-chain head is fetched and
 kept (``audit_heads``), so a key-holder whose log is later rewritten or cut is caught by
 ``blindsum keyholder audit --server-url``.
@@ -36,12 +41,14 @@ from typing import Any, Literal
 
 from blindsum.server.aggregator.keyholder_client import KeyholderApi
 from blindsum.server.aggregator.store import Store, WindowKey, WindowRow
+from blindsum.server.aggregator.threshold import ThresholdFinisher
 from blindsum.shared.codec import ReleaseRequest, report_ids_digest
 from blindsum.shared.errors import (
     AlreadyReleased,
     BlindsumError,
     Conflict,
     InvalidCiphertext,
+    KeyStoreError,
     ManifestError,
     NotFound,
     ReleaseInProgress,
@@ -49,6 +56,7 @@ from blindsum.shared.errors import (
     ReleaseRefused,
     UpstreamError,
 )
+from blindsum.shared.threshold.release import PARTIAL_TYPE
 
 LEASE_SECONDS = 300.0  # longer than a release call may take (connect + read timeouts)
 RETRY_SECONDS = 15.0
@@ -89,11 +97,13 @@ class ReleaseDriver:
     """Releases windows through a key-holder; safe to run in several threads and workers."""
 
     def __init__(
-        self, store: Store, keyholder: KeyholderApi, clock: Callable[[], float] = time.time
+        self, store: Store, keyholder: KeyholderApi, clock: Callable[[], float] = time.time,
+        finisher: ThresholdFinisher | None = None,
     ) -> None:
         self._store = store
         self._keyholder = keyholder
         self._clock = clock
+        self._finisher = finisher
 
     def release_window(
         self, metric: str, version: int, window: int, key_id: str, early: bool
@@ -173,10 +183,21 @@ class ReleaseDriver:
             return self._after_attempt(self._refused(row, early, exc))
         except BlindsumError as exc:
             return self._after_attempt(self._failed(row, early, exc.code, exc.detail, sent=True))
-        now = self._clock()
+        document: dict[str, Any] = result.document
         payload_text = result.document["payload"]
+        if result.payload.get("type") == PARTIAL_TYPE:
+            # A threshold key: the key-holder stored its partial release (paid, one noise
+            # draw); a failure here publishes nothing and the same request is retried.
+            try:
+                if self._finisher is None:
+                    raise KeyStoreError("this server holds no threshold key shares")
+                document, payload_text = self._finisher.finish(request, result)
+            except BlindsumError as exc:
+                return self._after_attempt(
+                    self._failed(row, early, exc.code, exc.detail, sent=True))
+        now = self._clock()
         with self._store.transaction() as tx:
-            tx.put_result(key, result.document, payload_text, now)
+            tx.put_result(key, document, payload_text, now)
             tx.set_window_state(key, "released", None, now)
         log.info("released %s (%d reports)", key.describe(), row.report_count)
         return self._after_attempt(

@@ -16,8 +16,11 @@ from blindsum.server.aggregator.manifests import ManifestSource
 from blindsum.server.aggregator.release import ReleaseDriver
 from blindsum.server.aggregator.retention import SWEEP_INTERVAL_SECONDS, RetentionSweep
 from blindsum.server.aggregator.store import Store
+from blindsum.server.aggregator.threshold import PolicyLookup, ThresholdFinisher
 from blindsum.server.aggregator.tokens import TokenBook, environment_records
+from blindsum.server.keystore import KeyStore
 from blindsum.server.observability import Telemetry
+from blindsum.shared.policy import MetricPolicy
 
 
 @dataclass
@@ -53,7 +56,9 @@ class Aggregator:
                                         config.release_token, config.ca_bundle)
         manifests = ManifestSource(store, keyholder, config.keyholder_identity, clock)
         manifests.start()
-        releases = ReleaseDriver(store, keyholder, clock)
+        finisher = ThresholdFinisher(KeyStore.open(config.data_dir, config.keystore_passphrase),
+                                     _manifest_policy(manifests))
+        releases = ReleaseDriver(store, keyholder, clock, finisher)
 
         def refresh_manifest() -> None:
             if not manifests.refresh():
@@ -90,3 +95,13 @@ class Aggregator:
         self.ticker.stop()
         self.keyholder.close()
         self.store.close()
+
+
+def _manifest_policy(manifests: ManifestSource) -> PolicyLookup:
+    """The manifest's policy of a metric at a version, if that is its current version."""
+    def lookup(metric: str, version: int) -> MetricPolicy | None:
+        if not manifests.loaded:
+            return None
+        policy = manifests.manifest().policies.get(metric)
+        return policy if policy is not None and policy.version == version else None
+    return lookup

@@ -275,7 +275,7 @@ class Transaction:
             (state, detail, claimed_until, now, *_key_params(key)),
         )
 
-    def put_result(self, key: WindowKey, document: dict[str, str], payload_text: str,
+    def put_result(self, key: WindowKey, document: dict[str, Any], payload_text: str,
                    now: float) -> None:
         self.conn.execute(
             'INSERT OR REPLACE INTO results (metric, version, "window", key_id, document, '

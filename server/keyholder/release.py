@@ -23,12 +23,17 @@ The order is the privacy argument (issue "pay before decrypting"):
    digest gets the stored document back, never a fresh noise draw; a different request for
    a consumed window is refused as already released. If the process fails between 2 and 4
    the row is settled ``interrupted``: consumed and paid, never decrypted again.
+
+With a threshold key (``shared/threshold``) step 3 decrypts nothing here: the key-holder
+draws the same plan's noise, encrypts it and folds it into the aggregate, and signs its
+partial decryption of that noised aggregate with a proof (a *partial release*,
+``threshold.py``). Steps 1, 2 and 4 are unchanged, so a retry gets the stored partial
+release back: one noise draw and one debit per window. The server combines and publishes;
+the key-holder never sees a sum, exact or noisy, and nothing it answers depends on one.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import sqlite3
 import time
@@ -38,10 +43,10 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from blindsum.server.keyholder import audit, ledger
+from blindsum.server.keyholder import audit, ledger, threshold
 from blindsum.server.keyholder.noise import NoisePlan, plan_noise
 from blindsum.server.keyholder.store import KeyholderDB
-from blindsum.shared.codec import ReleaseRequest
+from blindsum.shared.codec import ReleaseRequest, release_digest
 from blindsum.shared.encoding import Published, publish
 from blindsum.shared.errors import (
     AlreadyReleased,
@@ -55,6 +60,8 @@ from blindsum.shared.manifest import slot_spec
 from blindsum.shared.policy import MetricPolicy
 from blindsum.shared.schemes.base import SecretScheme
 from blindsum.shared.signing import sign_document
+from blindsum.shared.threshold.keys import KeyShare
+from blindsum.shared.threshold.release import PARTIAL_TYPE, threshold_spec
 
 RELEASE_TYPE = "blindsum.release"
 # A ``paid`` row older than this belongs to a release that died mid-way (a release takes
@@ -78,17 +85,8 @@ def noise_plan(policy: MetricPolicy) -> NoisePlan:
 
 
 def request_digest(request: ReleaseRequest) -> str:
-    """SHA-256 of what a release decrypts and for whom (``early`` is not part of it).
-
-    Two requests with the same digest ask for the same decryption, so the second gets the
-    first's stored answer; any other request for a consumed window is refused.
-    """
-    material = json.dumps([
-        request.metric, request.version, request.window, request.key_id,
-        request.report_count, request.report_ids_digest.hex(),
-        [hashlib.sha256(c).hexdigest() for c in request.aggregate],
-    ], separators=(",", ":"))
-    return hashlib.sha256(material.encode()).hexdigest()
+    """SHA-256 of what a release decrypts and for whom (``codec.release_digest``)."""
+    return release_digest(request)
 
 
 @dataclass(frozen=True)
@@ -103,7 +101,7 @@ class ReleaseAnswer:
 class _Paid:
     row: ledger.LedgerRow
     policy: MetricPolicy
-    secret: SecretScheme
+    secret: SecretScheme | KeyShare
 
 
 @dataclass
@@ -112,7 +110,7 @@ class Releaser:
 
     db: KeyholderDB
     identity: Ed25519PrivateKey
-    secret_for: Callable[[str, str], SecretScheme]
+    secret_for: Callable[[str, str], SecretScheme | KeyShare]
     clock: Callable[[], float] = time.time
 
     def release(self, request: ReleaseRequest) -> ReleaseAnswer:
@@ -164,7 +162,7 @@ class Releaser:
                 policy = self._checked_policy(conn, request)
                 secret = self.secret_for(policy.scheme, request.key_id)
                 # Well-formedness of the bytes is public; it is checked before paying.
-                secret.public.load(list(request.aggregate), slot_spec(policy))
+                _check_decryptable(secret, policy, request)
                 state = ledger.budget(conn, policy)
                 if not state.allows(policy.privacy.epsilon):
                     raise BudgetExhausted(
@@ -247,6 +245,8 @@ class Releaser:
     # -- 3 and 4: decrypt once, noise, post-process, sign, store -------------------------
 
     def _decrypt_and_sign(self, paid: _Paid, request: ReleaseRequest) -> dict[str, str]:
+        if isinstance(paid.secret, KeyShare):
+            return self._partial_and_sign(paid, request, paid.secret)
         policy, row = paid.policy, paid.row
         try:
             plan = noise_plan(policy)
@@ -279,6 +279,40 @@ class Releaser:
                  request.report_count, policy.privacy.epsilon)
         return document
 
+    def _partial_and_sign(self, paid: _Paid, request: ReleaseRequest,
+                          share: KeyShare) -> dict[str, str]:
+        """Threshold key: noise under encryption and this party's partial, never a
+        decryption (``server/keyholder/threshold.py``); stored before it is answered."""
+        policy, row = paid.policy, paid.row
+        try:
+            plan = noise_plan(policy)
+            fields = threshold.partial_release_fields(share, policy, request,
+                                                      row.request_digest, plan)
+            with self.db.write() as conn:
+                seq = audit.append(conn, "release", {
+                    "metric": policy.name, "version": policy.version,
+                    "window": request.window, "kid": request.key_id,
+                    "request_digest": row.request_digest, "paid_seq": row.paid_seq,
+                    "threshold": True,
+                })
+                payload = {
+                    **_statement(policy, request, row, plan, seq, audit.entry_hash(conn, seq),
+                                 self.clock()),
+                    **fields,
+                }
+                document = sign_document(self.identity, payload)
+                ledger.settle(conn, row, "released", document)
+        except Exception:
+            log.exception("threshold release of window %s of %r interrupted after payment",
+                          request.window, policy.name)
+            with self.db.write() as conn:
+                self._settle_interrupted(conn, row, "internal error after payment")
+            raise _interrupted(request) from None
+        log.info("partial release of window %s of %r v%s key %s (%d reports, epsilon %g)",
+                 request.window, policy.name, policy.version, request.key_id,
+                 request.report_count, policy.privacy.epsilon)
+        return document
+
     def _settle_interrupted(self, conn: sqlite3.Connection, row: ledger.LedgerRow,
                             reason: str) -> None:
         ledger.settle(conn, row, "interrupted")
@@ -297,6 +331,49 @@ class Releaser:
             })
         log.warning("release of window %s of %r refused: %s", request.window, request.metric,
                     exc.code)
+
+
+def _check_decryptable(secret: SecretScheme | KeyShare, policy: MetricPolicy,
+                       request: ReleaseRequest) -> None:
+    """Public checks of what will be decrypted: the bytes, and for a threshold key that the
+    noise fits its layout's headroom."""
+    if isinstance(secret, KeyShare):
+        secret.public.paillier.load(list(request.aggregate),
+                                    threshold_spec(policy, secret.public))
+        threshold.check_plan_fits(policy, noise_plan(policy))
+        return
+    secret.public.load(list(request.aggregate), slot_spec(policy))
+
+
+def _statement(policy: MetricPolicy, request: ReleaseRequest, row: ledger.LedgerRow,
+               plan: NoisePlan, audit_seq: int, audit_head: str, now: float
+               ) -> dict[str, Any]:
+    """A partial release's signed fields besides the threshold ones: no value, since the
+    key-holder never has one; the widths the server's post-processing needs."""
+    return {
+        "type": PARTIAL_TYPE,
+        "v": 1,
+        "metric": policy.name,
+        "version": policy.version,
+        "kind": policy.kind,
+        "scheme": policy.scheme,
+        "window": request.window,
+        "window_seconds": policy.window_seconds,
+        "kid": request.key_id,
+        "report_count": request.report_count,
+        "report_ids_digest": request.report_ids_digest.hex(),
+        "request_digest": row.request_digest,
+        "mechanism": plan.mechanism,
+        "epsilon": plan.epsilon,
+        "delta": plan.delta,
+        "rho": plan.rho,
+        "scale": plan.scale,
+        "half_width_95": plan.half_width(0.05),
+        "tail_width": plan.half_width(TAIL_ALPHA),
+        "released_at": now,
+        "audit_seq": audit_seq,
+        "audit_head": audit_head,
+    }
 
 
 def _interrupted(request: ReleaseRequest) -> ReleaseInterrupted:

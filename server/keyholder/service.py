@@ -26,6 +26,8 @@ from blindsum.shared.manifest import KeyEntry, Manifest, slot_spec
 from blindsum.shared.policy import MetricPolicy
 from blindsum.shared.schemes.base import SecretScheme
 from blindsum.shared.signing import identity_string
+from blindsum.shared.threshold.keys import KeyShare
+from blindsum.shared.threshold.release import KEYHOLDER_PARTY
 
 DB_NAME = "keyholder.db"
 RELEASE_ROLE = "release"
@@ -44,7 +46,7 @@ class Keyholder:
     db: KeyholderDB
     keystore: KeyStore
     identity: Ed25519PrivateKey
-    _secrets: dict[str, SecretScheme] = field(default_factory=dict)
+    _secrets: dict[str, SecretScheme | KeyShare] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @classmethod
@@ -61,9 +63,17 @@ class Keyholder:
     @classmethod
     def init(
         cls, data_dir: Path, passphrase: str | None, paillier_bits: int = 3072,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.time, *, server_dir: Path | None = None,
+        server_passphrase: str | None = None,
+        progress: Callable[[str], None] | None = None,
     ) -> tuple[Keyholder, InitResult]:
-        """Create identity, one Paillier and one CKKS key, a release token, a manifest."""
+        """Create identity, one Paillier and one CKKS key, a release token, a manifest.
+
+        With ``server_dir`` the Paillier key is a two-party threshold key: a ceremony runs
+        in this process, this key-holder seals share 1, the server's data directory gets
+        share 2 (its own key store, ``server_passphrase``), and the full secret is never
+        written anywhere.
+        """
         from blindsum.shared.schemes.ckks import generate_ckks
         from blindsum.shared.schemes.paillier import generate_paillier
 
@@ -78,10 +88,12 @@ class Keyholder:
         with holder.db.write() as conn:
             holder.db.add_token(conn, token_digest(token), RELEASE_ROLE, "aggregator server")
             audit.append(conn, "init", {"identity": identity_string(identity.public_key())})
-        key_ids = (
-            holder.add_key(generate_paillier(paillier_bits)),
-            holder.add_key(generate_ckks()),
-        )
+        if server_dir is None:
+            paillier_id = holder.add_key(generate_paillier(paillier_bits))
+        else:
+            paillier_id = holder.add_threshold_key(
+                paillier_bits, KeyStore.open(server_dir, server_passphrase), progress)
+        key_ids = (paillier_id, holder.add_key(generate_ckks()))
         return holder, InitResult(identity_string(identity.public_key()), token, key_ids)
 
     @property
@@ -98,6 +110,31 @@ class Keyholder:
                                             public.public_json(), context))
             self._issue_manifest(conn)
         return secret.key_id
+
+    def add_threshold_key(self, bits: int, server_keystore: KeyStore,
+                          progress: Callable[[str], None] | None = None) -> str:
+        """Run a two-party ceremony; seal share 1 here and share 2 in the server's store,
+        then make the key active with its verification keys in the manifest."""
+        from blindsum.shared.threshold import run_ceremony
+
+        say = progress or (lambda _: None)
+        say(f"key ceremony: generating a {bits}-bit key from safe primes "
+            "(seconds to a minute)...")
+        started = time.monotonic()
+        ceremony = run_ceremony(bits, parties=2)
+        say(f"key ceremony: done in {time.monotonic() - started:.1f} s; sealing the shares")
+        public, (mine, theirs) = ceremony.public, ceremony.shares
+        self.keystore.write_share(mine)
+        server_keystore.write_share(theirs)
+        del ceremony, mine, theirs  # the shares now live only in the two key stores
+        with self.db.write() as conn:
+            self.db.add_key(conn, KeyRecord(public.key_id, "paillier", "active",
+                                            public.to_json(), None))
+            audit.append(conn, "threshold-key-ceremony", {
+                "kid": public.key_id, "parties": public.parties, "bits": bits,
+                "ceremony": public.ceremony})
+            self._issue_manifest(conn)
+        return public.key_id
 
     def rotate(self, scheme: str) -> str:
         """Start a new key epoch for ``scheme``; the previous active key stays accepted."""
@@ -152,7 +189,8 @@ class Keyholder:
                   if k.scheme == policy.scheme and k.status == "active"]
         if not active:
             raise InvalidPolicy(f"metric {policy.name!r}: no active {policy.scheme} key")
-        public = self.secret_for(policy.scheme, active[0].key_id).public
+        secret = self.secret_for(policy.scheme, active[0].key_id)
+        public = secret.public.paillier if isinstance(secret, KeyShare) else secret.public
         problem = public.capacity_error(slot_spec(policy, public))
         if problem:
             raise InvalidPolicy(f"metric {policy.name!r} does not fit {policy.scheme}: {problem}")
@@ -166,11 +204,17 @@ class Keyholder:
         self.db.store_manifest(conn, serial, dict(manifest.document))
         audit.append(conn, "manifest-issued", {"serial": serial})
 
-    def secret_for(self, scheme: str, key_id: str) -> SecretScheme:
+    def secret_for(self, scheme: str, key_id: str) -> SecretScheme | KeyShare:
+        """The key's secret: a scheme secret, or this party's share of a threshold key."""
         with self._lock:
             secret = self._secrets.get(key_id)
             if secret is None:
-                secret = self._secrets[key_id] = self.keystore.read_scheme(scheme, key_id)
+                record = self.db.key(key_id)
+                if record is not None and "threshold" in record.public:
+                    secret = self.keystore.read_share(key_id, KEYHOLDER_PARTY)
+                else:
+                    secret = self.keystore.read_scheme(scheme, key_id)
+                self._secrets[key_id] = secret
             return secret
 
     def releaser(self) -> Releaser:

@@ -205,6 +205,11 @@ class PaillierPublic(PublicScheme):
         _, per = self._layout(spec)
         return -(-spec.count // per)
 
+    def layout(self, spec: SlotSpec) -> tuple[int, int]:
+        """``(slot width in bits, slots per plaintext)`` for ``spec``; ``InvalidInput`` if it
+        does not fit this key."""
+        return self._layout(spec)
+
     def _layout(self, spec: SlotSpec) -> tuple[int, int]:
         layout = self._layouts.get(spec)  # specs are few and frozen: compute each once
         if layout is None:
@@ -459,7 +464,7 @@ class PaillierSecret(SecretScheme):
         for index, chunk in enumerate(chunk_slots(range(spec.count), per)):
             m = int(self.decrypt_plaintext(cts[index]))
             m = m - n if m > half else m
-            sums.extend(_fields(m, width, len(chunk)))
+            sums.extend(signed_fields(m, width, len(chunk)))
         return sums
 
     def to_storage(self) -> bytes:
@@ -505,7 +510,7 @@ class PaillierSecret(SecretScheme):
         return secret
 
 
-def _fields(m: int, width: int, count: int) -> list[int]:
+def signed_fields(m: int, width: int, count: int) -> list[int]:
     """``count`` slots of a signed integer: unsigned low fields, the top slot keeps the rest."""
     mask = (1 << width) - 1
     fields = []

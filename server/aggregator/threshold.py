@@ -1,0 +1,76 @@
+"""The server's half of a threshold release: check the key-holder's partial release, add
+our partial, combine, publish.
+
+The server holds share 2 of the threshold key (sealed in its own key store, written by the
+ceremony) and partially decrypts only a ciphertext it has checked: ``C = A·E`` for its own
+aggregate ``A`` of the request it sent, with every proof of the key-holder verified first
+(``shared/threshold/release.py``). It learns the noisy slot sums only, and publishes them
+with both parties' partials so anyone can re-check the value offline.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from blindsum.server.aggregator.keyholder_client import VerifiedResult
+from blindsum.server.keystore import KeyStore
+from blindsum.shared.codec import ReleaseRequest, release_digest
+from blindsum.shared.errors import InvalidProof
+from blindsum.shared.policy import MetricPolicy
+from blindsum.shared.threshold.decryption import partial_decrypt
+from blindsum.shared.threshold.keys import KeyShare
+from blindsum.shared.threshold.release import (
+    SERVER_PARTY,
+    PartialRelease,
+    published_document,
+    threshold_spec,
+)
+
+PolicyLookup = Callable[[str, int], MetricPolicy | None]
+
+
+class ThresholdFinisher:
+    """Turns a verified partial release into a published document (thread-safe)."""
+
+    def __init__(self, keystore: KeyStore, policy_for: PolicyLookup | None = None) -> None:
+        self._keystore = keystore
+        self._policy_for = policy_for
+        self._shares: dict[str, KeyShare] = {}
+        self._lock = threading.Lock()
+
+    def share(self, key_id: str) -> KeyShare:
+        """Our share of ``key_id`` (``KeyStoreError`` if this server holds none)."""
+        with self._lock:
+            share = self._shares.get(key_id)
+            if share is None:
+                share = self._shares[key_id] = self._keystore.read_share(key_id, SERVER_PARTY)
+            return share
+
+    def finish(self, request: ReleaseRequest, result: VerifiedResult
+               ) -> tuple[dict[str, Any], str]:
+        """The published document and its payload text.
+
+        Raises:
+            InvalidProof: the statement is not for our request, our aggregate or our key, a
+                proof fails, or its policy is not the manifest's (nothing is published).
+            KeyStoreError: we hold no share of the key.
+        """
+        statement = PartialRelease.from_payload(result.payload)
+        if statement.payload.get("request_digest") != release_digest(request):
+            raise InvalidProof("the partial release is bound to another request")
+        expected = self._policy_for(request.metric, request.version) \
+            if self._policy_for else None
+        if expected is not None and expected != statement.policy:
+            raise InvalidProof("the partial release's policy is not the manifest's")
+        share = self.share(request.key_id)
+        public = share.public
+        aggregate = public.paillier.load(list(request.aggregate),
+                                         threshold_spec(statement.policy, public))
+        statement.check_for(aggregate, public)
+        context = statement.context
+        own = [partial_decrypt(share, c, context) for c in statement.noised]
+        noisy, published = statement.finish(own)
+        document = published_document(result.document, statement, own, noisy, published)
+        return document, document["payload"]
