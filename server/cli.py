@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from blindsum.shared.errors import BlindsumError, InvalidConfig, UpstreamError
+from blindsum.shared.errors import BlindsumError, InvalidConfig, InvalidInput, UpstreamError
 
 if TYPE_CHECKING:
     from blindsum.server.keyholder.service import Keyholder
@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 
 
 STOP_WITH_PARENT = "BLINDSUM_STOP_WITH_PARENT"
+
+# Read by `keyholder init --threshold` (sealing the server's share) and by the server.
+SERVER_PASSPHRASE_ENV = "BLINDSUM_SERVER_KEYSTORE_PASSPHRASE"
 
 
 def stop_with_parent(parent_pid: str) -> None:
@@ -99,10 +102,25 @@ def cmd_keyholder_init(args: argparse.Namespace) -> int:
     if config.passphrase is None:
         print("warning: no key store passphrase (BLINDSUM_KEYSTORE_PASSPHRASE or "
               "--passphrase-file): secret keys are stored unencrypted", file=sys.stderr)
+    server_dir = None
+    if args.threshold:
+        if args.server_dir is None:
+            raise InvalidConfig("--threshold needs --server-dir (the server's data directory, "
+                                "where its key share is sealed)")
+        server_dir = args.server_dir
+    elif args.server_dir is not None:
+        raise InvalidConfig("--server-dir is only for --threshold")
+    server_passphrase = os.environ.get(SERVER_PASSPHRASE_ENV) or None
+    if server_dir is not None and server_passphrase is None:
+        print(f"warning: no server key store passphrase ({SERVER_PASSPHRASE_ENV}): the "
+              "server's key share is stored unencrypted", file=sys.stderr)
     from blindsum.server.datadir import private_files
 
     with private_files():
-        _, result = Keyholder.init(config.data_dir, config.passphrase, args.paillier_bits)
+        _, result = Keyholder.init(
+            config.data_dir, config.passphrase, args.paillier_bits, server_dir=server_dir,
+            server_passphrase=server_passphrase,
+            progress=lambda line: print(line, file=sys.stderr, flush=True))
     out = {"identity": result.identity, "release_token": result.release_token,
            "keys": list(result.key_ids), "data_dir": str(config.data_dir)}
     if args.json:
@@ -112,6 +130,27 @@ def cmd_keyholder_init(args: argparse.Namespace) -> int:
         print(f"identity (pin this in SDKs and the server): {result.identity}")
         print(f"release token for the server (shown once): {result.release_token}")
         print(f"keys: {', '.join(result.key_ids)}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Check a published threshold result offline against the pinned key-holder identity."""
+    from blindsum.shared.signing import parse_identity
+    from blindsum.shared.threshold.release import verify_published
+
+    try:
+        document = json.loads(Path(args.result).read_text())
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"cannot read {args.result} as JSON: {exc}") from None
+    if isinstance(document, dict) and isinstance(document.get("document"), dict):
+        document = document["document"]  # an entry of GET /v1/published
+    payload = verify_published(document, parse_identity(args.identity))
+    if args.json:
+        print(json.dumps({"verified": True, "payload": payload}))
+    else:
+        print(f"verified: {payload['metric']} v{payload['version']} window "
+              f"{payload['window']} = {payload['value']} (both partial decryptions proven, "
+              "signed by the pinned key-holder)")
     return 0
 
 
@@ -479,6 +518,12 @@ def build_parser() -> argparse.ArgumentParser:
     kh_common(init)
     init.add_argument("--paillier-bits", type=int, choices=(2048, 3072, 4096), default=3072)
     init.add_argument("--json", action="store_true", help="print the result as JSON")
+    init.add_argument("--threshold", action="store_true",
+                      help="make the Paillier key a two-party threshold key (a key ceremony: "
+                           "no single party can decrypt)")
+    init.add_argument("--server-dir", type=Path,
+                      help="with --threshold: the server's data directory, where its share "
+                           f"is sealed (passphrase in {SERVER_PASSPHRASE_ENV})")
     init.set_defaults(handler=cmd_keyholder_init)
 
     policy = kh.add_parser("policy", help="manage metric policies")
@@ -600,6 +645,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-tls", action="store_true",
                       help="plain HTTP on loopback (default: HTTPS with a private CA)")
     demo.set_defaults(handler=cmd_demo)
+
+    verify = roles.add_parser(
+        "verify", help="check a published threshold result offline (signature, proofs, value)")
+    verify.add_argument("result", help="a published result JSON file (GET /v1/published entry "
+                                       "or its document)")
+    verify.add_argument("--identity", required=True,
+                        help="the key-holder's pinned identity (ed25519:...)")
+    verify.add_argument("--json", action="store_true", help="print JSON")
+    verify.set_defaults(handler=cmd_verify)
 
     add_explore_parser(roles)
     from blindsum.server.collector import add_parsers

@@ -173,8 +173,12 @@ def deployment(
     server_env: Mapping[str, str] | None = None,
     keyholder_env: Mapping[str, str] | None = None,
     tls: bool = False,
+    threshold: bool = False,
 ) -> Iterator[Deployment]:
     """Initialise a key-holder, register policies, start both services; stop them after.
+
+    With ``threshold`` the Paillier key is a two-party threshold key: its ceremony seals the
+    server's share in the server's data directory (its own passphrase).
 
     With ``tls`` both services serve HTTPS with a certificate from a fresh loopback CA
     (``Deployment.ca_bundle``), and the server verifies the key-holder against that CA.
@@ -186,8 +190,11 @@ def deployment(
     keyholder_dir, server_dir = root / "keyholder", root / "server"
     server_dir.mkdir(parents=True, exist_ok=True)
     env = {"BLINDSUM_KEYSTORE_PASSPHRASE": secrets.token_urlsafe(24)}
+    server_secret = {"BLINDSUM_SERVER_KEYSTORE_PASSPHRASE": secrets.token_urlsafe(24)}
+    split = ["--threshold", "--server-dir", str(server_dir)] if threshold else []
     init = json.loads(cli("keyholder", "init", "--data-dir", str(keyholder_dir),
-                          "--paillier-bits", str(paillier_bits), "--json", env=env))
+                          "--paillier-bits", str(paillier_bits), "--json", *split,
+                          env={**env, **server_secret}))
     for policy_file in policy_files:
         cli("keyholder", "policy", "add", "--data-dir", str(keyholder_dir), str(policy_file),
             env=env)
@@ -218,6 +225,7 @@ def deployment(
         "BLINDSUM_RATE_LIMIT_INGEST": "off",
         "BLINDSUM_RATE_LIMIT_ADMIN": "off",
         "BLINDSUM_RATE_LIMIT_PUBLIC": "off",
+        **server_secret,
         **(server_env or {}),
     }
     try:

@@ -142,6 +142,10 @@ class Keyholder:
         from blindsum.shared.schemes.paillier import PaillierPublic, generate_paillier
 
         active = [k for k in self.db.key_records() if k.scheme == scheme and k.status == "active"]
+        if scheme == "paillier" and active and "threshold" in active[0].public:
+            raise InvalidConfig(
+                f"key {active[0].key_id!r} is a threshold key: a new one needs a key ceremony "
+                "with the server's data directory (not supported by rotate yet)")
         if scheme == "paillier":
             bits = PaillierPublic.from_json(active[0].public).n.bit_length() if active else 3072
             return self.add_key(generate_paillier(bits))
