@@ -343,7 +343,7 @@ class Client:
         if self._limiter is not None:
             self._limiter.reserve(policy, window)
         try:
-            ciphertexts = scheme.encrypt(slots, slot_spec(policy, scheme))
+            ciphertexts = scheme.encrypt(slots, slot_spec(policy))
             report = Report(
                 report_id=secrets.token_bytes(REPORT_ID_BYTES),
                 metric=policy.name,

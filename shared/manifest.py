@@ -116,12 +116,12 @@ def _key_entry(raw: Any) -> KeyEntry:
     return KeyEntry(raw["scheme"], str(raw["kid"]), raw["status"], raw["public"])
 
 
-def slot_spec(policy: MetricPolicy, scheme: PublicScheme | None = None) -> SlotSpec:
-    """The slot layout a policy implies under ``scheme``'s key (shared by SDK, server and
-    key-holder). A threshold key's layout reserves headroom for noise added under
-    encryption; it is derived from the public policy alone, so every party agrees on it."""
-    room = headroom(policy) if scheme is not None and scheme.noise_headroom else 0
-    return SlotSpec(policy.slot_count, policy.slot_max, policy.max_contributors, room)
+def slot_spec(policy: MetricPolicy) -> SlotSpec:
+    """The slot layout a policy implies (shared by SDK, server and key-holder). Its noise
+    headroom is derived from the public policy alone, so every party agrees on it; only a
+    threshold key's layout uses it."""
+    return SlotSpec(policy.slot_count, policy.slot_max, policy.max_contributors,
+                    headroom(policy))
 
 
 ContextFetcher = Callable[[str], bytes]

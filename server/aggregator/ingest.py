@@ -213,7 +213,7 @@ def _route(report: Report, keyring: Keyring, now: float) -> _Route:
     scheme = keyring.check_report_key(policy, report.key_id)
     check_report_window(policy, report.window, now)
     key = WindowKey(report.metric, report.version, report.window, report.key_id)
-    return _Route(key, policy, scheme, slot_spec(policy, scheme))
+    return _Route(key, policy, scheme, slot_spec(policy))
 
 
 # -- folding -------------------------------------------------------------------------------

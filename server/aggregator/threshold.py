@@ -18,6 +18,7 @@ from blindsum.server.aggregator.keyholder_client import VerifiedResult
 from blindsum.server.keystore import KeyStore
 from blindsum.shared.codec import ReleaseRequest, release_digest
 from blindsum.shared.errors import InvalidProof
+from blindsum.shared.manifest import slot_spec
 from blindsum.shared.policy import MetricPolicy
 from blindsum.shared.threshold.decryption import partial_decrypt
 from blindsum.shared.threshold.keys import KeyShare
@@ -25,7 +26,6 @@ from blindsum.shared.threshold.release import (
     SERVER_PARTY,
     PartialRelease,
     published_document,
-    threshold_spec,
 )
 
 PolicyLookup = Callable[[str, int], MetricPolicy | None]
@@ -67,7 +67,7 @@ class ThresholdFinisher:
         share = self.share(request.key_id)
         public = share.public
         aggregate = public.paillier.load(list(request.aggregate),
-                                         threshold_spec(statement.policy, public))
+                                         slot_spec(statement.policy))
         statement.check_for(aggregate, public)
         context = statement.context
         own = [partial_decrypt(share, c, context) for c in statement.noised]

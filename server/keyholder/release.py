@@ -61,7 +61,7 @@ from blindsum.shared.policy import MetricPolicy
 from blindsum.shared.schemes.base import SecretScheme
 from blindsum.shared.signing import sign_document
 from blindsum.shared.threshold.keys import KeyShare
-from blindsum.shared.threshold.release import PARTIAL_TYPE, threshold_spec
+from blindsum.shared.threshold.release import PARTIAL_TYPE
 
 RELEASE_TYPE = "blindsum.release"
 # A ``paid`` row older than this belongs to a release that died mid-way (a release takes
@@ -339,7 +339,7 @@ def _check_decryptable(secret: SecretScheme | KeyShare, policy: MetricPolicy,
     noise fits its layout's headroom."""
     if isinstance(secret, KeyShare):
         secret.public.paillier.load(list(request.aggregate),
-                                    threshold_spec(policy, secret.public))
+                                    slot_spec(policy))
         threshold.check_plan_fits(policy, noise_plan(policy))
         return
     secret.public.load(list(request.aggregate), slot_spec(policy))

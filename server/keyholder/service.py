@@ -195,7 +195,7 @@ class Keyholder:
             raise InvalidPolicy(f"metric {policy.name!r}: no active {policy.scheme} key")
         secret = self.secret_for(policy.scheme, active[0].key_id)
         public = secret.public.paillier if isinstance(secret, KeyShare) else secret.public
-        problem = public.capacity_error(slot_spec(policy, public))
+        problem = public.capacity_error(slot_spec(policy))
         if problem:
             raise InvalidPolicy(f"metric {policy.name!r} does not fit {policy.scheme}: {problem}")
 

@@ -16,6 +16,7 @@ from blindsum.server.keyholder.noise import NoisePlan
 from blindsum.shared.codec import ReleaseRequest
 from blindsum.shared.errors import ReleaseRefused
 from blindsum.shared.headroom import bound_scale, noise_bound, truncation_cost
+from blindsum.shared.manifest import slot_spec
 from blindsum.shared.policy import MetricPolicy
 from blindsum.shared.threshold.decryption import partial_decrypt
 from blindsum.shared.threshold.keys import KeyShare
@@ -24,7 +25,6 @@ from blindsum.shared.threshold.release import (
     dump_ciphertexts,
     encrypt_noise,
     fold,
-    threshold_spec,
 )
 
 # Expected redraws are about slots * 2^-64: this many would mean a broken sampler.
@@ -59,7 +59,7 @@ def partial_release_fields(share: KeyShare, policy: MetricPolicy, request: Relea
     """The statement's threshold members: ``noise`` (E), ``noised`` (A·E), ``partials``,
     and what a verifier needs to redo the post-processing."""
     public = share.public
-    aggregate = public.paillier.load(list(request.aggregate), threshold_spec(policy, public))
+    aggregate = public.paillier.load(list(request.aggregate), slot_spec(policy))
     noise = encrypt_noise(public, policy, bounded_noise(plan, policy))
     noised = fold(public, aggregate, noise)
     context = decryption_context(policy.name, policy.version, request.window, request.key_id,

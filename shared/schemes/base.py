@@ -27,9 +27,10 @@ class SlotSpec:
         count: number of integer slots in a report (>= 1).
         max_value: largest value one report may put in any slot (>= 1).
         max_contributors: largest number of reports one window aggregate may hold (>= 1).
-        headroom: extra range each slot reserves above the window maximum (>= 0): noise
-            plus its offset, folded in under encryption for threshold keys
-            (``blindsum.shared.headroom``); 0 for single-key layouts.
+        headroom: extra range a slot needs above the window maximum (>= 0) when the key
+            folds encrypted noise plus its offset into aggregates (threshold Paillier,
+            ``blindsum.shared.headroom``). It describes the policy; a key whose
+            ``noise_headroom`` is False lays out slots without it.
     """
 
     count: int
@@ -41,11 +42,6 @@ class SlotSpec:
     def max_slot_sum(self) -> int:
         """Largest value any slot of a window aggregate can reach."""
         return self.max_value * self.max_contributors
-
-    @property
-    def max_slot_value(self) -> int:
-        """Largest value a slot of a noised aggregate can reach: what the width must hold."""
-        return self.max_slot_sum + self.headroom
 
 
 def spec_error(spec: object) -> str | None:

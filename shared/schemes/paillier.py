@@ -192,11 +192,12 @@ class PaillierPublic(PublicScheme):
         problem = spec_error(spec)
         if problem:
             return problem
-        width = slot_width(spec.max_slot_value)
+        width = slot_width(self._slot_bound(spec))
         if width > self.usable_bits:
             return (
-                f"a window slot needs {width} bits (max_value * max_contributors + noise "
-                f"headroom = {spec.max_slot_value}) but a {self.n.bit_length()}-bit Paillier "
+                f"a window slot needs {width} bits (max_value * max_contributors"
+                f"{' + noise headroom' if self.noise_headroom else ''} = "
+                f"{self._slot_bound(spec)}) but a {self.n.bit_length()}-bit Paillier "
                 f"key carries at most {self.usable_bits} bits per slot"
             )
         return None
@@ -204,6 +205,11 @@ class PaillierPublic(PublicScheme):
     def ciphertext_count(self, spec: SlotSpec) -> int:
         _, per = self._layout(spec)
         return -(-spec.count // per)
+
+    def _slot_bound(self, spec: SlotSpec) -> int:
+        """Largest value a slot of an aggregate can hold under this key: with noise and its
+        offset folded in for a threshold key."""
+        return spec.max_slot_sum + (spec.headroom if self.noise_headroom else 0)
 
     def layout(self, spec: SlotSpec) -> tuple[int, int]:
         """``(slot width in bits, slots per plaintext)`` for ``spec``; ``InvalidInput`` if it
@@ -216,7 +222,7 @@ class PaillierPublic(PublicScheme):
             problem = self.capacity_error(spec)
             if problem:
                 raise InvalidInput(problem)
-            width = slot_width(spec.max_slot_value)
+            width = slot_width(self._slot_bound(spec))
             layout = self._layouts[spec] = (width, slots_per_plaintext(self.usable_bits, width))
         return layout
 

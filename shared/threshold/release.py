@@ -66,18 +66,13 @@ def decryption_context(metric: str, version: int, window: int, key_id: str,
                       separators=(",", ":")).encode()
 
 
-def threshold_spec(policy: MetricPolicy, public: ThresholdPublicKey) -> SlotSpec:
-    """The layout of ``policy`` under the threshold key ``public`` (with noise headroom)."""
-    return slot_spec(policy, public.paillier)
-
-
 def encrypt_noise(public: ThresholdPublicKey, policy: MetricPolicy,
                   noise: Sequence[int]) -> list[Mpz]:
     """``E``: ``noise + B`` per slot, packed like a report, one ciphertext per plaintext."""
     bound = noise_bound(policy)
     if len(noise) != policy.slot_count or any(abs(z) > bound for z in noise):
         raise InvalidInput(f"noise must be {policy.slot_count} integers within +-{bound}")
-    width, per = public.paillier.layout(threshold_spec(policy, public))
+    width, per = public.paillier.layout(slot_spec(policy))
     shifted = [int(z) + bound for z in noise]
     return [public.paillier.encrypt_plaintext(pack(chunk, width))
             for chunk in chunk_slots(shifted, per)]
@@ -97,7 +92,7 @@ def decode_noised(public: ThresholdPublicKey, policy: MetricPolicy,
     Total, like ``PaillierSecret.decrypt``: whatever the plaintexts, ``slot_count``
     integers (a forged report shows up as an out-of-range noisy value, never a refusal).
     """
-    width, per = public.paillier.layout(threshold_spec(policy, public))
+    width, per = public.paillier.layout(slot_spec(policy))
     n, bound = int(public.n), noise_bound(policy)
     sums: list[int] = []
     for m, chunk in zip(plaintexts, chunk_slots(range(policy.slot_count), per), strict=True):
@@ -141,7 +136,7 @@ class PartialRelease:
             raise InvalidProof(f"{where}: key or policy version does not match its fields")
         if payload.get("noise_bound") != noise_bound(policy):
             raise InvalidProof(f"{where}: noise_bound is not the policy's {noise_bound(policy)}")
-        spec = threshold_spec(policy, public)
+        spec = slot_spec(policy)
         noise = _ciphertexts(public, spec, payload.get("noise"), f"{where} noise")
         noised = _ciphertexts(public, spec, payload.get("noised"), f"{where} noised")
         partials = _partials(payload.get("partials"), len(noised), f"{where} partials")

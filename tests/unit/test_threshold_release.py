@@ -71,7 +71,7 @@ class Deployment:
         """A window's request, built the way the SDK and the server build theirs."""
         policy = self.manifest.policy(metric)
         public = PaillierPublic.from_json(self.manifest.key(self.kid).public)  # SDK's view
-        spec = slot_spec(policy, public)
+        spec = slot_spec(policy)
         values = VALUES[metric] if values is None else values
         slots = [encode(policy, v) for v in values]
         reports = [public.load(public.encrypt(s, spec), spec) for s in slots]
