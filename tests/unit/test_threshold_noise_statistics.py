@@ -1,0 +1,138 @@
+"""The noise in results published through two-party threshold decryption has the
+distribution and scale the key-holder's statement claims.
+
+Hundreds of real releases of one fixed aggregate: the key-holder's partial release (noise
+drawn, bounded, encrypted and folded in under encryption), then the server's checks,
+partial, combination and post-processing. The published raw noisy values minus the truth
+are compared with the stated mechanism and scale, and the 95% intervals must cover the truth
+95% +- 2% of the time (2400 samples per metric). Thresholds make a correct deployment
+fail with probability ~1e-5.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from blindsum.server.aggregator.keyholder_client import check_result
+from blindsum.server.aggregator.threshold import ThresholdFinisher
+from blindsum.server.keyholder.noise import NoisePlan
+from blindsum.server.keyholder.release import noise_plan
+from blindsum.server.keyholder.service import Keyholder
+from blindsum.server.keystore import KeyStore
+from blindsum.shared.codec import ReleaseRequest, report_ids_digest
+from blindsum.shared.encoding import encode
+from blindsum.shared.manifest import Manifest, slot_spec
+from blindsum.shared.policy import load_policies_toml
+from blindsum.shared.schemes.paillier import PaillierPublic
+from blindsum.shared.threshold.release import verify_published
+
+pytestmark = pytest.mark.slow
+
+# Each threshold release costs about a second on a busy machine: fewer, wider releases
+# give the same 2400 samples per metric.
+RELEASES = 100
+DIMENSION = 24
+POLICIES = f"""
+[metrics.gauss_vec]
+kind = "vector"
+scheme = "paillier"
+dimension = {DIMENSION}
+lower = 0
+upper = 1
+min_contributors = 1
+window_seconds = 60
+privacy = {{ mechanism = "gaussian", epsilon = 1.0, delta = 1e-6, budget_epsilon = 1e9 }}
+
+[metrics.laplace_vec]
+kind = "vector"
+scheme = "paillier"
+dimension = {DIMENSION}
+lower = 0
+upper = 1
+min_contributors = 1
+window_seconds = 60
+privacy = {{ mechanism = "laplace", epsilon = 1.0, budget_epsilon = 1e9 }}
+"""
+REPORTS = [[1, 0, 1, 1, 0, 0, 1, 0] * 3, [1, 1, 1, 0, 0, 0, 1, 1] * 3,
+           [0, 0, 1, 0, 1, 0, 1, 0] * 3]
+
+
+class TwoParties:
+    def __init__(self, root: Path) -> None:
+        self.holder, _ = Keyholder.init(root / "kh", None, 2048, clock=lambda: 0.0,
+                                        server_dir=root / "srv")
+        self.holder.add_policies(load_policies_toml(POLICIES))
+        self.holder.db.clock = time.time
+        self.pinned = self.holder.identity.public_key()
+        self.manifest = Manifest.verify(self.holder.db.latest_manifest(), self.pinned)
+        self.finisher = ThresholdFinisher(KeyStore.open(root / "srv", None))
+
+
+@pytest.fixture(scope="module")
+def parties(tmp_path_factory: pytest.TempPathFactory) -> TwoParties:
+    return TwoParties(tmp_path_factory.mktemp("threshold-stats"))
+
+
+def _chi_square_p(noise: np.ndarray, plan: NoisePlan) -> float:
+    """Chi-square p-value of integer noise against the plan's pmf (bins pooled to >= 5)."""
+    n = len(noise)
+    k_max = int(60 * plan.scale) + 60
+    edges, probs, mass = [], [], 0.0
+    for k in range(-k_max, k_max + 1):
+        mass += plan.pmf(k)
+        if mass * n >= 5:
+            edges.append(k)
+            probs.append(mass)
+            mass = 0.0
+    probs[-1] += mass
+    edges[-1] = k_max
+    expected = np.array(probs) / math.fsum(probs) * n
+    bins = np.searchsorted(np.array(edges), np.clip(noise, -k_max, k_max))
+    observed = np.bincount(bins, minlength=len(edges))[: len(edges)]
+    return float(stats.chisquare(observed, expected).pvalue)
+
+
+@pytest.mark.parametrize("metric", ["gauss_vec", "laplace_vec"])
+def test_threshold_published_noise_matches_the_claimed_distribution(parties: TwoParties,
+                                                                    metric: str) -> None:
+    policy = parties.manifest.policy(metric)
+    key = parties.manifest.active_key("paillier")
+    public = PaillierPublic.from_json(key.public)
+    spec = slot_spec(policy)
+    truth = [float(sum(column)) for column in zip(*REPORTS, strict=True)]
+    aggregate = tuple(public.dump(public.add_many(
+        [public.load(public.encrypt(encode(policy, r), spec), spec) for r in REPORTS])))
+    digest = report_ids_digest([secrets.token_bytes(16) for _ in REPORTS])
+    releaser = parties.holder.releaser()
+    noise: list[float] = []
+    covered: list[bool] = []
+    claims = set()
+    for index in range(RELEASES):
+        request = ReleaseRequest(metric, policy.version, index * 60, key.key_id, len(REPORTS),
+                                 digest, aggregate)
+        partial = check_result(releaser.release(request).document, parties.pinned, request)
+        document, payload = parties.finisher.finish(request, partial)
+        result = json.loads(payload)
+        if index == 0:  # the offline check redoes every proof: once is enough here
+            assert verify_published(document, parties.pinned) == result
+        claims.add((result["mechanism"], result["scale"]))
+        for noisy, want, (low, high) in zip(result["noisy_value"], truth, result["ci"],
+                                            strict=True):
+            noise.append(noisy - want)
+            covered.append(low <= want <= high)
+    plan = noise_plan(policy)
+    assert claims == {(plan.mechanism, plan.scale)}
+    samples = np.array(noise)
+    assert np.all(samples == np.round(samples))  # exact decoding: integer noise
+    assert _chi_square_p(samples, plan) > 1e-6
+    coverage = sum(covered) / len(covered)
+    assert abs(coverage - 0.95) <= 0.02, coverage
+    assert abs(samples.mean()) <= 6 * samples.std() / math.sqrt(len(samples))
