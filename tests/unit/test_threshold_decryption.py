@@ -105,8 +105,10 @@ def test_packed_sdk_aggregates_decrypt_to_the_slot_sums(two: Ceremony,
     aggregate = public.paillier.add_many(reports)
     expected = [sum(column) for column in zip(*(encode(policy, v) for v in values),
                                               strict=True)]
-    width = slot_width(spec.max_slot_sum)
+    # a threshold key's slots are wider: they hold noise and its offset too (headroom)
+    width = slot_width(spec.max_slot_sum + spec.headroom)
     per = slots_per_plaintext(public.paillier.usable_bits, width)
+    assert public.paillier.layout(spec) == (width, per)
     chunks = chunk_slots(expected, per)
     assert len(aggregate) == len(chunks) == public.paillier.ciphertext_count(spec)
     decrypted: list[int] = []
@@ -504,7 +506,7 @@ def test_end_to_end_at_3072_bits(tmp_path: Path) -> None:
     partials = [PartialDecryption.from_json(partial_decrypt(s, aggregate, CONTEXT).to_json())
                 for s in shares]
     m = combine(public, aggregate, partials, CONTEXT)
-    width = slot_width(spec.max_slot_sum)
+    width, _ = public.paillier.layout(spec)  # with the threshold key's noise headroom
     assert unpack(m, width, spec.count) == [1, 0, 0, 2, 0, 0, 0, 2]
     verify_plaintext(public, aggregate, partials, CONTEXT, m)
     with pytest.raises(InvalidProof):
