@@ -164,12 +164,16 @@ def cmd_keyholder_budget(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"metrics": [state.to_json() for state in states]}))
         return 0
-    table = Table(title="Privacy budget (epsilon, basic composition)")
-    for column in ("metric", "releases", "spent", "budget", "left"):
+    table = Table(title="Privacy budget: epsilon spent, at delta up to the budget's")
+    for column in ("metric", "releases", "spent", "delta", "accounting", "budget", "left"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     for state in states:
-        table.add_row(state.metric, str(state.releases), f"{state.spent_epsilon:g}",
-                      f"{state.budget_epsilon:g}", f"{state.remaining_epsilon:g}")
+        table.add_row(state.metric, str(state.releases), f"{state.epsilon:.4g}",
+                      f"{state.delta:.3g}", state.accounting,
+                      f"({state.budget_epsilon:g}, {state.budget_delta:.3g})",
+                      f"{state.remaining_epsilon:.4g}")
+    table.caption = ("the tighter of basic composition (epsilons add) and zCDP (rho adds, "
+                     "converted once by OpenDP at the budget's delta)")
     Console().print(table)
     return 0
 

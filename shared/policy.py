@@ -47,14 +47,53 @@ class Privacy:
             "laplace" (pure epsilon-DP, discrete Laplace).
         epsilon: cost of one release.
         delta: cost of one release (0 for laplace).
-        budget_epsilon: total epsilon all releases of this metric may spend (basic
-            composition); the key-holder's ledger refuses a release that would exceed it.
+        budget_epsilon: total epsilon all releases of this metric may spend.
+        budget_delta: total delta they may spend. The key-holder's ledger admits a release
+            while the metric's releases, composed either by adding epsilons and deltas
+            (basic composition) or by adding zCDP costs and converting once, stay within
+            ``(budget_epsilon, budget_delta)``. Default ``default_budget_delta``.
     """
 
     mechanism: Mechanism
     epsilon: float
     delta: float
     budget_epsilon: float
+    budget_delta: float = -1.0  # replaced by the default in __post_init__
+
+    def __post_init__(self) -> None:
+        if self.budget_delta < 0:
+            object.__setattr__(self, "budget_delta", default_budget_delta(
+                self.epsilon, self.delta, self.budget_epsilon))
+
+
+# A budget's total delta has the same cap as one release's: a total above it may expose one
+# report in full with a probability (1/1,000 over the budget's life) no deployment accepts.
+MAX_BUDGET_DELTA = 1e-3
+
+
+def basic_release_count(epsilon: float, budget_epsilon: float) -> int:
+    """Releases of ``epsilon`` that fit ``budget_epsilon`` when epsilons add.
+
+    The ledger's float tolerance, so ten releases of 0.1 fit a budget of 1.0.
+    """
+    count = math.floor(budget_epsilon / epsilon)
+    while count * epsilon > budget_epsilon * (1 + 1e-9):
+        count -= 1
+    while (count + 1) * epsilon <= budget_epsilon * (1 + 1e-9):
+        count += 1
+    return count
+
+
+def default_budget_delta(epsilon: float, delta: float, budget_epsilon: float) -> float:
+    """The total delta a budget allows when the policy does not say: what basic
+    composition already spent, i.e. ``delta`` times the releases ``budget_epsilon`` allows
+    at ``epsilon`` each (capped at ``MAX_BUDGET_DELTA``).
+
+    So the zCDP ledger never allows fewer releases than basic composition did, and it
+    certifies them at the same (or a smaller) total delta. A laplace metric's default is
+    0: its budget stays pure epsilon-DP unless the policy opts into a delta.
+    """
+    return min(delta * basic_release_count(epsilon, budget_epsilon), MAX_BUDGET_DELTA)
 
 
 
@@ -178,7 +217,7 @@ _KNOWN_FIELDS = {
     "window_seconds", "late_seconds", "min_contributors", "max_contributors",
     "contributions_per_window", "allow_early_release", "privacy", "description",
 }
-_KNOWN_PRIVACY = {"mechanism", "epsilon", "delta", "budget_epsilon"}
+_KNOWN_PRIVACY = {"mechanism", "epsilon", "delta", "budget_epsilon", "budget_delta"}
 
 
 class _PolicyReader:
@@ -332,4 +371,10 @@ class _PolicyReader:
         budget = self.number(raw, "budget_epsilon", None)
         if budget < epsilon:
             raise self.fail("privacy.budget_epsilon must allow at least one release")
-        return Privacy(mechanism, epsilon, delta, budget)  # type: ignore[arg-type]
+        budget_delta = self.number(raw, "budget_delta",
+                                   default_budget_delta(epsilon, delta, budget))
+        if not delta <= budget_delta <= MAX_BUDGET_DELTA:
+            raise self.fail(
+                f"privacy.budget_delta must be between the release's delta ({delta:g}) and "
+                f"{MAX_BUDGET_DELTA:g}, got {budget_delta:g}")
+        return Privacy(mechanism, epsilon, delta, budget, budget_delta)  # type: ignore[arg-type]

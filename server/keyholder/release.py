@@ -39,7 +39,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from blindsum.server.keyholder import audit, ledger
-from blindsum.server.keyholder.noise import NoisePlan, plan_noise
+from blindsum.server.keyholder.accounting import Spend
+from blindsum.server.keyholder.cost import noise_plan, release_cost
+from blindsum.server.keyholder.noise import NoisePlan
 from blindsum.server.keyholder.store import KeyholderDB
 from blindsum.shared.codec import ReleaseRequest
 from blindsum.shared.encoding import Published, publish
@@ -63,18 +65,6 @@ PAID_LEASE_SECONDS = 300.0
 # Per-slot probability that honest noise lands beyond the "consistent" bound.
 TAIL_ALPHA = 1e-9
 log = logging.getLogger("blindsum.keyholder.release")
-
-
-def noise_plan(policy: MetricPolicy) -> NoisePlan:
-    """The noise a policy's releases get, calibrated from its bounds and privacy settings."""
-    return plan_noise(
-        policy.privacy.mechanism,
-        policy.privacy.epsilon,
-        policy.privacy.delta,
-        policy.l1_sensitivity,
-        policy.l2_sensitivity,
-        policy.slot_count,
-    )
 
 
 def request_digest(request: ReleaseRequest) -> str:
@@ -165,13 +155,15 @@ class Releaser:
                 secret = self.secret_for(policy.scheme, request.key_id)
                 # Well-formedness of the bytes is public; it is checked before paying.
                 secret.public.load(list(request.aggregate), slot_spec(policy))
+                cost = release_cost(policy)
                 state = ledger.budget(conn, policy)
-                if not state.allows(policy.privacy.epsilon):
+                if not state.allows(cost):
                     raise BudgetExhausted(
-                        f"metric {policy.name!r} has spent {state.spent_epsilon:g} of its "
-                        f"{state.budget_epsilon:g} epsilon; a release costs "
-                        f"{policy.privacy.epsilon:g}")
-                return _Paid(self._debit(conn, policy, request, digest), policy, secret)
+                        f"metric {policy.name!r} has spent epsilon {state.epsilon:g} "
+                        f"({state.accounting}) of its budget ({state.budget_epsilon:g}, "
+                        f"{state.budget_delta:g}); one more release would exceed it")
+                return _Paid(self._debit(conn, policy, request, digest, cost), policy,
+                             secret)
         assert stale is not None or existing is not None
         raise _interrupted(request)
 
@@ -184,18 +176,19 @@ class Releaser:
                                       else ""))
 
     def _debit(self, conn: sqlite3.Connection, policy: MetricPolicy,
-               request: ReleaseRequest, digest: str) -> ledger.LedgerRow:
+               request: ReleaseRequest, digest: str, cost: Spend) -> ledger.LedgerRow:
         seq = audit.append(conn, "release-paid", {
             "metric": policy.name, "version": policy.version, "window": request.window,
             "kid": request.key_id, "report_count": request.report_count,
             "report_ids_digest": request.report_ids_digest.hex(), "request_digest": digest,
             "epsilon": policy.privacy.epsilon, "delta": policy.privacy.delta,
-            "early": request.early,
+            "rho": cost.rho, "early": request.early,
         })
         ledger.pay(conn, metric=policy.name, version=policy.version, window=request.window,
                    key_id=request.key_id, report_count=request.report_count,
                    report_ids_digest=request.report_ids_digest.hex(), request_digest=digest,
-                   epsilon=policy.privacy.epsilon, delta=policy.privacy.delta, paid_seq=seq)
+                   epsilon=policy.privacy.epsilon, delta=policy.privacy.delta, rho=cost.rho,
+                   paid_seq=seq)
         row = ledger.consumed(conn, policy.name, policy.version, request.window,
                               request.key_id)
         assert row is not None

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from blindsum.server.keyholder import audit, ledger
+from blindsum.server.keyholder.cost import release_cost
 from blindsum.server.sqlite import connect, write_transaction
 from blindsum.shared.errors import InvalidPolicy, KeyStoreError
 from blindsum.shared.policy import MetricPolicy
@@ -74,6 +75,18 @@ class KeyholderDB:
         self._local = threading.local()
         self.conn.executescript(SCHEMA)
         ledger.migrate(self.conn)
+        self._book_missing_rho()
+
+    def _book_missing_rho(self) -> None:
+        """Give ledger rows from before zCDP accounting the rho their policy version costs."""
+        if self.conn.execute("SELECT 1 FROM releases WHERE rho IS NULL LIMIT 1").fetchone():
+            def rho_of(metric: str, version: int) -> float | None:
+                policy = self.policy(metric, version)
+                return None if policy is None else release_cost(policy).rho
+
+            with self.write() as conn:
+                filled = ledger.backfill_rho(conn, rho_of)
+                audit.append(conn, "ledger-migrated", {"rho_booked_rows": filled})
 
     @property
     def conn(self) -> sqlite3.Connection:

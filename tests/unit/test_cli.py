@@ -123,6 +123,9 @@ privacy = { mechanism = "laplace", epsilon = 0.5, budget_epsilon = 2.0 }
                        "--json")
     (state,) = [m for m in json.loads(out)["metrics"] if m["metric"] == "budgeted"]
     assert code == 0 and state["remaining_epsilon"] == 2.0 and state["releases"] == 0
+    # a laplace budget without a delta stays pure: basic composition, no zCDP conversion
+    assert state["budget_delta"] == 0 and state["spent_rho"] == 0
+    assert state["accounting"] == "basic" and state["epsilon_zcdp"] is None
     code, out, _ = run(capsys, "keyholder", "budget", "--data-dir", str(keyholder_dir))
     assert code == 0 and "budgeted" in out
 
