@@ -118,15 +118,17 @@ def cmd_keyholder_init(args: argparse.Namespace) -> int:
 def cmd_keyholder_policy_add(args: argparse.Namespace) -> int:
     from blindsum.server.keyholder.config import load_config
     from blindsum.server.keyholder.service import Keyholder
-    from blindsum.server.planning.commands import previews, read_policies, show_previews
+    from blindsum.server.planning.commands import previews, read_text, show_previews
+    from blindsum.shared.policy import load_policies_toml, load_unit_budget_toml
 
     config = load_config(_keyholder_overrides(args))
-    policies = read_policies(args.file)
+    text = read_text(args.file, "policy file")
+    policies, unit = load_policies_toml(text), load_unit_budget_toml(text)
     # The preview is computed before anything is registered: a policy that cannot be
     # calibrated fails here and nothing is written.
     items = previews(policies, args.contributors)
     holder = Keyholder.open(config.data_dir, config.passphrase)
-    added = holder.add_policies(policies)
+    added = holder.add_policies(policies, unit, raise_cap=args.raise_cap)
     unchanged = [p.name for p in policies if p.name not in added]
     show_previews(items, as_json=args.json)
     if not args.json:
@@ -489,7 +491,10 @@ def build_parser() -> argparse.ArgumentParser:
     policy_actions = policy.add_subparsers(dest="policy_action", required=True)
     add = policy_actions.add_parser("add", help="register the policies of a TOML file")
     kh_common(add)
-    add.add_argument("file", help="policy TOML file ([metrics.NAME] tables)")
+    add.add_argument("file", help="policy TOML file ([metrics.NAME] tables, optional "
+                                  "[budget] per device per period)")
+    add.add_argument("--raise-cap", action="store_true",
+                     help="allow a version (or [budget]) that raises a budget cap; audited")
     add_preview_arguments(add)
     add.set_defaults(handler=cmd_keyholder_policy_add)
 

@@ -48,6 +48,11 @@ class Privacy:
         epsilon: cost of one release.
         delta: cost of one release (0 for laplace).
         budget_epsilon: total epsilon all releases of this metric may spend.
+        budget_period: seconds after which the budget renews, aligned to the unix epoch
+            (``"day"`` = 86,400: UTC days; ``"week"`` = 604,800); 0 (``"lifetime"``, the
+            default) never renews. A window is charged to the period its start falls in.
+            The default is the lifetime budget because a policy registered before periods
+            existed must not start renewing (spending more) without its operator saying so.
         budget_delta: total delta they may spend. The key-holder's ledger admits a release
             while the metric's releases, composed either by adding epsilons and deltas
             (basic composition) or by adding zCDP costs and converting once, stay within
@@ -59,6 +64,12 @@ class Privacy:
     delta: float
     budget_epsilon: float
     budget_delta: float = -1.0  # replaced by the default in __post_init__
+    budget_period: int = 0
+
+    @property
+    def renews(self) -> bool:
+        """True if the budget renews every ``budget_period`` seconds (0: a lifetime budget)."""
+        return self.budget_period > 0
 
     def __post_init__(self) -> None:
         if self.budget_delta < 0:
@@ -198,9 +209,11 @@ def load_policies_toml(text: str) -> list[MetricPolicy]:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidPolicy(f"policy file is not valid TOML: {exc}") from None
-    unknown = set(document) - {"metrics"}
+    unknown = set(document) - {"metrics", "budget"}
     if unknown:
         raise InvalidPolicy(f"policy file has unknown top-level keys: {sorted(unknown)}")
+    if "budget" in document:
+        UnitBudget.from_mapping(document["budget"])
     metrics = document.get("metrics")
     if not isinstance(metrics, dict) or not metrics:
         raise InvalidPolicy("policy file declares no [metrics.NAME] tables")
@@ -217,7 +230,10 @@ _KNOWN_FIELDS = {
     "window_seconds", "late_seconds", "min_contributors", "max_contributors",
     "contributions_per_window", "allow_early_release", "privacy", "description",
 }
-_KNOWN_PRIVACY = {"mechanism", "epsilon", "delta", "budget_epsilon", "budget_delta"}
+_KNOWN_PRIVACY = {"mechanism", "epsilon", "delta", "budget_epsilon", "budget_delta",
+                  "budget_period"}
+PERIODS = {"lifetime": 0, "day": 86_400, "week": 7 * 86_400}
+MAX_PERIOD = 366 * 86_400
 
 
 class _PolicyReader:
@@ -300,7 +316,7 @@ class _PolicyReader:
             max_contributors=max_contributors,
             contributions_per_window=self.integer("contributions_per_window", 1, 1, 1000),
             allow_early_release=early,
-            privacy=self.privacy(),
+            privacy=self.privacy(window_seconds),
             description=description,
         )
         if policy.slot_count > MAX_SLOTS:
@@ -349,7 +365,24 @@ class _PolicyReader:
             raise self.fail("bucket edges must be strictly increasing")
         return edges
 
-    def privacy(self) -> Privacy:
+    def period(self, raw: Mapping[str, Any], window_seconds: int) -> int:
+        value = raw.get("budget_period", "lifetime")
+        if isinstance(value, str):
+            if value not in PERIODS:
+                raise self.fail(f"privacy.budget_period must be one of {list(PERIODS)} or "
+                                f"a number of seconds, got {value!r}")
+            value = PERIODS[value]
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise self.fail(f"privacy.budget_period must be a period name or whole seconds "
+                            f"(>= 0), got {value!r}")
+        if value and (value % window_seconds or value > MAX_PERIOD):
+            raise self.fail(
+                f"privacy.budget_period ({value} s) must be a whole number of windows "
+                f"({window_seconds} s) and at most {MAX_PERIOD} s, so each window falls in "
+                "one period")
+        return value
+
+    def privacy(self, window_seconds: int) -> Privacy:
         raw = self.raw.get("privacy")
         if not isinstance(raw, Mapping):
             raise self.fail("a [privacy] table is required")
@@ -377,4 +410,73 @@ class _PolicyReader:
             raise self.fail(
                 f"privacy.budget_delta must be between the release's delta ({delta:g}) and "
                 f"{MAX_BUDGET_DELTA:g}, got {budget_delta:g}")
-        return Privacy(mechanism, epsilon, delta, budget, budget_delta)  # type: ignore[arg-type]
+        period = self.period(raw, window_seconds)
+        return Privacy(mechanism, epsilon, delta, budget, budget_delta,  # type: ignore[arg-type]
+                       period)
+
+
+@dataclass(frozen=True)
+class UnitBudget:
+    """What one privacy unit (a device) may spend per period across *all* metrics.
+
+    The key-holder checks it when policies are registered: every metric's per-release cost
+    times its windows per period, composed (the tighter of basic and zCDP composition),
+    must fit ``(epsilon, delta)``. A policy file sets it with a ``[budget]`` table.
+    """
+
+    epsilon: float
+    delta: float
+    period: int
+
+    def raises(self, before: UnitBudget) -> bool:
+        """True if this budget allows more than ``before``: a bigger epsilon or delta, or
+        the same spent over a shorter period."""
+        return (self.epsilon > before.epsilon or self.delta > before.delta
+                or self.period < before.period)
+
+    def to_json(self) -> dict[str, float | int]:
+        return {"epsilon": self.epsilon, "delta": self.delta, "period": self.period}
+
+    @classmethod
+    def from_mapping(cls, raw: object) -> UnitBudget:
+        """Validate a ``[budget]`` table: ``epsilon``, ``delta``, ``period``.
+
+        Raises:
+            InvalidPolicy: naming the field at fault.
+        """
+        if not isinstance(raw, Mapping):
+            raise InvalidPolicy("[budget] must be a table with epsilon, delta and period")
+        unknown = set(raw) - {"epsilon", "delta", "period"}
+        if unknown:
+            raise InvalidPolicy(f"[budget] has unknown fields {sorted(unknown)}")
+        reader = _PolicyReader("budget", raw)
+        epsilon = reader.number(raw, "epsilon", None)
+        if not 0 < epsilon <= 100:
+            raise InvalidPolicy(f"budget.epsilon must be in (0, 100], got {epsilon:g}")
+        delta = reader.number(raw, "delta", 0)
+        if not 0 <= delta <= MAX_BUDGET_DELTA:
+            raise InvalidPolicy(f"budget.delta must be in [0, {MAX_BUDGET_DELTA:g}], got "
+                                f"{delta:g}")
+        period = raw.get("period", "day")
+        if period == "lifetime" or period == 0:
+            raise InvalidPolicy("budget.period must renew: a day, a week or whole seconds")
+        try:
+            seconds = reader.period({"budget_period": period}, 1)
+        except InvalidPolicy as exc:
+            raise InvalidPolicy(str(exc).replace("metric 'budget': privacy.budget_period",
+                                                 "budget.period")) from None
+        return cls(epsilon, delta, seconds)
+
+
+def load_unit_budget_toml(text: str) -> UnitBudget | None:
+    """The ``[budget]`` table of a policy file, or None if it has none.
+
+    Raises:
+        InvalidPolicy: the file is not valid TOML or the table is invalid.
+    """
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidPolicy(f"policy file is not valid TOML: {exc}") from None
+    raw = document.get("budget")
+    return None if raw is None else UnitBudget.from_mapping(raw)

@@ -232,6 +232,12 @@ class Spend:
                           _add_up(spend.rho, other.rho), spend.releases + other.releases)
         return spend
 
+    def times(self, count: int) -> Spend:
+        """``count`` releases of this spend (products rounded up, so an upper bound)."""
+        def up(x: float) -> float:
+            return math.nextafter(x * count, math.inf) if x and count > 1 else x * count
+        return Spend(up(self.epsilon), up(self.delta), up(self.rho), self.releases * count)
+
     def basic_fits(self, epsilon: float, delta: float) -> bool:
         # the ledger's historic tolerance, so ten releases of 0.1 fit a budget of 1.0
         return (self.epsilon <= epsilon * (1 + 1e-9)

@@ -97,6 +97,9 @@ class BudgetState:
     budget_epsilon: float
     budget_delta: float
     spent: Spend
+    budget_period: int = 0  # seconds; 0 for a lifetime budget
+    period_start: int | None = None
+    period_end: int | None = None
 
     @property
     def spent_epsilon(self) -> float:
@@ -156,7 +159,9 @@ class BudgetState:
                 "spent_rho": self.spent_rho,
                 "epsilon_zcdp": self.epsilon_zcdp, "accounting": self.accounting,
                 "epsilon": self.epsilon, "delta": self.delta,
-                "remaining_epsilon": self.remaining_epsilon, "releases": self.releases}
+                "remaining_epsilon": self.remaining_epsilon, "releases": self.releases,
+                "budget_period": self.budget_period, "period_start": self.period_start,
+                "period_end": self.period_end}
 
 
 @dataclass(frozen=True)
@@ -175,20 +180,31 @@ class LedgerRow:
     document: dict | None
 
 
-def budget(conn: sqlite3.Connection, policy: MetricPolicy) -> BudgetState:
-    """Spending of a metric across all its versions: a new version does not reset it.
+def budget(conn: sqlite3.Connection, policy: MetricPolicy, at: float | None = None
+           ) -> BudgetState:
+    """Spending of a metric across all its versions (a new version does not reset it), in
+    the budget period holding time ``at`` (default now; the whole life for a lifetime
+    budget). A release is charged to the period its *window* starts in, so releasing
+    yesterday's last window today spends yesterday's budget.
 
     Every consumed window counts, released or interrupted: both were paid for.
     """
+    period = policy.privacy.budget_period
+    start = end = None
+    if period:
+        start = math.floor(time.time() if at is None else at) // period * period
+        end = start + period
     spent = Spend()
     for eps, delta, rho in conn.execute(
-            "SELECT epsilon, delta, rho FROM releases WHERE metric = ? ORDER BY paid_seq",
-            (policy.name,)):
+            "SELECT epsilon, delta, rho FROM releases WHERE metric = ? "
+            "AND (? IS NULL OR (window >= ? AND window < ?)) ORDER BY paid_seq",
+            (policy.name, start, start, end)):
         # a row without rho (not yet backfilled) rules zCDP out: basic composition only
         row = Spend(eps, delta, math.inf if rho is None else rho, 1)
         spent = spent.plus(row)
     privacy = policy.privacy
-    return BudgetState(policy.name, privacy.budget_epsilon, privacy.budget_delta, spent)
+    return BudgetState(policy.name, privacy.budget_epsilon, privacy.budget_delta, spent,
+                       period, start, end)
 
 
 _ROW_COLUMNS = ("metric, version, window, kid, report_count, request_digest, state, paid_seq, "

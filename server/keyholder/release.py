@@ -156,7 +156,7 @@ class Releaser:
                 # Well-formedness of the bytes is public; it is checked before paying.
                 secret.public.load(list(request.aggregate), slot_spec(policy))
                 cost = release_cost(policy)
-                state = ledger.budget(conn, policy)
+                state = ledger.budget(conn, policy, at=request.window)
                 if not state.allows(cost):
                     raise BudgetExhausted(
                         f"metric {policy.name!r} has spent epsilon {state.epsilon:g} "
