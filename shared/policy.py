@@ -236,6 +236,12 @@ PERIODS = {"lifetime": 0, "day": 86_400, "week": 7 * 86_400}
 MAX_PERIOD = 366 * 86_400
 
 
+def describe_period(seconds: int) -> str:
+    """A budget period in words: "day", "week", "lifetime" (0) or seconds."""
+    names = {value: name for name, value in PERIODS.items()}
+    return names.get(seconds, f"{seconds} s")
+
+
 class _PolicyReader:
     """Validates one raw policy mapping field by field, with messages naming the field."""
 

@@ -26,12 +26,7 @@ from collections.abc import Iterable
 from blindsum.server.keyholder.accounting import Spend
 from blindsum.server.keyholder.cost import release_cost
 from blindsum.shared.errors import InvalidPolicy
-from blindsum.shared.policy import MetricPolicy, Privacy, UnitBudget
-
-
-def describe_period(seconds: int) -> str:
-    names = {86_400: "day", 7 * 86_400: "week"}
-    return names.get(seconds, f"{seconds} s") if seconds else "lifetime"
+from blindsum.shared.policy import MetricPolicy, Privacy, UnitBudget, describe_period
 
 
 def windows_per(period: int, policy: MetricPolicy) -> int:
