@@ -386,13 +386,16 @@ def _when(seconds: float | None) -> str:
 
 def cmd_server_token_create(args: argparse.Namespace) -> int:
     token, record = _token_book(args.data_dir, create=True).create(
-        args.role, args.label, args.metric or None)
+        args.role, args.label, args.metric or None, args.max_reports_per_window)
     metrics = None if record.metrics is None else sorted(record.metrics)
     if args.json:
         print(json.dumps({"token": token, "role": record.role, "label": record.label,
-                          "metrics": metrics}))
+                          "metrics": metrics,
+                          "max_reports_per_window": record.max_reports_per_window}))
         return 0
     scope = "every metric" if metrics is None else ", ".join(metrics)
+    if record.max_reports_per_window is not None:
+        scope += f", at most {record.max_reports_per_window} report(s) per window"
     print(f"created {record.role} token {record.label!r} (digest {record.digest[:12]}) for "
           f"{scope}; it is shown once, store it now:", file=sys.stderr)
     print(token)
@@ -448,8 +451,12 @@ def _token_parsers(srv: argparse._SubParsersAction) -> None:  # type: ignore[typ
     create.add_argument("--metric", action="append", metavar="NAME",
                         help="an ingest token may report only these metrics (repeatable; "
                              "default: every metric)")
+    create.add_argument("--max-reports-per-window", type=int, metavar="N",
+                        help="an ingest token may send at most N reports per window of each "
+                             "metric (default: no cap); the excess is refused with 409")
     create.add_argument("--json", action="store_true",
-                        help='print {"token", "role", "label", "metrics"}')
+                        help='print {"token", "role", "label", "metrics", '
+                             '"max_reports_per_window"}')
     create.set_defaults(handler=cmd_server_token_create)
     revoke = actions.add_parser("revoke", help="refuse a token from the next request on")
     revoke.add_argument("--data-dir", required=True, type=Path)

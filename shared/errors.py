@@ -111,6 +111,13 @@ class ReleaseInterrupted(Conflict):
     title = "Release interrupted"
 
 
+class ReportCapExceeded(Conflict):
+    """An ingest token sent more reports to a window than its per-window cap allows."""
+
+    code = "report-cap-exceeded"
+    title = "Report cap exceeded"
+
+
 class PayloadTooLarge(BlindsumError):
     status = 413
     code = "payload-too-large"
