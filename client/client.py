@@ -335,6 +335,9 @@ class Client:
                 not a valid time.
             ContributionLimit: this Client already sent the policy's
                 ``contributions_per_window`` reports of ``metric`` to that window.
+            MetricPaused: the manifest pauses ``metric`` (its privacy budget for the
+                period is spent): nothing is encrypted or queued; the error says until when.
+                Reports queued before the pause are still sent.
             ManifestError, UpstreamError: the manifest could not be fetched or verified.
             ReportsDropped: the automatic flush found queued reports the server can no
                 longer accept (see ``flush``). This value was queued first, so it is either
@@ -346,6 +349,7 @@ class Client:
         # One manifest state for the whole record: its policy and key belong together.
         loaded = self._current()
         policy = loaded.manifest.policy(metric)
+        loaded.manifest.check_not_paused(metric, time.time())
         slots = encode(policy, value)
         window = policy.window_start(time.time() if at is None else at)
         scheme = self._scheme(loaded, policy)

@@ -118,6 +118,15 @@ class ReportCapExceeded(Conflict):
     title = "Report cap exceeded"
 
 
+class MetricPaused(BlindsumError):
+    """The metric's privacy budget for the current period is spent: the manifest pauses it,
+    so nothing recorded now could be published. Record again after the pause ends."""
+
+    status = 409
+    code = "metric-paused"
+    title = "Metric paused"
+
+
 class PayloadTooLarge(BlindsumError):
     status = 413
     code = "payload-too-large"

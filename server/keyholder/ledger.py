@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from blindsum.server.keyholder.accounting import Spend
+from blindsum.server.keyholder.cost import release_cost
 from blindsum.shared.policy import MetricPolicy
 
 SCHEMA = """
@@ -100,6 +101,12 @@ class BudgetState:
     budget_period: int = 0  # seconds; 0 for a lifetime budget
     period_start: int | None = None
     period_end: int | None = None
+    next_release: Spend | None = None  # what one more release costs
+
+    @property
+    def exhausted(self) -> bool:
+        """True if the period's budget cannot pay one more release."""
+        return self.next_release is not None and not self.allows(self.next_release)
 
     @property
     def spent_epsilon(self) -> float:
@@ -161,7 +168,8 @@ class BudgetState:
                 "epsilon": self.epsilon, "delta": self.delta,
                 "remaining_epsilon": self.remaining_epsilon, "releases": self.releases,
                 "budget_period": self.budget_period, "period_start": self.period_start,
-                "period_end": self.period_end}
+                "period_end": self.period_end, "paused": self.exhausted,
+                "paused_until": self.period_end if self.exhausted else None}
 
 
 @dataclass(frozen=True)
@@ -204,7 +212,7 @@ def budget(conn: sqlite3.Connection, policy: MetricPolicy, at: float | None = No
         spent = spent.plus(row)
     privacy = policy.privacy
     return BudgetState(policy.name, privacy.budget_epsilon, privacy.budget_delta, spent,
-                       period, start, end)
+                       period, start, end, release_cost(policy))
 
 
 _ROW_COLUMNS = ("metric, version, window, kid, report_count, request_digest, state, paid_seq, "

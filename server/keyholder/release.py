@@ -104,6 +104,9 @@ class Releaser:
     identity: Ed25519PrivateKey
     secret_for: Callable[[str, str], SecretScheme]
     clock: Callable[[], float] = time.time
+    # called in the paying transaction when that payment spent the budget of its period,
+    # so the key-holder pauses the metric in its manifest (exhaustion is never silent)
+    on_exhausted: Callable[[sqlite3.Connection], None] | None = None
 
     def release(self, request: ReleaseRequest) -> ReleaseAnswer:
         """Release one window, or raise the public reason it may not be released."""
@@ -162,8 +165,11 @@ class Releaser:
                         f"metric {policy.name!r} has spent epsilon {state.epsilon:g} "
                         f"({state.accounting}) of its budget ({state.budget_epsilon:g}, "
                         f"{state.budget_delta:g}); one more release would exceed it")
-                return _Paid(self._debit(conn, policy, request, digest, cost), policy,
-                             secret)
+                paid = _Paid(self._debit(conn, policy, request, digest, cost), policy, secret)
+                if self.on_exhausted is not None and not state.spent.plus(cost).plus(
+                        cost).fits(state.budget_epsilon, state.budget_delta):
+                    self.on_exhausted(conn)
+                return paid
         assert stale is not None or existing is not None
         raise _interrupted(request)
 

@@ -17,13 +17,13 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from blindsum.server.http import token_digest
-from blindsum.server.keyholder import audit, caps
+from blindsum.server.keyholder import audit, caps, ledger
 from blindsum.server.keyholder.keystore import KeyStore
 from blindsum.server.keyholder.release import Releaser
 from blindsum.server.keyholder.store import KeyholderDB, KeyRecord
 from blindsum.shared.errors import InvalidConfig, InvalidPolicy, KeyStoreError
-from blindsum.shared.manifest import KeyEntry, Manifest, slot_spec
-from blindsum.shared.policy import MetricPolicy, UnitBudget
+from blindsum.shared.manifest import KeyEntry, Manifest, Pause, slot_spec
+from blindsum.shared.policy import MetricPolicy, UnitBudget, describe_period
 from blindsum.shared.schemes.base import SecretScheme
 from blindsum.shared.signing import identity_string
 
@@ -198,10 +198,12 @@ class Keyholder:
         keys = [KeyEntry(k.scheme, k.key_id, k.status, k.public)
                 for k in self.db.key_records(conn) if k.status != "retired"]
         policies = self.db.current_policies(conn)
+        paused = _paused(conn, policies, time.time())
         serial = self.db.next_manifest_serial(conn)
-        manifest = Manifest.issue(self.identity, serial, keys, policies)
+        manifest = Manifest.issue(self.identity, serial, keys, policies, paused)
         self.db.store_manifest(conn, serial, dict(manifest.document))
-        audit.append(conn, "manifest-issued", {"serial": serial})
+        audit.append(conn, "manifest-issued", {
+            "serial": serial, **({"paused": [p.metric for p in paused]} if paused else {})})
 
     def secret_for(self, scheme: str, key_id: str) -> SecretScheme:
         with self._lock:
@@ -211,4 +213,20 @@ class Keyholder:
             return secret
 
     def releaser(self) -> Releaser:
-        return Releaser(self.db, self.identity, self.secret_for, self.db.clock)
+        return Releaser(self.db, self.identity, self.secret_for, self.db.clock,
+                        on_exhausted=self._issue_manifest)
+
+
+def _paused(conn: sqlite3.Connection, policies: list[MetricPolicy], now: float) -> list[Pause]:
+    """Metrics whose budget for the period holding ``now`` cannot pay another release."""
+    paused = []
+    for policy in policies:
+        state = ledger.budget(conn, policy, at=now)
+        if state.exhausted:
+            renews = policy.privacy.budget_period
+            period = f"per {describe_period(renews)}" if renews else "for its lifetime"
+            paused.append(Pause(policy.name, (
+                f"its privacy budget ({state.budget_epsilon:g}, {state.budget_delta:.3g}) "
+                f"{period} is spent ({state.releases} releases, epsilon "
+                f"{state.epsilon:.4g} by {state.accounting} composition)"), state.period_end))
+    return paused
