@@ -9,7 +9,8 @@ there, so a server cannot shrink a metric's bounds to shrink its noise.
 Privacy unit: one report. Neighbouring datasets differ by *substituting* one report; the
 number of reports in a window is public (the server sees it, as in DAP). A policy's
 ``contributions_per_window`` multiplies the sensitivity when one install may report a metric
-more than once per window; the SDK enforces that limit for honest apps.
+more than once per window; the SDK enforces that limit across restarts (a state file), and
+the server can cap what each ingest token sends per window.
 """
 
 from __future__ import annotations
