@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from blindsum.server.keyholder.accounting import Spend
+from blindsum.server.keyholder.accounting import Spend, zcdp_capacity
 from blindsum.server.keyholder.cost import release_cost
 from blindsum.shared.policy import MetricPolicy
 
@@ -104,6 +104,29 @@ class BudgetState:
     next_release: Spend | None = None  # what one more release costs
 
     @property
+    def releases_left(self) -> int:
+        """How many more releases of ``next_release`` the period's budget can pay."""
+        cost = self.next_release
+        if cost is None:
+            return 0
+        estimates = [0]
+        if cost.epsilon > 0:
+            estimates.append(math.floor(
+                (self.budget_epsilon * (1 + 1e-9) - self.spent.epsilon) / cost.epsilon))
+        if self.budget_delta > 0 and math.isfinite(self.spent.rho) and cost.rho > 0:
+            capacity = zcdp_capacity(self.budget_epsilon, self.budget_delta)
+            estimates.append(math.floor((capacity - self.spent.rho) / cost.rho))
+        count = max(max(estimates), 0)
+        # float division may land one either side: settle it with the ledger's own test
+        while count > 0 and not self.spent.plus(cost.times(count)).fits(
+                self.budget_epsilon, self.budget_delta):
+            count -= 1
+        while self.spent.plus(cost.times(count + 1)).fits(self.budget_epsilon,
+                                                          self.budget_delta):
+            count += 1
+        return count
+
+    @property
     def exhausted(self) -> bool:
         """True if the period's budget cannot pay one more release."""
         return self.next_release is not None and not self.allows(self.next_release)
@@ -167,6 +190,7 @@ class BudgetState:
                 "epsilon_zcdp": self.epsilon_zcdp, "accounting": self.accounting,
                 "epsilon": self.epsilon, "delta": self.delta,
                 "remaining_epsilon": self.remaining_epsilon, "releases": self.releases,
+                "releases_left": self.releases_left,
                 "budget_period": self.budget_period, "period_start": self.period_start,
                 "period_end": self.period_end, "paused": self.exhausted,
                 "paused_until": self.period_end if self.exhausted else None}

@@ -145,3 +145,18 @@ def test_rows_without_rho_are_basic_until_backfilled(
     migrated = [e for e in audit.entries(reopened.db.conn) if e.event == "ledger-migrated"]
     assert len(migrated) == 1 and migrated[0].detail == {"rho_booked_rows": 2}
     assert audit.verify_chain(reopened.db.conn) is None
+
+
+@pytest.mark.parametrize(("policy", "booked"), [(SESSION, 10), (OPENED, 120)])
+def test_releases_left_is_what_the_ledger_will_still_pay(policy: MetricPolicy,
+                                                         booked: int) -> None:
+    conn = ledger_db()
+    book(conn, policy, booked)
+    state = ledger.budget(conn, policy)
+    cost = release_cost(policy)
+    left = state.releases_left
+    assert state.to_json()["releases_left"] == left > 0
+    assert state.spent.plus(cost.times(left)).fits(policy.privacy.budget_epsilon,
+                                                   policy.privacy.budget_delta)
+    assert not state.spent.plus(cost.times(left + 1)).fits(policy.privacy.budget_epsilon,
+                                                           policy.privacy.budget_delta)
