@@ -152,6 +152,12 @@ def zcdp_capacity(epsilon: float, delta: float) -> float:
     return float(_ZCDP_CARRIER.map(d))
 
 
+def capacity(epsilon: float, delta: float) -> float:
+    """``zcdp_capacity``, for any budget: one beyond ``MAX_EPSILON`` (which OpenDP cannot
+    convert) is credited only what ``MAX_EPSILON`` certifies, a lower bound of its own."""
+    return zcdp_capacity(min(epsilon, MAX_EPSILON), delta)
+
+
 def composed_epsilon(rho_per_release: float, releases: int, delta: float) -> float:
     """Epsilon of ``releases`` releases of ``rho_per_release`` each, at total ``delta``."""
     if isinstance(releases, bool) or not isinstance(releases, int) or releases < 0:
@@ -244,8 +250,7 @@ class Spend:
                 and self.delta <= delta * (1 + 1e-9))
 
     def zcdp_fits(self, epsilon: float, delta: float) -> bool:
-        return delta > 0 and math.isfinite(self.rho) and self.rho <= zcdp_capacity(epsilon,
-                                                                                    delta)
+        return delta > 0 and math.isfinite(self.rho) and self.rho <= capacity(epsilon, delta)
 
     def fits(self, epsilon: float, delta: float) -> bool:
         """True if either composition keeps these releases ``(epsilon, delta)``-DP."""

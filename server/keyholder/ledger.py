@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from blindsum.server.keyholder.accounting import Spend, zcdp_capacity
+from blindsum.server.keyholder.accounting import Spend, capacity
 from blindsum.server.keyholder.cost import release_cost
 from blindsum.shared.policy import MetricPolicy
 
@@ -114,17 +114,21 @@ class BudgetState:
             estimates.append(math.floor(
                 (self.budget_epsilon * (1 + 1e-9) - self.spent.epsilon) / cost.epsilon))
         if self.budget_delta > 0 and math.isfinite(self.spent.rho) and cost.rho > 0:
-            capacity = zcdp_capacity(self.budget_epsilon, self.budget_delta)
-            estimates.append(math.floor((capacity - self.spent.rho) / cost.rho))
-        count = max(max(estimates), 0)
-        # float division may land one either side: settle it with the ledger's own test
-        while count > 0 and not self.spent.plus(cost.times(count)).fits(
-                self.budget_epsilon, self.budget_delta):
-            count -= 1
-        while self.spent.plus(cost.times(count + 1)).fits(self.budget_epsilon,
-                                                          self.budget_delta):
-            count += 1
-        return count
+            room = capacity(self.budget_epsilon, self.budget_delta) - self.spent.rho
+            estimates.append(math.floor(room / cost.rho))
+
+        def fits(count: int) -> bool:
+            return self.spent.plus(cost.times(count)).fits(self.budget_epsilon,
+                                                           self.budget_delta)
+
+        # fits() is monotone in count: binary search for the largest count that fits
+        low, high = 0, max(max(estimates), 0) + 1
+        while fits(high):
+            low, high = high, high * 2
+        while high - low > 1:
+            middle = (low + high) // 2
+            low, high = (middle, high) if fits(middle) else (low, middle)
+        return low if fits(low) else 0
 
     @property
     def exhausted(self) -> bool:

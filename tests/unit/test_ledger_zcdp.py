@@ -160,3 +160,13 @@ def test_releases_left_is_what_the_ledger_will_still_pay(policy: MetricPolicy,
                                                    policy.privacy.budget_delta)
     assert not state.spent.plus(cost.times(left + 1)).fits(policy.privacy.budget_epsilon,
                                                            policy.privacy.budget_delta)
+
+
+def test_a_huge_budget_is_credited_what_opendp_can_convert() -> None:
+    # epsilon 1e9 is beyond OpenDP's conversion: zCDP is credited what epsilon 500 certifies,
+    # and the delta budget bounds basic composition
+    spent = accounting.Spend(1.0, 1e-6, 0.1, 1)
+    state = ledger.BudgetState("m", 1e9, 1e-3, spent, next_release=spent)
+    assert state.releases_left == math.floor(
+        (accounting.zcdp_capacity(500.0, 1e-3) - 0.1) / 0.1)
+    assert state.allows(spent) and not state.exhausted
