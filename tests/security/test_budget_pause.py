@@ -17,7 +17,7 @@ from security_kit import (
     wait_until,
 )
 
-from blindsum.client import Client, MetricPaused
+from blindsum.client import Client, ManifestError, MetricPaused
 from blindsum.server.processes import Deployment
 from blindsum.shared.manifest import Manifest
 from blindsum.shared.signing import parse_identity
@@ -60,11 +60,20 @@ def test_a_spent_budget_pauses_the_metric_and_sdks_stop_sending_it(
     assert row["paused"] is True and row["paused_until"] is None
     assert row["remaining_epsilon"] == 0
 
-    # the server relays the new manifest on its next refresh; SDKs then refuse to record
+    # each server worker relays the new manifest on its next refresh; an SDK keeps the
+    # newest manifest it has verified (it refuses an older one), and then refuses to record
     assert wait_until(lambda: METRIC in server_manifest(deployed).paused, timeout=60)
     sdk = Client(deployed.server.url, deployed.ingest_token, deployed.identity,
                  verify=deployed.verify, limits_path=tmp_path / "b.sqlite3")
+
+    def sdk_sees_the_pause() -> bool:
+        try:
+            return METRIC in sdk.refresh_manifest().paused
+        except ManifestError:  # a worker not yet refreshed answered the older manifest
+            return METRIC in sdk.manifest().paused
+
     try:
+        assert wait_until(sdk_sees_the_pause, timeout=60)
         with pytest.raises(MetricPaused, match=r"'sec_pause' is paused for good: its privacy"):
             sdk.record(METRIC, 1)
         assert sdk.pending == 0  # nothing was encrypted or queued
