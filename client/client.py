@@ -64,7 +64,7 @@ from blindsum.shared.schemes.paillier import PaillierPublic
 from blindsum.shared.signing import parse_identity
 
 from .errors import DroppedReport, ReportsDropped
-from .limits import ContributionLimiter
+from .limits import ContributionLimiter, default_state_path
 from .manifest_cache import ManifestCache
 from .queue import DiskQueue, MemoryQueue, ReportQueue
 from .transport import RetryPolicy, Timeouts, Transport
@@ -116,8 +116,12 @@ class Client:
         backoff: seconds before the first retry; doubles per retry, with jitter.
         manifest_ttl: seconds after which ``record`` re-fetches the manifest (key rotation);
             a failed re-fetch keeps the verified manifest already held.
-        queue_path: a SQLite file to keep unsent reports and contribution counts in, so they
-            survive an app restart. Without it they live in memory.
+        queue_path: a SQLite file to keep unsent reports (and contribution counts) in, so
+            they survive an app restart. Without it unsent reports live in memory.
+        limits_path: where contribution counts are kept: ``"default"`` (``queue_path`` if
+            given, else ``limits.default_state_path``: a file per server and key-holder
+            under the user's state directory), a path, or None for memory only (a restart
+            then forgets them, and the app may exceed ``contributions_per_window``).
 
     Raises:
         InvalidConfig: a bad argument (URL, token, batch size, wire, ...).
@@ -141,6 +145,7 @@ class Client:
         backoff: float = 0.5,
         manifest_ttl: float = 3600.0,
         queue_path: Path | str | None = None,
+        limits_path: Path | str | None = "default",
     ) -> None:
         self._identity = parse_identity(keyholder_identity)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int):
@@ -163,9 +168,13 @@ class Client:
             verify=verify,
         )
         path = Path(queue_path) if queue_path is not None else None
+        if limits_path == "default":
+            limits = path or default_state_path(server_url, keyholder_identity)
+        else:
+            limits = Path(limits_path) if limits_path is not None else None
         try:
             self._queue: ReportQueue = DiskQueue(path) if path else MemoryQueue()
-            self._limiter = ContributionLimiter(path) if enforce_contribution_limit else None
+            self._limiter = ContributionLimiter(limits) if enforce_contribution_limit else None
             self._cache = ManifestCache(path) if path else None
         except BaseException:
             self._transport.close()
@@ -326,6 +335,9 @@ class Client:
                 not a valid time.
             ContributionLimit: this Client already sent the policy's
                 ``contributions_per_window`` reports of ``metric`` to that window.
+            MetricPaused: the manifest pauses ``metric`` (its privacy budget for the
+                period is spent): nothing is encrypted or queued; the error says until when.
+                Reports queued before the pause are still sent.
             ManifestError, UpstreamError: the manifest could not be fetched or verified.
             ReportsDropped: the automatic flush found queued reports the server can no
                 longer accept (see ``flush``). This value was queued first, so it is either
@@ -337,6 +349,7 @@ class Client:
         # One manifest state for the whole record: its policy and key belong together.
         loaded = self._current()
         policy = loaded.manifest.policy(metric)
+        loaded.manifest.check_not_paused(metric, time.time())
         slots = encode(policy, value)
         window = policy.window_start(time.time() if at is None else at)
         scheme = self._scheme(loaded, policy)

@@ -3,7 +3,10 @@
 A metric's noise is calibrated to a sensitivity that assumes one install sends at most
 ``contributions_per_window`` reports to a window (see ``blindsum.shared.policy``). The server
 cannot tell installs apart, so an honest app enforces the limit here, before encrypting.
-With a state file the counts survive a restart, like the reports they account for.
+The counts are kept in a state file by default (``default_state_path``: one per server and
+key-holder identity under the user's state directory), so an app restart, or a second
+``Client`` in the same or another process, does not reset them: each reservation reads and
+writes the file in one ``BEGIN IMMEDIATE`` transaction.
 
 A count is *reserved* before a report is built and *released* if the report is never sent
 (encryption failed, or the report was dropped as unsendable), so a failure does not use up
@@ -12,6 +15,8 @@ the app's allowance.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -20,6 +25,22 @@ from blindsum.shared.errors import ContributionLimit
 from blindsum.shared.policy import MetricPolicy
 
 from .queue import connect, create_tables
+
+STATE_DIR_ENV = "BLINDSUM_STATE_DIR"
+
+
+def default_state_path(server_url: str, keyholder_identity: str) -> Path:
+    """Where the SDK keeps contribution counts when the app does not say.
+
+    ``$BLINDSUM_STATE_DIR``, else ``$XDG_STATE_HOME/blindsum``, else
+    ``~/.local/state/blindsum``; one file per (server, key-holder identity), so two
+    deployments never share counts.
+    """
+    base = os.environ.get(STATE_DIR_ENV) or (
+        Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
+        / "blindsum")
+    name = hashlib.sha256(f"{server_url}\n{keyholder_identity}".encode()).hexdigest()[:24]
+    return Path(base) / f"contributions-{name}.sqlite3"
 
 
 class ContributionLimiter:
@@ -51,6 +72,9 @@ class ContributionLimiter:
         """
         key = (policy.name, window)
         with self._lock:
+            if self._db is not None:
+                self._reserve_in_file(policy, window)
+                return
             used = self._counts.get(key, 0)
             if used >= policy.contributions_per_window:
                 raise ContributionLimit(
@@ -61,10 +85,44 @@ class ContributionLimiter:
             self._forget_before(policy.name, window - policy.window_seconds)
             self._store(key, used + 1)
 
+    def _reserve_in_file(self, policy: MetricPolicy, window: int) -> None:
+        """The same check against the file, so other Clients sharing it are counted."""
+        assert self._db is not None
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute("SELECT n FROM contributions WHERE metric = ? AND window_start = ?",
+                             (policy.name, window)).fetchone()
+            used = row[0] if row else 0
+            if used >= policy.contributions_per_window:
+                raise ContributionLimit(
+                    f"metric {policy.name!r} allows {policy.contributions_per_window} "
+                    f"report(s) per window from one install; the window starting at {window} "
+                    "is full, record again in the next window")
+            db.execute("DELETE FROM contributions WHERE metric = ? AND window_start < ?",
+                       (policy.name, window - policy.window_seconds))
+            db.execute("INSERT INTO contributions (metric, window_start, n) VALUES (?, ?, ?)"
+                       " ON CONFLICT (metric, window_start) DO UPDATE SET n = excluded.n",
+                       (policy.name, window, used + 1))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        self._counts[(policy.name, window)] = used + 1
+
     def release(self, metric: str, window: int) -> None:
         """Give back one reservation (its report will never reach the server)."""
         key = (metric, window)
         with self._lock:
+            if self._db is not None:
+                with self._db:
+                    self._db.execute(
+                        "UPDATE contributions SET n = n - 1 WHERE metric = ? "
+                        "AND window_start = ? AND n > 0", key)
+                row = self._db.execute("SELECT n FROM contributions WHERE metric = ? "
+                                       "AND window_start = ?", key).fetchone()
+                self._counts[key] = row[0] if row else 0
+                return
             used = self._counts.get(key, 0)
             if used > 0:
                 self._store(key, used - 1)
@@ -72,6 +130,10 @@ class ContributionLimiter:
     def used(self, metric: str, window: int) -> int:
         """Reports counted for ``metric`` in the window starting at ``window``."""
         with self._lock:
+            if self._db is not None:
+                row = self._db.execute("SELECT n FROM contributions WHERE metric = ? "
+                                       "AND window_start = ?", (metric, window)).fetchone()
+                return row[0] if row else 0
             return self._counts.get((metric, window), 0)
 
     def close(self) -> None:

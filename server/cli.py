@@ -157,15 +157,17 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_keyholder_policy_add(args: argparse.Namespace) -> int:
     from blindsum.server.keyholder.config import load_config
     from blindsum.server.keyholder.service import Keyholder
-    from blindsum.server.planning.commands import previews, read_policies, show_previews
+    from blindsum.server.planning.commands import previews, read_text, show_previews
+    from blindsum.shared.policy import load_policies_toml, load_unit_budget_toml
 
     config = load_config(_keyholder_overrides(args))
-    policies = read_policies(args.file)
+    text = read_text(args.file, "policy file")
+    policies, unit = load_policies_toml(text), load_unit_budget_toml(text)
     # The preview is computed before anything is registered: a policy that cannot be
     # calibrated fails here and nothing is written.
     items = previews(policies, args.contributors)
     holder = Keyholder.open(config.data_dir, config.passphrase)
-    added = holder.add_policies(policies)
+    added = holder.add_policies(policies, unit, raise_cap=args.raise_cap)
     unchanged = [p.name for p in policies if p.name not in added]
     show_previews(items, as_json=args.json)
     if not args.json:
@@ -203,12 +205,16 @@ def cmd_keyholder_budget(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"metrics": [state.to_json() for state in states]}))
         return 0
-    table = Table(title="Privacy budget (epsilon, basic composition)")
-    for column in ("metric", "releases", "spent", "budget", "left"):
+    table = Table(title="Privacy budget: epsilon spent, at delta up to the budget's")
+    for column in ("metric", "releases", "spent", "delta", "accounting", "budget", "left"):
         table.add_column(column, justify="left" if column == "metric" else "right")
     for state in states:
-        table.add_row(state.metric, str(state.releases), f"{state.spent_epsilon:g}",
-                      f"{state.budget_epsilon:g}", f"{state.remaining_epsilon:g}")
+        table.add_row(state.metric, str(state.releases), f"{state.epsilon:.4g}",
+                      f"{state.delta:.3g}", state.accounting,
+                      f"({state.budget_epsilon:g}, {state.budget_delta:.3g})",
+                      f"{state.remaining_epsilon:.4g}")
+    table.caption = ("the tighter of basic composition (epsilons add) and zCDP (rho adds, "
+                     "converted once by OpenDP at the budget's delta)")
     Console().print(table)
     return 0
 
@@ -419,13 +425,16 @@ def _when(seconds: float | None) -> str:
 
 def cmd_server_token_create(args: argparse.Namespace) -> int:
     token, record = _token_book(args.data_dir, create=True).create(
-        args.role, args.label, args.metric or None)
+        args.role, args.label, args.metric or None, args.max_reports_per_window)
     metrics = None if record.metrics is None else sorted(record.metrics)
     if args.json:
         print(json.dumps({"token": token, "role": record.role, "label": record.label,
-                          "metrics": metrics}))
+                          "metrics": metrics,
+                          "max_reports_per_window": record.max_reports_per_window}))
         return 0
     scope = "every metric" if metrics is None else ", ".join(metrics)
+    if record.max_reports_per_window is not None:
+        scope += f", at most {record.max_reports_per_window} report(s) per window"
     print(f"created {record.role} token {record.label!r} (digest {record.digest[:12]}) for "
           f"{scope}; it is shown once, store it now:", file=sys.stderr)
     print(token)
@@ -481,8 +490,12 @@ def _token_parsers(srv: argparse._SubParsersAction) -> None:  # type: ignore[typ
     create.add_argument("--metric", action="append", metavar="NAME",
                         help="an ingest token may report only these metrics (repeatable; "
                              "default: every metric)")
+    create.add_argument("--max-reports-per-window", type=int, metavar="N",
+                        help="an ingest token may send at most N reports per window of each "
+                             "metric (default: no cap); the excess is refused with 409")
     create.add_argument("--json", action="store_true",
-                        help='print {"token", "role", "label", "metrics"}')
+                        help='print {"token", "role", "label", "metrics", '
+                             '"max_reports_per_window"}')
     create.set_defaults(handler=cmd_server_token_create)
     revoke = actions.add_parser("revoke", help="refuse a token from the next request on")
     revoke.add_argument("--data-dir", required=True, type=Path)
@@ -530,7 +543,10 @@ def build_parser() -> argparse.ArgumentParser:
     policy_actions = policy.add_subparsers(dest="policy_action", required=True)
     add = policy_actions.add_parser("add", help="register the policies of a TOML file")
     kh_common(add)
-    add.add_argument("file", help="policy TOML file ([metrics.NAME] tables)")
+    add.add_argument("file", help="policy TOML file ([metrics.NAME] tables, optional "
+                                  "[budget] per device per period)")
+    add.add_argument("--raise-cap", action="store_true",
+                     help="allow a version (or [budget]) that raises a budget cap; audited")
     add_preview_arguments(add)
     add.set_defaults(handler=cmd_keyholder_policy_add)
 

@@ -111,6 +111,22 @@ class ReleaseInterrupted(Conflict):
     title = "Release interrupted"
 
 
+class ReportCapExceeded(Conflict):
+    """An ingest token sent more reports to a window than its per-window cap allows."""
+
+    code = "report-cap-exceeded"
+    title = "Report cap exceeded"
+
+
+class MetricPaused(BlindsumError):
+    """The metric's privacy budget for the current period is spent: the manifest pauses it,
+    so nothing recorded now could be published. Record again after the pause ends."""
+
+    status = 409
+    code = "metric-paused"
+    title = "Metric paused"
+
+
 class PayloadTooLarge(BlindsumError):
     status = 413
     code = "payload-too-large"

@@ -16,7 +16,13 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from blindsum.shared.errors import BlindsumError, InvalidCiphertext, ManifestError, NotFound
+from blindsum.shared.errors import (
+    BlindsumError,
+    InvalidCiphertext,
+    ManifestError,
+    MetricPaused,
+    NotFound,
+)
 from blindsum.shared.headroom import headroom
 from blindsum.shared.policy import MetricPolicy
 from blindsum.shared.schemes.base import PublicScheme, SlotSpec
@@ -41,6 +47,21 @@ class KeyEntry:
 
 
 @dataclass(frozen=True)
+class Pause:
+    """A metric the key-holder can release no more of until ``until`` (None: ever)."""
+
+    metric: str
+    reason: str
+    until: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"metric": self.metric, "reason": self.reason, "until": self.until}
+
+    def active(self, now: float) -> bool:
+        return self.until is None or now < self.until
+
+
+@dataclass(frozen=True)
 class Manifest:
     """A verified manifest. Build with ``Manifest.verify`` (or ``issue`` at the key-holder)."""
 
@@ -49,6 +70,16 @@ class Manifest:
     keys: tuple[KeyEntry, ...]
     policies: Mapping[str, MetricPolicy]
     document: Mapping[str, str] = field(compare=False, repr=False)
+    paused: Mapping[str, Pause] = field(default_factory=dict)
+
+    def check_not_paused(self, metric: str, now: float) -> None:
+        """Raise ``MetricPaused`` (with the reason and until when) if ``metric`` is paused."""
+        pause = self.paused.get(metric)
+        if pause is not None and pause.active(now):
+            until = ("for good" if pause.until is None else
+                     "until " + time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(pause.until)))
+            raise MetricPaused(f"metric {metric!r} is paused {until}: {pause.reason}; "
+                               "nothing recorded now could be published")
 
     def policy(self, name: str) -> MetricPolicy:
         """The current policy of a metric. Raises NotFound naming the metric."""
@@ -76,8 +107,9 @@ class Manifest:
         serial: int,
         keys: list[KeyEntry],
         policies: list[MetricPolicy],
+        paused: list[Pause] | tuple[Pause, ...] = (),
     ) -> Manifest:
-        payload = {
+        payload: dict[str, Any] = {
             "type": MANIFEST_TYPE,
             "v": 1,
             "serial": serial,
@@ -85,6 +117,8 @@ class Manifest:
             "keys": [k.to_json() for k in keys],
             "policies": [p.to_json() for p in policies],
         }
+        if paused:  # absent when nothing is paused: older SDKs read such manifests as before
+            payload["paused"] = [p.to_json() for p in paused]
         return cls.verify(sign_document(identity, payload), identity.public_key())
 
     @classmethod
@@ -103,7 +137,14 @@ class Manifest:
             for raw in body["policies"]:
                 policy = MetricPolicy.from_mapping(raw["name"], raw)
                 policies[policy.name] = policy
-            return cls(int(body["serial"]), int(body["issued_at"]), keys, policies, document)
+            paused = {}
+            for raw in body.get("paused", []):
+                until = raw["until"]
+                if until is not None and (isinstance(until, bool) or not isinstance(until, int)):
+                    raise ValueError(f"paused metric {raw['metric']!r} has a bad until")
+                paused[str(raw["metric"])] = Pause(str(raw["metric"]), str(raw["reason"]), until)
+            return cls(int(body["serial"]), int(body["issued_at"]), keys, policies, document,
+                       paused)
         except (KeyError, TypeError, ValueError, BlindsumError) as exc:
             raise ManifestError(f"manifest contents are invalid: {exc}") from None
 

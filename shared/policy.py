@@ -9,7 +9,8 @@ there, so a server cannot shrink a metric's bounds to shrink its noise.
 Privacy unit: one report. Neighbouring datasets differ by *substituting* one report; the
 number of reports in a window is public (the server sees it, as in DAP). A policy's
 ``contributions_per_window`` multiplies the sensitivity when one install may report a metric
-more than once per window; the SDK enforces that limit for honest apps.
+more than once per window; the SDK enforces that limit across restarts (a state file), and
+the server can cap what each ingest token sends per window.
 """
 
 from __future__ import annotations
@@ -47,14 +48,64 @@ class Privacy:
             "laplace" (pure epsilon-DP, discrete Laplace).
         epsilon: cost of one release.
         delta: cost of one release (0 for laplace).
-        budget_epsilon: total epsilon all releases of this metric may spend (basic
-            composition); the key-holder's ledger refuses a release that would exceed it.
+        budget_epsilon: total epsilon all releases of this metric may spend.
+        budget_period: seconds after which the budget renews, aligned to the unix epoch
+            (``"day"`` = 86,400: UTC days; ``"week"`` = 604,800); 0 (``"lifetime"``, the
+            default) never renews. A window is charged to the period its start falls in.
+            The default is the lifetime budget because a policy registered before periods
+            existed must not start renewing (spending more) without its operator saying so.
+        budget_delta: total delta they may spend. The key-holder's ledger admits a release
+            while the metric's releases, composed either by adding epsilons and deltas
+            (basic composition) or by adding zCDP costs and converting once, stay within
+            ``(budget_epsilon, budget_delta)``. Default ``default_budget_delta``.
     """
 
     mechanism: Mechanism
     epsilon: float
     delta: float
     budget_epsilon: float
+    budget_delta: float = -1.0  # replaced by the default in __post_init__
+    budget_period: int = 0
+
+    @property
+    def renews(self) -> bool:
+        """True if the budget renews every ``budget_period`` seconds (0: a lifetime budget)."""
+        return self.budget_period > 0
+
+    def __post_init__(self) -> None:
+        if self.budget_delta < 0:
+            object.__setattr__(self, "budget_delta", default_budget_delta(
+                self.epsilon, self.delta, self.budget_epsilon))
+
+
+# A budget's total delta has the same cap as one release's: a total above it may expose one
+# report in full with a probability (1/1,000 over the budget's life) no deployment accepts.
+MAX_BUDGET_DELTA = 1e-3
+
+
+def basic_release_count(epsilon: float, budget_epsilon: float) -> int:
+    """Releases of ``epsilon`` that fit ``budget_epsilon`` when epsilons add.
+
+    The ledger's float tolerance, so ten releases of 0.1 fit a budget of 1.0.
+    """
+    count = math.floor(budget_epsilon / epsilon)
+    while count * epsilon > budget_epsilon * (1 + 1e-9):
+        count -= 1
+    while (count + 1) * epsilon <= budget_epsilon * (1 + 1e-9):
+        count += 1
+    return count
+
+
+def default_budget_delta(epsilon: float, delta: float, budget_epsilon: float) -> float:
+    """The total delta a budget allows when the policy does not say: what basic
+    composition already spent, i.e. ``delta`` times the releases ``budget_epsilon`` allows
+    at ``epsilon`` each (capped at ``MAX_BUDGET_DELTA``).
+
+    So the zCDP ledger never allows fewer releases than basic composition did, and it
+    certifies them at the same (or a smaller) total delta. A laplace metric's default is
+    0: its budget stays pure epsilon-DP unless the policy opts into a delta.
+    """
+    return min(delta * basic_release_count(epsilon, budget_epsilon), MAX_BUDGET_DELTA)
 
 
 
@@ -159,9 +210,11 @@ def load_policies_toml(text: str) -> list[MetricPolicy]:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise InvalidPolicy(f"policy file is not valid TOML: {exc}") from None
-    unknown = set(document) - {"metrics"}
+    unknown = set(document) - {"metrics", "budget"}
     if unknown:
         raise InvalidPolicy(f"policy file has unknown top-level keys: {sorted(unknown)}")
+    if "budget" in document:
+        UnitBudget.from_mapping(document["budget"])
     metrics = document.get("metrics")
     if not isinstance(metrics, dict) or not metrics:
         raise InvalidPolicy("policy file declares no [metrics.NAME] tables")
@@ -178,7 +231,16 @@ _KNOWN_FIELDS = {
     "window_seconds", "late_seconds", "min_contributors", "max_contributors",
     "contributions_per_window", "allow_early_release", "privacy", "description",
 }
-_KNOWN_PRIVACY = {"mechanism", "epsilon", "delta", "budget_epsilon"}
+_KNOWN_PRIVACY = {"mechanism", "epsilon", "delta", "budget_epsilon", "budget_delta",
+                  "budget_period"}
+PERIODS = {"lifetime": 0, "day": 86_400, "week": 7 * 86_400}
+MAX_PERIOD = 366 * 86_400
+
+
+def describe_period(seconds: int) -> str:
+    """A budget period in words: "day", "week", "lifetime" (0) or seconds."""
+    names = {value: name for name, value in PERIODS.items()}
+    return names.get(seconds, f"{seconds} s")
 
 
 class _PolicyReader:
@@ -261,7 +323,7 @@ class _PolicyReader:
             max_contributors=max_contributors,
             contributions_per_window=self.integer("contributions_per_window", 1, 1, 1000),
             allow_early_release=early,
-            privacy=self.privacy(),
+            privacy=self.privacy(window_seconds),
             description=description,
         )
         if policy.slot_count > MAX_SLOTS:
@@ -310,7 +372,24 @@ class _PolicyReader:
             raise self.fail("bucket edges must be strictly increasing")
         return edges
 
-    def privacy(self) -> Privacy:
+    def period(self, raw: Mapping[str, Any], window_seconds: int) -> int:
+        value = raw.get("budget_period", "lifetime")
+        if isinstance(value, str):
+            if value not in PERIODS:
+                raise self.fail(f"privacy.budget_period must be one of {list(PERIODS)} or "
+                                f"a number of seconds, got {value!r}")
+            value = PERIODS[value]
+        elif isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise self.fail(f"privacy.budget_period must be a period name or whole seconds "
+                            f"(>= 0), got {value!r}")
+        if value and (value % window_seconds or value > MAX_PERIOD):
+            raise self.fail(
+                f"privacy.budget_period ({value} s) must be a whole number of windows "
+                f"({window_seconds} s) and at most {MAX_PERIOD} s, so each window falls in "
+                "one period")
+        return value
+
+    def privacy(self, window_seconds: int) -> Privacy:
         raw = self.raw.get("privacy")
         if not isinstance(raw, Mapping):
             raise self.fail("a [privacy] table is required")
@@ -332,4 +411,79 @@ class _PolicyReader:
         budget = self.number(raw, "budget_epsilon", None)
         if budget < epsilon:
             raise self.fail("privacy.budget_epsilon must allow at least one release")
-        return Privacy(mechanism, epsilon, delta, budget)  # type: ignore[arg-type]
+        budget_delta = self.number(raw, "budget_delta",
+                                   default_budget_delta(epsilon, delta, budget))
+        if not delta <= budget_delta <= MAX_BUDGET_DELTA:
+            raise self.fail(
+                f"privacy.budget_delta must be between the release's delta ({delta:g}) and "
+                f"{MAX_BUDGET_DELTA:g}, got {budget_delta:g}")
+        period = self.period(raw, window_seconds)
+        return Privacy(mechanism, epsilon, delta, budget, budget_delta,  # type: ignore[arg-type]
+                       period)
+
+
+@dataclass(frozen=True)
+class UnitBudget:
+    """What one privacy unit (a device) may spend per period across *all* metrics.
+
+    The key-holder checks it when policies are registered: every metric's per-release cost
+    times its windows per period, composed (the tighter of basic and zCDP composition),
+    must fit ``(epsilon, delta)``. A policy file sets it with a ``[budget]`` table.
+    """
+
+    epsilon: float
+    delta: float
+    period: int
+
+    def raises(self, before: UnitBudget) -> bool:
+        """True if this budget allows more than ``before``: a bigger epsilon or delta, or
+        the same spent over a shorter period."""
+        return (self.epsilon > before.epsilon or self.delta > before.delta
+                or self.period < before.period)
+
+    def to_json(self) -> dict[str, float | int]:
+        return {"epsilon": self.epsilon, "delta": self.delta, "period": self.period}
+
+    @classmethod
+    def from_mapping(cls, raw: object) -> UnitBudget:
+        """Validate a ``[budget]`` table: ``epsilon``, ``delta``, ``period``.
+
+        Raises:
+            InvalidPolicy: naming the field at fault.
+        """
+        if not isinstance(raw, Mapping):
+            raise InvalidPolicy("[budget] must be a table with epsilon, delta and period")
+        unknown = set(raw) - {"epsilon", "delta", "period"}
+        if unknown:
+            raise InvalidPolicy(f"[budget] has unknown fields {sorted(unknown)}")
+        reader = _PolicyReader("budget", raw)
+        epsilon = reader.number(raw, "epsilon", None)
+        if not 0 < epsilon <= 100:
+            raise InvalidPolicy(f"budget.epsilon must be in (0, 100], got {epsilon:g}")
+        delta = reader.number(raw, "delta", 0)
+        if not 0 <= delta <= MAX_BUDGET_DELTA:
+            raise InvalidPolicy(f"budget.delta must be in [0, {MAX_BUDGET_DELTA:g}], got "
+                                f"{delta:g}")
+        period = raw.get("period", "day")
+        if period == "lifetime" or period == 0:
+            raise InvalidPolicy("budget.period must renew: a day, a week or whole seconds")
+        try:
+            seconds = reader.period({"budget_period": period}, 1)
+        except InvalidPolicy as exc:
+            raise InvalidPolicy(str(exc).replace("metric 'budget': privacy.budget_period",
+                                                 "budget.period")) from None
+        return cls(epsilon, delta, seconds)
+
+
+def load_unit_budget_toml(text: str) -> UnitBudget | None:
+    """The ``[budget]`` table of a policy file, or None if it has none.
+
+    Raises:
+        InvalidPolicy: the file is not valid TOML or the table is invalid.
+    """
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise InvalidPolicy(f"policy file is not valid TOML: {exc}") from None
+    raw = document.get("budget")
+    return None if raw is None else UnitBudget.from_mapping(raw)

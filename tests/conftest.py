@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,19 @@ from blindsum.shared.manifest import KeyEntry, Manifest
 from blindsum.shared.policy import MetricPolicy, load_policies_toml
 
 POLICY_DIR = Path(__file__).parent / "policies"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def sdk_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """SDK contribution counts go to a directory of this run, not the user's state dir."""
+    path = tmp_path_factory.mktemp("sdk-state")
+    previous = os.environ.get("BLINDSUM_STATE_DIR")
+    os.environ["BLINDSUM_STATE_DIR"] = str(path)  # inherited by SDK subprocesses too
+    yield path
+    if previous is None:
+        os.environ.pop("BLINDSUM_STATE_DIR", None)
+    else:
+        os.environ["BLINDSUM_STATE_DIR"] = previous
 
 
 @pytest.fixture(scope="session")

@@ -34,9 +34,13 @@ class Budget:
     spent_epsilon: float
     remaining_epsilon: float
     releases: int
+    # the key-holder's own count (its zCDP ledger admits more than epsilons adding up)
+    left: int | None = None
 
     def releases_left(self, epsilon: float) -> int:
         """Releases of ``epsilon`` each the remaining budget can still pay for."""
+        if self.left is not None:
+            return self.left
         if epsilon <= 0:
             return 0
         # the ledger's own tolerance: ten releases of 0.1 fit a budget of 1.0
@@ -51,7 +55,9 @@ def _parse(body: object) -> dict[str, Budget] | None:
         try:
             budget = Budget(str(item["metric"]), float(item["budget_epsilon"]),
                             float(item["spent_epsilon"]), float(item["remaining_epsilon"]),
-                            int(item["releases"]))
+                            int(item["releases"]),
+                            None if item.get("releases_left") is None
+                            else int(item["releases_left"]))
         except (KeyError, TypeError, ValueError):
             return None
         out[budget.metric] = budget

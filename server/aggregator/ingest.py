@@ -29,6 +29,7 @@ from typing import Any
 
 from blindsum.server.aggregator.manifests import ManifestSource
 from blindsum.server.aggregator.store import Store, Transaction, WindowKey, pack_blobs
+from blindsum.server.aggregator.tokens import TokenRecord
 from blindsum.server.aggregator.windows import check_report_window, due_at
 from blindsum.shared.codec import BatchReceipt, Report, ReportBatch
 from blindsum.shared.errors import (
@@ -36,6 +37,7 @@ from blindsum.shared.errors import (
     Conflict,
     InvalidCiphertext,
     InvalidInput,
+    ReportCapExceeded,
 )
 from blindsum.shared.manifest import Keyring, slot_spec
 from blindsum.shared.policy import MetricPolicy
@@ -86,10 +88,14 @@ class Ingestor:
         self._manifests = manifests
         self._clock = clock
 
-    def ingest(self, batch: ReportBatch) -> BatchReceipt:
+    def ingest(self, batch: ReportBatch, sender: TokenRecord | None = None) -> BatchReceipt:
         """Validate, store and fold a batch; return once every new report is durable.
 
+        ``sender`` is the ingest token's record: a token with ``max_reports_per_window``
+        may add at most that many reports to each window of a metric.
+
         Raises:
+            ReportCapExceeded: the sender's cap would be exceeded (nothing is stored).
             InvalidInput / InvalidCiphertext: a report is invalid (named by index).
             Conflict: a window was sealed for release or would exceed max_contributors.
             UpstreamError: no verified manifest is available.
@@ -112,6 +118,8 @@ class Ingestor:
             fresh = [c for c in checked if c.report.report_id not in stored]
             if len(fresh) != len(checked):  # a concurrent retry stored some of them first
                 sums = _group_sums(fresh)
+            if sender is not None and sender.max_reports_per_window is not None:
+                _count_against_cap(tx, sender, fresh)
             _fold(tx, sums, now)
             tx.insert_reports([rows[c.report.report_id] for c in fresh])
         return BatchReceipt(accepted=len(fresh), duplicates=len(ids) - len(fresh))
@@ -237,6 +245,36 @@ def _group_sums(checked: Sequence[_Checked]) -> dict[WindowKey, tuple[_Checked, 
             )
         sums[key] = (members[0], len(members), total)
     return sums
+
+
+def _count_against_cap(tx: Transaction, sender: TokenRecord, fresh: Sequence[_Checked]
+                       ) -> None:
+    """Count the sender's new reports per (metric, window); refuse any beyond its cap.
+
+    Duplicates (retries) are not counted again: only reports stored for the first time are.
+    The count says how many reports a token sent, which the server knows anyway.
+    """
+    cap = sender.max_reports_per_window
+    assert cap is not None
+    counts: dict[tuple[str, int], int] = {}
+    for checked in fresh:
+        key = (checked.report.metric, checked.report.window)
+        counts[key] = counts.get(key, 0) + 1
+    for (metric, window), count in counts.items():
+        row = tx.conn.execute(
+            'SELECT n FROM token_reports WHERE digest = ? AND metric = ? AND "window" = ?',
+            (sender.digest, metric, window)).fetchone()
+        sent = row[0] if row else 0
+        if sent + count > cap:
+            raise ReportCapExceeded(
+                f"token {sender.label!r} may send at most {cap} report(s) per window of a "
+                f"metric (max_reports_per_window); window {window} of {metric!r} already "
+                f"has {sent} from it, so {count} more are refused and nothing in this batch "
+                "was stored")
+        tx.conn.execute(
+            'INSERT INTO token_reports (digest, metric, "window", n) VALUES (?, ?, ?, ?) '
+            'ON CONFLICT (digest, metric, "window") DO UPDATE SET n = excluded.n',
+            (sender.digest, metric, window, sent + count))
 
 
 def _fold(

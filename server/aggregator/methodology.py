@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from blindsum.shared.policy import MetricPolicy
+from blindsum.shared.policy import MetricPolicy, describe_period
 
 DAY = 86_400
 RHO = "\u03c1"  # spelled out: ruff mistakes the letter for a Latin p
@@ -86,13 +86,23 @@ def privacy_cost(policy: MetricPolicy, rho: float | None) -> Section:
         per += f", δ = {privacy.delta:g}" + ("" if rho is None else f" ({RHO} = {rho:.4g} zCDP)")
     per_day = DAY / policy.window_seconds
     releases = int(privacy.budget_epsilon / privacy.epsilon * (1 + 1e-9))
+    lifetime = (
+        f"The metric's lifetime budget is ε = {privacy.budget_epsilon:g}: at most {releases} "
+        "releases, after which the key-holder publishes nothing more for it.")
+    if privacy.budget_delta > 0:
+        lifetime = (
+            f"The metric's budget is ε = {privacy.budget_epsilon:g}, δ = "
+            f"{privacy.budget_delta:.3g}: the key-holder adds the releases' zCDP costs and "
+            "converts them once (OpenDP), paying a release while that or basic composition "
+            f"fits, so it allows more than the {releases} releases basic composition would.")
+    if privacy.budget_period:
+        lifetime += f" The budget renews every {describe_period(privacy.budget_period)}."
     return Section("Privacy cost", (
         f"Each window is released at most once and costs {per}.",
         f"With windows of {_duration(policy.window_seconds)} that is up to "
         f"{per_day:g} releases a day: ε = {per_day * privacy.epsilon:g} a day by basic "
         "composition.",
-        f"The metric's lifetime budget is ε = {privacy.budget_epsilon:g}: at most {releases} "
-        "releases, after which the key-holder publishes nothing more for it.",
+        lifetime,
     ))
 
 

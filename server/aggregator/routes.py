@@ -96,7 +96,7 @@ def post_reports() -> Response:
         batch = ReportBatch.from_wire(read_wire_body(BATCH_ITEMS))
         require_metrics(principal, ((f"batch.reports[{index}]", report.metric)
                                     for index, report in enumerate(batch.reports)))
-        receipt = aggregator().ingestor.ingest(batch)
+        receipt = aggregator().ingestor.ingest(batch, principal)
     except BlindsumError as exc:
         telemetry.refused_batches.labels(exc.code).inc()
         raise

@@ -44,7 +44,7 @@ import cbor2
 from blindsum.server.sqlite import connect, write_transaction
 
 DB_NAME = "aggregator.db"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: per-token report caps
 STATES = ("open", "sealed", "released", "refused")
 _ID_CHUNK = 500  # ids per "IN (...)": far below SQLite's variable limit
 
@@ -101,7 +101,16 @@ CREATE TABLE IF NOT EXISTS tokens (
     label TEXT NOT NULL,
     metrics TEXT,
     created_at REAL NOT NULL,
-    revoked_at REAL
+    revoked_at REAL,
+    max_reports_per_window INTEGER
+);
+-- reports each capped token sent per (metric, window): the server's bound on one install
+CREATE TABLE IF NOT EXISTS token_reports (
+    digest TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    "window" INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (digest, metric, "window")
 );
 CREATE UNIQUE INDEX IF NOT EXISTS tokens_active_label ON tokens (label)
     WHERE revoked_at IS NULL;
@@ -313,6 +322,18 @@ class Store:
             self.connection().executescript(
                 f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             )
+            self._add_token_cap_column()
+
+    def _add_token_cap_column(self) -> None:
+        """Stores made before per-token caps lack the column (idempotent, race-safe)."""
+        conn = self.connection()
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(tokens)")}
+        if "max_reports_per_window" not in columns:
+            try:
+                conn.execute("ALTER TABLE tokens ADD COLUMN max_reports_per_window INTEGER")
+            except sqlite3.OperationalError as exc:  # another worker added it first
+                if "duplicate column" not in str(exc):
+                    raise
 
     def connection(self) -> sqlite3.Connection:
         held: _Held | None = getattr(self._local, "held", None)

@@ -37,7 +37,8 @@ PREFIXES: Mapping[str, str] = {"ingest": "ing_", "admin": "adm_"}
 MIN_PREFIX = 8  # hex digits of a digest prefix that may name a token on the command line
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.:@/+-]{0,63}$")
 _HEX = re.compile(r"^[0-9a-f]+$")
-_COLUMNS = "digest, role, label, metrics, created_at, revoked_at"
+_COLUMNS = "digest, role, label, metrics, created_at, revoked_at, max_reports_per_window"
+MAX_CAP = 10**9
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,9 @@ class TokenRecord:
         created_at: unix seconds.
         revoked_at: unix seconds, or ``None`` while the token is valid.
         source: ``store`` (created by the CLI) or ``environment``.
+        max_reports_per_window: reports this (ingest) token may send per window of each
+            metric; ``None``: no cap. An operator who issues a token per install bounds
+            what one install sends, whatever its SDK does.
     """
 
     digest: str
@@ -61,6 +65,7 @@ class TokenRecord:
     created_at: float
     revoked_at: float | None = None
     source: str = "store"
+    max_reports_per_window: int | None = None
 
     @property
     def active(self) -> bool:
@@ -77,6 +82,7 @@ class TokenRecord:
             "metrics": None if self.metrics is None else sorted(self.metrics),
             "created_at": self.created_at,
             "revoked_at": self.revoked_at,
+            "max_reports_per_window": self.max_reports_per_window,
             "digest_prefix": self.digest[:12],
         }
 
@@ -136,14 +142,23 @@ class TokenBook:
         return [_record(row) for row in rows]
 
     def create(self, role: str, label: str | None = None,
-               metrics: Iterable[str] | None = None) -> tuple[str, TokenRecord]:
+               metrics: Iterable[str] | None = None,
+               max_reports_per_window: int | None = None) -> tuple[str, TokenRecord]:
         """Make a token; returns (the token, to show once, and its record).
 
         Raises:
-            InvalidInput: a bad role, label or metric name, or metrics on an admin token.
+            InvalidInput: a bad role, label, metric name or cap, or metrics or a cap on an
+                admin token.
             Conflict: an active token already has this label.
         """
         check_role(role)
+        cap = max_reports_per_window
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, int)
+                                or not 1 <= cap <= MAX_CAP):
+            raise InvalidInput(f"max_reports_per_window must be an integer in 1..{MAX_CAP}, "
+                               f"got {cap!r}")
+        if cap is not None and role != "ingest":
+            raise InvalidInput("only ingest tokens have a report cap")
         scope = None if metrics is None else check_metrics(metrics)
         if scope is not None and role != "ingest":
             raise InvalidInput("only ingest tokens are scoped to metrics")
@@ -152,13 +167,14 @@ class TokenBook:
         token = new_token(role)
         digest = token_digest(token)
         record = TokenRecord(digest, role, check_label(label or f"{role}-{digest[:8]}"), scope,
-                             time.time())
+                             time.time(), max_reports_per_window=cap)
         try:
             with self._store.transaction() as tx:
                 tx.conn.execute(
-                    f"INSERT INTO tokens ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, NULL)",
+                    f"INSERT INTO tokens ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, NULL, ?)",
                     (digest, role, record.label,
-                     None if scope is None else json.dumps(sorted(scope)), record.created_at),
+                     None if scope is None else json.dumps(sorted(scope)), record.created_at,
+                     cap),
                 )
         except sqlite3.IntegrityError:
             raise Conflict(f"an active token is already labelled {record.label!r}") from None
@@ -210,4 +226,5 @@ class TokenBook:
 
 def _record(row: tuple[Any, ...]) -> TokenRecord:
     metrics = None if row[3] is None else frozenset(json.loads(row[3]))
-    return TokenRecord(row[0], row[1], row[2], metrics, row[4], row[5])
+    return TokenRecord(row[0], row[1], row[2], metrics, row[4], row[5],
+                       max_reports_per_window=row[6])

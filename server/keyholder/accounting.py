@@ -18,6 +18,7 @@ Pure functions of numbers: the ledger decides what to store, this module what it
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -151,6 +152,12 @@ def zcdp_capacity(epsilon: float, delta: float) -> float:
     return float(_ZCDP_CARRIER.map(d))
 
 
+def capacity(epsilon: float, delta: float) -> float:
+    """``zcdp_capacity``, for any budget: one beyond ``MAX_EPSILON`` (which OpenDP cannot
+    convert) is credited only what ``MAX_EPSILON`` certifies, a lower bound of its own."""
+    return zcdp_capacity(min(epsilon, MAX_EPSILON), delta)
+
+
 def composed_epsilon(rho_per_release: float, releases: int, delta: float) -> float:
     """Epsilon of ``releases`` releases of ``rho_per_release`` each, at total ``delta``."""
     if isinstance(releases, bool) or not isinstance(releases, int) or releases < 0:
@@ -185,3 +192,89 @@ def basic_releases(release_epsilon: float, budget_epsilon: float) -> int:
     while (count + 1) * release <= budget * (1 + 1e-9):
         count += 1
     return count
+
+
+def release_rho(epsilon: float, rho: float | None) -> float:
+    """The zCDP cost booked for one release.
+
+    A Gaussian release books its plan's ``rho`` (OpenDP's map at the sensitivity). A
+    Laplace release (``rho`` None) is pure ``epsilon``-DP, which OpenDP converts to
+    ``epsilon**2 / 2``-zCDP: that is what it adds to a zCDP total. Its pure epsilon is booked
+    as well, for basic composition (see ``Spend``).
+    """
+    return pure_dp_rho(epsilon) if rho is None else _positive("rho", rho)
+
+
+@dataclass(frozen=True)
+class Spend:
+    """What a set of releases costs, under two compositions that both hold at once.
+
+    ``epsilon`` and ``delta`` add (basic composition: the releases are ``(epsilon,
+    delta)``-DP together); ``rho`` adds (zCDP: they are ``rho``-zCDP, so ``(zcdp_epsilon(rho,
+    d), d)``-DP for every ``d``). Both are true of the same releases, so a budget ``(E, D)``
+    holds while *either* fits it, and the reported guarantee is the tighter of the two.
+
+    Why both and not one: for Gaussian releases zCDP is tighter from the second release on
+    (48 at (1, 1e-7) are epsilon 48 basic, about 7 in zCDP at the same total delta). For
+    Laplace releases basic composition keeps the guarantee *pure* (delta 0) and is tighter
+    for few releases (k releases of 1 are (k, 0)-DP, while their zCDP total k/2 converts to
+    more than k until k passes 2 ln(1/delta) / (1 - epsilon/2)**2, ~110 releases of epsilon
+    1 at delta 1e-6); zCDP wins beyond that, but only if the budget grants a delta.
+    Choosing per check, instead of once per mechanism, gives every metric the better of the
+    two at every point of its life.
+    """
+
+    epsilon: float = 0.0
+    delta: float = 0.0
+    rho: float = 0.0
+    releases: int = 0
+
+    def plus(self, other: Spend, times: int = 1) -> Spend:
+        """This spend and ``times`` copies of ``other`` (each sum rounded up)."""
+        spend = self
+        for _ in range(times):
+            spend = Spend(_add_up(spend.epsilon, other.epsilon),
+                          _add_up(spend.delta, other.delta),
+                          _add_up(spend.rho, other.rho), spend.releases + other.releases)
+        return spend
+
+    def times(self, count: int) -> Spend:
+        """``count`` releases of this spend (products rounded up, so an upper bound)."""
+        def up(x: float) -> float:
+            return math.nextafter(x * count, math.inf) if x and count > 1 else x * count
+        return Spend(up(self.epsilon), up(self.delta), up(self.rho), self.releases * count)
+
+    def basic_fits(self, epsilon: float, delta: float) -> bool:
+        # the ledger's historic tolerance, so ten releases of 0.1 fit a budget of 1.0
+        return (self.epsilon <= epsilon * (1 + 1e-9)
+                and self.delta <= delta * (1 + 1e-9))
+
+    def zcdp_fits(self, epsilon: float, delta: float) -> bool:
+        return delta > 0 and math.isfinite(self.rho) and self.rho <= capacity(epsilon, delta)
+
+    def fits(self, epsilon: float, delta: float) -> bool:
+        """True if either composition keeps these releases ``(epsilon, delta)``-DP."""
+        return self.basic_fits(epsilon, delta) or self.zcdp_fits(epsilon, delta)
+
+    def guarantee(self, delta: float) -> tuple[str, float, float]:
+        """The tightest ``(accounting, epsilon, delta)`` with a delta at most ``delta``.
+
+        ``accounting`` is ``"basic"`` or ``"zcdp"``; zCDP is converted once, by OpenDP, at
+        ``delta`` (a budget of delta 0, or a rho not booked, leaves basic composition).
+        """
+        basic = ("basic", self.epsilon, self.delta)
+        if delta == 0 or not math.isfinite(self.rho):  # a row without rho: basic only
+            return basic
+        zcdp = ("zcdp", self.zcdp_epsilon(delta), delta)
+        if self.delta > delta * (1 + 1e-9):
+            return zcdp
+        return min(basic, zcdp, key=lambda c: (c[1], c[2]))
+
+    def zcdp_epsilon(self, delta: float) -> float:
+        return zcdp_epsilon(self.rho, delta)
+
+
+def release_spend(epsilon: float, delta: float, rho: float | None) -> Spend:
+    """The spend of one release of ``(epsilon, delta)`` whose zCDP cost is ``rho``."""
+    return Spend(_positive("epsilon", epsilon), _positive("delta", delta, zero=True),
+                 release_rho(epsilon, rho), 1)

@@ -44,7 +44,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from blindsum.server.keyholder import audit, ledger, threshold
-from blindsum.server.keyholder.noise import NoisePlan, plan_noise
+from blindsum.server.keyholder.accounting import Spend
+from blindsum.server.keyholder.cost import noise_plan, release_cost
+from blindsum.server.keyholder.noise import NoisePlan
 from blindsum.server.keyholder.store import KeyholderDB
 from blindsum.shared.codec import ReleaseRequest, release_digest
 from blindsum.shared.encoding import Published, publish
@@ -70,18 +72,6 @@ PAID_LEASE_SECONDS = 300.0
 # Per-slot probability that honest noise lands beyond the "consistent" bound.
 TAIL_ALPHA = 1e-9
 log = logging.getLogger("blindsum.keyholder.release")
-
-
-def noise_plan(policy: MetricPolicy) -> NoisePlan:
-    """The noise a policy's releases get, calibrated from its bounds and privacy settings."""
-    return plan_noise(
-        policy.privacy.mechanism,
-        policy.privacy.epsilon,
-        policy.privacy.delta,
-        policy.l1_sensitivity,
-        policy.l2_sensitivity,
-        policy.slot_count,
-    )
 
 
 def request_digest(request: ReleaseRequest) -> str:
@@ -112,6 +102,9 @@ class Releaser:
     identity: Ed25519PrivateKey
     secret_for: Callable[[str, str], SecretScheme | KeyShare]
     clock: Callable[[], float] = time.time
+    # called in the paying transaction when that payment spent the budget of its period,
+    # so the key-holder pauses the metric in its manifest (exhaustion is never silent)
+    on_exhausted: Callable[[sqlite3.Connection], None] | None = None
 
     def release(self, request: ReleaseRequest) -> ReleaseAnswer:
         """Release one window, or raise the public reason it may not be released."""
@@ -163,13 +156,18 @@ class Releaser:
                 secret = self.secret_for(policy.scheme, request.key_id)
                 # Well-formedness of the bytes is public; it is checked before paying.
                 _check_decryptable(secret, policy, request)
-                state = ledger.budget(conn, policy)
-                if not state.allows(policy.privacy.epsilon):
+                cost = release_cost(policy)
+                state = ledger.budget(conn, policy, at=request.window)
+                if not state.allows(cost):
                     raise BudgetExhausted(
-                        f"metric {policy.name!r} has spent {state.spent_epsilon:g} of its "
-                        f"{state.budget_epsilon:g} epsilon; a release costs "
-                        f"{policy.privacy.epsilon:g}")
-                return _Paid(self._debit(conn, policy, request, digest), policy, secret)
+                        f"metric {policy.name!r} has spent epsilon {state.epsilon:g} "
+                        f"({state.accounting}) of its budget ({state.budget_epsilon:g}, "
+                        f"{state.budget_delta:g}); one more release would exceed it")
+                paid = _Paid(self._debit(conn, policy, request, digest, cost), policy, secret)
+                if self.on_exhausted is not None and not state.spent.plus(cost).plus(
+                        cost).fits(state.budget_epsilon, state.budget_delta):
+                    self.on_exhausted(conn)
+                return paid
         assert stale is not None or existing is not None
         raise _interrupted(request)
 
@@ -182,18 +180,19 @@ class Releaser:
                                       else ""))
 
     def _debit(self, conn: sqlite3.Connection, policy: MetricPolicy,
-               request: ReleaseRequest, digest: str) -> ledger.LedgerRow:
+               request: ReleaseRequest, digest: str, cost: Spend) -> ledger.LedgerRow:
         seq = audit.append(conn, "release-paid", {
             "metric": policy.name, "version": policy.version, "window": request.window,
             "kid": request.key_id, "report_count": request.report_count,
             "report_ids_digest": request.report_ids_digest.hex(), "request_digest": digest,
             "epsilon": policy.privacy.epsilon, "delta": policy.privacy.delta,
-            "early": request.early,
+            "rho": cost.rho, "early": request.early,
         })
         ledger.pay(conn, metric=policy.name, version=policy.version, window=request.window,
                    key_id=request.key_id, report_count=request.report_count,
                    report_ids_digest=request.report_ids_digest.hex(), request_digest=digest,
-                   epsilon=policy.privacy.epsilon, delta=policy.privacy.delta, paid_seq=seq)
+                   epsilon=policy.privacy.epsilon, delta=policy.privacy.delta, rho=cost.rho,
+                   paid_seq=seq)
         row = ledger.consumed(conn, policy.name, policy.version, request.window,
                               request.key_id)
         assert row is not None

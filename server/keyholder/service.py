@@ -17,13 +17,13 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from blindsum.server.http import token_digest
-from blindsum.server.keyholder import audit
+from blindsum.server.keyholder import audit, caps, ledger
 from blindsum.server.keyholder.release import Releaser
 from blindsum.server.keyholder.store import KeyholderDB, KeyRecord
 from blindsum.server.keystore import KeyStore
 from blindsum.shared.errors import InvalidConfig, InvalidPolicy, KeyStoreError
-from blindsum.shared.manifest import KeyEntry, Manifest, slot_spec
-from blindsum.shared.policy import MetricPolicy
+from blindsum.shared.manifest import KeyEntry, Manifest, Pause, slot_spec
+from blindsum.shared.policy import MetricPolicy, UnitBudget, describe_period
 from blindsum.shared.schemes.base import SecretScheme
 from blindsum.shared.signing import identity_string
 from blindsum.shared.threshold.keys import KeyShare
@@ -177,15 +177,52 @@ class Keyholder:
                 self._issue_manifest(conn)
         return retired
 
-    def add_policies(self, policies: list[MetricPolicy]) -> list[str]:
-        """Register policies atomically (all or none); returns the names newly added."""
+    def add_policies(self, policies: list[MetricPolicy], unit: UnitBudget | None = None,
+                     *, raise_cap: bool = False) -> list[str]:
+        """Register policies (and a per-device budget) atomically, all or none.
+
+        Returns the names newly added. Refused (``InvalidPolicy``, nothing written) if a
+        policy's renewing budget cannot pay for its period, the registered set would exceed
+        the per-device budget, or a cap is raised without ``raise_cap`` (see ``caps``).
+        """
         for policy in policies:
             self._check_capacity(policy)
+            caps.check_metric_budget(policy)
         with self.db.write() as conn:
+            raised = self._check_caps(conn, policies, unit, raise_cap)
             added = [p.name for p in policies if self.db.add_policy(conn, p)]
+            for what in raised:
+                audit.append(conn, "budget-cap-raised", {"what": what})
+            stored = self.db.unit_budget(conn)
+            if unit is not None and unit != stored:
+                self.db.set_unit_budget(conn, unit, stored is not None and unit.raises(stored))
             if added:
                 self._issue_manifest(conn)
         return added
+
+    def _check_caps(self, conn: sqlite3.Connection, policies: list[MetricPolicy],
+                    unit: UnitBudget | None, raise_cap: bool) -> list[str]:
+        """Refuse raised caps (unless ``raise_cap``) and a set over the per-device budget;
+        returns the raises the operator allowed, to be audited."""
+        raised = []
+        for policy in policies:
+            before = self.db.latest_policy(policy.name, conn)
+            if before is not None and before.version < policy.version:
+                raised += [f"metric {policy.name!r} v{policy.version}: {r}"
+                           for r in caps.raised_caps(before.privacy, policy.privacy)]
+        stored = self.db.unit_budget(conn)
+        if unit is not None and stored is not None and unit.raises(stored):
+            raised.append(f"per-device budget {stored.to_json()} -> {unit.to_json()}")
+        if raised and not raise_cap:
+            raise InvalidPolicy(
+                "caps only go down across versions: " + "; ".join(raised)
+                + " (pass --raise-cap to raise them; the raise is audited)")
+        in_force = unit or stored
+        if in_force is not None:
+            current = {p.name: p for p in self.db.current_policies(conn)}
+            current.update({p.name: p for p in policies})
+            caps.check_unit_budget(current.values(), in_force)
+        return raised
 
     def _check_capacity(self, policy: MetricPolicy) -> None:
         """Refuse a policy whose largest window could overflow its scheme's plaintexts."""
@@ -203,10 +240,12 @@ class Keyholder:
         keys = [KeyEntry(k.scheme, k.key_id, k.status, k.public)
                 for k in self.db.key_records(conn) if k.status != "retired"]
         policies = self.db.current_policies(conn)
+        paused = _paused(conn, policies, time.time())
         serial = self.db.next_manifest_serial(conn)
-        manifest = Manifest.issue(self.identity, serial, keys, policies)
+        manifest = Manifest.issue(self.identity, serial, keys, policies, paused)
         self.db.store_manifest(conn, serial, dict(manifest.document))
-        audit.append(conn, "manifest-issued", {"serial": serial})
+        audit.append(conn, "manifest-issued", {
+            "serial": serial, **({"paused": [p.metric for p in paused]} if paused else {})})
 
     def secret_for(self, scheme: str, key_id: str) -> SecretScheme | KeyShare:
         """The key's secret: a scheme secret, or this party's share of a threshold key."""
@@ -222,4 +261,20 @@ class Keyholder:
             return secret
 
     def releaser(self) -> Releaser:
-        return Releaser(self.db, self.identity, self.secret_for, self.db.clock)
+        return Releaser(self.db, self.identity, self.secret_for, self.db.clock,
+                        on_exhausted=self._issue_manifest)
+
+
+def _paused(conn: sqlite3.Connection, policies: list[MetricPolicy], now: float) -> list[Pause]:
+    """Metrics whose budget for the period holding ``now`` cannot pay another release."""
+    paused = []
+    for policy in policies:
+        state = ledger.budget(conn, policy, at=now)
+        if state.exhausted:
+            renews = policy.privacy.budget_period
+            period = f"per {describe_period(renews)}" if renews else "for its lifetime"
+            paused.append(Pause(policy.name, (
+                f"its privacy budget ({state.budget_epsilon:g}, {state.budget_delta:.3g}) "
+                f"{period} is spent ({state.releases} releases, epsilon "
+                f"{state.epsilon:.4g} by {state.accounting} composition)"), state.period_end))
+    return paused

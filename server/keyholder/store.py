@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from blindsum.server.keyholder import audit, ledger
+from blindsum.server.keyholder.cost import release_cost
 from blindsum.server.sqlite import connect, write_transaction
 from blindsum.shared.errors import InvalidPolicy, KeyStoreError
-from blindsum.shared.policy import MetricPolicy
+from blindsum.shared.policy import MetricPolicy, UnitBudget
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS policies (
@@ -45,6 +46,14 @@ CREATE TABLE IF NOT EXISTS manifests (
     serial INTEGER PRIMARY KEY,
     document TEXT NOT NULL,
     issued_at REAL NOT NULL
+);
+-- the per-device budget across all metrics; the newest row is in force
+CREATE TABLE IF NOT EXISTS unit_budget (
+    seq INTEGER PRIMARY KEY,
+    epsilon REAL NOT NULL,
+    delta REAL NOT NULL,
+    period INTEGER NOT NULL,
+    set_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS tokens (
     digest TEXT PRIMARY KEY,
@@ -74,6 +83,18 @@ class KeyholderDB:
         self._local = threading.local()
         self.conn.executescript(SCHEMA)
         ledger.migrate(self.conn)
+        self._book_missing_rho()
+
+    def _book_missing_rho(self) -> None:
+        """Give ledger rows from before zCDP accounting the rho their policy version costs."""
+        if self.conn.execute("SELECT 1 FROM releases WHERE rho IS NULL LIMIT 1").fetchone():
+            def rho_of(metric: str, version: int) -> float | None:
+                policy = self.policy(metric, version)
+                return None if policy is None else release_cost(policy).rho
+
+            with self.write() as conn:
+                filled = ledger.backfill_rho(conn, rho_of)
+                audit.append(conn, "ledger-migrated", {"rho_booked_rows": filled})
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -102,7 +123,9 @@ class KeyholderDB:
             (policy.name, policy.version),
         ).fetchone()
         if row is not None:
-            if row[0] != body:
+            # compared as policies, so a body stored before a field existed still matches
+            stored = MetricPolicy.from_mapping(policy.name, json.loads(row[0]))
+            if stored != policy:
                 raise InvalidPolicy(
                     f"metric {policy.name!r} version {policy.version} is already registered "
                     "with different settings: bump its version to change it"
@@ -131,6 +154,28 @@ class KeyholderDB:
             "SELECT body FROM policies WHERE name = ? AND version = ?", (name, version)
         ).fetchone()
         return None if row is None else MetricPolicy.from_mapping(name, json.loads(row[0]))
+
+    def latest_policy(self, name: str, conn: sqlite3.Connection | None = None
+                      ) -> MetricPolicy | None:
+        """The newest registered version of a metric (retired or not), or None."""
+        row = (conn or self.conn).execute(
+            "SELECT body FROM policies WHERE name = ? ORDER BY version DESC LIMIT 1", (name,)
+        ).fetchone()
+        return None if row is None else MetricPolicy.from_mapping(name, json.loads(row[0]))
+
+    def unit_budget(self, conn: sqlite3.Connection | None = None) -> UnitBudget | None:
+        """The per-device budget across all metrics, or None if none was ever set."""
+        row = (conn or self.conn).execute(
+            "SELECT epsilon, delta, period FROM unit_budget ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        return None if row is None else UnitBudget(float(row[0]), float(row[1]), int(row[2]))
+
+    def set_unit_budget(self, conn: sqlite3.Connection, budget: UnitBudget,
+                        raised: bool) -> None:
+        conn.execute("INSERT INTO unit_budget (epsilon, delta, period, set_at) "
+                     "VALUES (?, ?, ?, ?)",
+                     (budget.epsilon, budget.delta, budget.period, self.clock()))
+        audit.append(conn, "unit-budget-set", {**budget.to_json(), "raised": raised})
 
     def registered_at(self, name: str, version: int) -> float | None:
         """When this policy version was registered (key-holder clock), or None."""

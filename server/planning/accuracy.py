@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from blindsum.server.keyholder import accounting
+from blindsum.server.keyholder.cost import noise_plan, release_cost
 from blindsum.server.keyholder.noise import NoisePlan
-from blindsum.server.keyholder.release import noise_plan
 from blindsum.shared.encoding import decode
 from blindsum.shared.errors import InvalidInput
 from blindsum.shared.policy import MetricPolicy
@@ -110,10 +111,12 @@ def accuracy(policy: MetricPolicy, contributors: int, epsilon: float | None = No
 class Lifetime:
     """How long a policy's budget lasts: releases it allows and what each period spends.
 
-    ``basic_releases`` is what the ledger books today (epsilons add). ``zcdp_releases`` is
-    how many releases fit the same epsilon budget and the same total delta
-    (``basic_releases * delta``) when their zCDP costs are added and converted once
-    (None for pure-DP laplace metrics, whose budget stays pure).
+    ``basic_releases`` is what basic composition alone allows (epsilons add: the ledger
+    before zCDP accounting). ``zcdp_releases`` is how many fit the budget when zCDP costs
+    are added and converted once at ``budget_delta`` (``zcdp_delta``; None when the budget
+    has no delta, as a pure laplace budget by default). ``ledger_releases`` is what the
+    key-holder's ledger admits: a release is paid while either composition fits, in each
+    budget period (``budget_period`` seconds; 0 for a lifetime budget).
     """
 
     releases_per_day: float
@@ -121,6 +124,8 @@ class Lifetime:
     basic_releases: int
     zcdp_releases: int | None
     zcdp_delta: float | None
+    ledger_releases: int = 0
+    budget_period: int = 0
 
     def days(self, releases: int | None) -> float | None:
         return None if releases is None else releases / self.releases_per_day
@@ -133,16 +138,19 @@ def lifetime(policy: MetricPolicy, epsilon: float | None = None) -> Lifetime:
     privacy = policy.privacy
     per_day = SECONDS_PER_DAY / policy.window_seconds
     basic = accounting.basic_releases(privacy.epsilon, privacy.budget_epsilon)
+    ledger = basic
+    if privacy.delta > 0:  # basic composition also adds deltas, against budget_delta
+        ledger = min(basic, math.floor(privacy.budget_delta / privacy.delta * (1 + 1e-9)))
     zcdp = total_delta = None
-    plan = noise_plan(policy)
-    if plan.rho is not None and basic > 0:
-        total_delta = basic * privacy.delta
-        if total_delta < 1:
-            # An enormous budget (epsilon beyond ~700) is past what OpenDP can convert.
-            with contextlib.suppress(InvalidInput):
-                zcdp = accounting.releases_within(plan.rho, privacy.budget_epsilon,
-                                                  total_delta)
-    return Lifetime(per_day, per_day * privacy.epsilon, basic, zcdp, total_delta)
+    if privacy.budget_delta > 0:
+        total_delta = privacy.budget_delta
+        cost = release_cost(policy)
+        # An enormous budget (epsilon beyond ~700) is past what OpenDP can convert.
+        with contextlib.suppress(InvalidInput):
+            zcdp = accounting.releases_within(cost.rho, privacy.budget_epsilon, total_delta)
+    ledger = max(ledger, zcdp or 0)
+    return Lifetime(per_day, per_day * privacy.epsilon, basic, zcdp, total_delta, ledger,
+                    privacy.budget_period)
 
 
 @dataclass(frozen=True)

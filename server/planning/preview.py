@@ -49,7 +49,9 @@ class Preview:
             "budget_epsilon": self.policy.privacy.budget_epsilon,
             "basic_releases": life.basic_releases, "basic_days": life.days(life.basic_releases),
             "zcdp_releases": life.zcdp_releases, "zcdp_days": life.days(life.zcdp_releases),
-            "zcdp_delta": life.zcdp_delta,
+            "zcdp_delta": life.zcdp_delta, "budget_delta": self.policy.privacy.budget_delta,
+            "ledger_releases": life.ledger_releases, "ledger_days": life.days(life.ledger_releases),
+            "budget_period": life.budget_period,
             "warnings": [{"kind": w.kind, "message": w.message} for w in self.warnings],
         }
 
@@ -72,8 +74,8 @@ def _privacy_warnings(policy: MetricPolicy, contributors: int, life: Lifetime
             "a release may expose one report in full with that probability")))
     elif life.zcdp_delta is not None and life.zcdp_delta >= 1 / contributors:
         found.append(Advice("privacy", (
-            f"the budget's total delta {life.zcdp_delta:g} ({life.basic_releases} releases) "
-            f"is at least 1/{contributors} (the expected reports)")))
+            f"the budget's total delta {life.zcdp_delta:g} is at least 1/{contributors} "
+            "(the expected reports)")))
     if policy.min_contributors < 10:
         found.append(Advice("privacy", (
             f"min_contributors {policy.min_contributors} is below 10: the count of a window "
@@ -92,10 +94,10 @@ def _utility_warnings(policy: MetricPolicy, acc: Accuracy, life: Lifetime) -> li
         found.append(Advice("utility", (
             f"the 95% interval (+/- {acc.half_width:.4g}) is {acc.relative:.0%} of the value "
             f"range at {acc.contributors} reports")))
-    if life.basic_releases < life.releases_per_day:
-        hours = life.basic_releases * policy.window_seconds / 3600
+    if not policy.privacy.renews and life.ledger_releases < life.releases_per_day:
+        hours = life.ledger_releases * policy.window_seconds / 3600
         found.append(Advice("utility", (
-            f"the budget allows {life.basic_releases} releases ({hours:.3g} h of windows): "
+            f"the budget allows {life.ledger_releases} releases ({hours:.3g} h of windows): "
             "the metric stops being published within a day")))
     return found
 

@@ -11,6 +11,7 @@ from blindsum.server.planning.accuracy import Exploration, Lifetime, value_range
 from blindsum.server.planning.preview import Preview
 from blindsum.server.planning.sample import Simulation
 from blindsum.shared.errors import InvalidConfig
+from blindsum.shared.policy import MetricPolicy, describe_period
 
 
 def _units(kind: str) -> str:
@@ -37,6 +38,11 @@ def share(p: float) -> str:
 def _days(life: Lifetime, releases: int | None) -> str:
     days = life.days(releases)
     return "-" if days is None else short(days)
+
+
+def _period_note(policy: MetricPolicy) -> str:
+    period = policy.privacy.budget_period
+    return f"; the budget renews every {describe_period(period)}" if period else ""
 
 
 def _count(releases: int | None) -> str:
@@ -68,8 +74,8 @@ def exploration_tables(exploration: Exploration) -> tuple[Table, Table]:
     life_table = Table(title=(
         f"{policy.name}: releases the budget (epsilon {privacy.budget_epsilon:g}) allows, "
         f"{86400 / policy.window_seconds:g} windows a day"))
-    for column in ("epsilon", "eps/day", "releases basic", "zCDP", "days basic", "zCDP",
-                   "zCDP total delta"):
+    for column in ("epsilon", "eps/day", "releases basic", "ledger", "days basic", "ledger",
+                   "budget delta"):
         life_table.add_column(column, justify="right")
     for eps in exploration.epsilons:
         first = exploration.at(eps, exploration.contributors[0])
@@ -84,13 +90,13 @@ def exploration_tables(exploration: Exploration) -> tuple[Table, Table]:
         life = exploration.lifetimes[eps]
         life_table.add_row(
             f"{eps:g}{mark}", f"{life.epsilon_per_day:g}", _count(life.basic_releases),
-            _count(life.zcdp_releases), _days(life, life.basic_releases),
-            _days(life, life.zcdp_releases),
+            _count(life.ledger_releases), _days(life, life.basic_releases),
+            _days(life, life.ledger_releases),
             "-" if life.zcdp_delta is None else f"{life.zcdp_delta:.2g}", style=style)
     table.caption = "< the policy's epsilon"
-    life_table.caption = ("basic: epsilons add, as the ledger books today. zCDP: the same "
-                          "epsilon budget and total delta, composed in zCDP and converted "
-                          "once (OpenDP).")
+    life_table.caption = ("basic: epsilons add. ledger: what the key-holder pays, the "
+                          "tighter of basic and zCDP composed and converted once (OpenDP) "
+                          "at the budget's delta" + _period_note(policy) + ".")
     return table, life_table
 
 
@@ -120,7 +126,7 @@ def preview_tables(previews: list[Preview]) -> tuple[Table, Table]:
         release.add_column(column, justify="left" if column == "noise" else "right")
     budget = Table(title="The budget over time")
     budget.add_column("metric", no_wrap=True)
-    for column in ("budget", "eps/day", "releases basic", "zCDP", "days basic", "zCDP"):
+    for column in ("budget", "renews", "eps/day", "basic", "ledger", "days"):
         budget.add_column(column, justify="right")
     for item in previews:
         acc, life, privacy = item.accuracy, item.lifetime, item.policy.privacy
@@ -128,11 +134,12 @@ def preview_tables(previews: list[Preview]) -> tuple[Table, Table]:
                         f"{privacy.delta:g}", short(acc.scale), short(acc.contributors),
                         short(acc.half_width), share(acc.relative))
         budget.add_row(item.policy.name, f"{privacy.budget_epsilon:g}",
+                       describe_period(privacy.budget_period),
                        f"{life.epsilon_per_day:g}", _count(life.basic_releases),
-                       _count(life.zcdp_releases), _days(life, life.basic_releases),
-                       _days(life, life.zcdp_releases))
-    budget.caption = ("basic: what the ledger books today (epsilons add). zCDP: the same "
-                      "epsilon budget and total delta, composed in zCDP, converted once.")
+                       _count(life.ledger_releases), _days(life, life.ledger_releases))
+    budget.caption = ("releases per budget period (or lifetime). basic: epsilons add. "
+                      "ledger: what the key-holder pays, the tighter of basic and zCDP "
+                      "composed and converted once (OpenDP) at the budget's delta.")
     return release, budget
 
 

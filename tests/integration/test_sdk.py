@@ -286,8 +286,13 @@ def wire() -> Iterator[RecordingSession]:
 
 
 @pytest.fixture
-def make_client(deployed: Deployment, wire: RecordingSession) -> Iterator[MakeClient]:
-    """Clients of the real server (or of ``url``), sending through ``wire``."""
+def make_client(deployed: Deployment, wire: RecordingSession, tmp_path: Path
+                ) -> Iterator[MakeClient]:
+    """Clients of the real server (or of ``url``), sending through ``wire``.
+
+    Each Client is its own install (its own contribution counts file) unless a test passes
+    ``limits_path`` or ``queue_path``.
+    """
     clients: list[Client] = []
 
     def make(url: str | None = None, *, token: str | None = None, pin: str | None = None,
@@ -295,6 +300,8 @@ def make_client(deployed: Deployment, wire: RecordingSession) -> Iterator[MakeCl
         options.setdefault("backoff", 0.001)
         options.setdefault("max_retries", 3)
         options.setdefault("session", wire)
+        if "queue_path" not in options:
+            options.setdefault("limits_path", tmp_path / f"install-{len(clients)}.sqlite3")
         client = Client(url or deployed.server.url, token or deployed.ingest_token,
                         pin or deployed.identity, **options)
         clients.append(client)
@@ -950,3 +957,22 @@ def test_the_contribution_limit_survives_an_app_restart(
     second = make_client(queue_path=path)
     with pytest.raises(ContributionLimit, match="clicks"):
         second.record("clicks", 1, at=now)
+
+
+def test_a_restarted_app_without_a_queue_file_keeps_its_contribution_counts(
+    make_client: MakeClient, now: float
+) -> None:
+    first = make_client(limits_path="default")  # the SDK's default state file
+    first.record("clicks", 1, at=now + 2 * HOUR)
+    first.record("clicks", 1, at=now + 2 * HOUR)
+    first.close()
+    restarted = make_client(limits_path="default")
+    with pytest.raises(ContributionLimit, match="'clicks' allows 2"):
+        restarted.record("clicks", 1, at=now + 2 * HOUR)
+    # a second Client of the same install, open at the same time, shares the counts too
+    alongside = make_client(limits_path="default")
+    restarted.record("clicks", 1, at=now + 3 * HOUR)
+    alongside.record("clicks", 1, at=now + 3 * HOUR)
+    with pytest.raises(ContributionLimit):
+        alongside.record("clicks", 1, at=now + 3 * HOUR)
+    assert restarted.pending + alongside.pending == 2

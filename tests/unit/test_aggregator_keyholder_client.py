@@ -165,7 +165,8 @@ def test_spent_budget_is_budget_exhausted(client: KeyholderClient,
     keyholder.add_policies([TIGHT])
     keyholder.clock.now = now
     client.release(_request(spec=TIGHT, window=WINDOW - HOUR))
-    with pytest.raises(BudgetExhausted, match="has spent 1 of its 1 epsilon"):
+    with pytest.raises(BudgetExhausted,
+                       match=r"has spent epsilon 1 \(basic\) of its budget \(1, 0\)"):
         client.release(_request(spec=TIGHT))
 
 

@@ -213,3 +213,36 @@ def test_environment_token_cannot_be_revoked_from_the_store(
     code, _, err = _cli(capsys, "revoke", "--data-dir", str(data_dir), INGEST)
     assert code == 2 and "BLINDSUM_INGEST_TOKENS" in err
     assert post_reports(client, [make_report("visits", 1)]).status_code == 200
+
+
+def test_a_token_with_a_report_cap_is_refused_beyond_it_and_nothing_is_stored(
+    capsys: pytest.CaptureFixture[str], client: Any, data_dir: Path
+) -> None:
+    created = _create(capsys, data_dir, "--role", "ingest", "--label", "one install",
+                      "--max-reports-per-window", "2")
+    token = created["token"]
+    assert created["max_reports_per_window"] == 2
+    first = make_report("latency", 5)
+    assert post_reports(client, [first, make_report("latency", 6)], token=token
+                        ).status_code == 200
+    assert post_reports(client, [first], token=token).status_code == 200  # a retry: free
+    before = snapshot(data_dir)
+    assert_problem(post_reports(client, [make_report("visits", 1), make_report("latency", 7)],
+                                token=token),
+                   409, "report-cap-exceeded", "'one install'", "at most 2 report(s)",
+                   "max_reports_per_window", "'latency'", "already has 2",
+                   "nothing in this batch was stored")
+    assert snapshot(data_dir) == before
+    # other metrics and other tokens have their own counts
+    assert post_reports(client, [make_report("visits", 1)], token=token).status_code == 200
+    assert post_reports(client, [make_report("latency", 8)]).status_code == 200
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (("--role", "ingest", "--max-reports-per-window", "0"), "1..1000000000"),
+    (("--role", "admin", "--max-reports-per-window", "3"), "only ingest tokens have a report"),
+])
+def test_a_bad_report_cap_is_refused(capsys: pytest.CaptureFixture[str], data_dir: Path,
+                                     args: tuple[str, ...], message: str) -> None:
+    code, _, err = _cli(capsys, "create", "--data-dir", str(data_dir), *args)
+    assert code == 2 and message in err

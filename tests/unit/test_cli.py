@@ -123,6 +123,9 @@ privacy = { mechanism = "laplace", epsilon = 0.5, budget_epsilon = 2.0 }
                        "--json")
     (state,) = [m for m in json.loads(out)["metrics"] if m["metric"] == "budgeted"]
     assert code == 0 and state["remaining_epsilon"] == 2.0 and state["releases"] == 0
+    # a laplace budget without a delta stays pure: basic composition, no zCDP conversion
+    assert state["budget_delta"] == 0 and state["spent_rho"] == 0
+    assert state["accounting"] == "basic" and state["epsilon_zcdp"] is None
     code, out, _ = run(capsys, "keyholder", "budget", "--data-dir", str(keyholder_dir))
     assert code == 0 and "budgeted" in out
 
@@ -157,3 +160,25 @@ def test_serving_tightens_an_open_data_directory(tmp_path: Path) -> None:
     assert data_dir.stat().st_mode & 0o777 == 0o700
     assert (data_dir / "aggregator.db").stat().st_mode & 0o777 == 0o600
     assert sorted(p.name for p in data_dir.iterdir()) == ["aggregator.db"]
+
+
+def test_policy_add_refuses_a_set_over_the_per_device_budget(keyholder_dir: Path,
+                                                             tmp_path: Path, capsys) -> None:
+    policy = tmp_path / "unit.toml"
+    policy.write_text("""
+[budget]
+epsilon = 20
+period = "day"
+
+[metrics.unit_hourly]
+kind = "count"
+scheme = "paillier"
+privacy = { mechanism = "laplace", epsilon = 1.0, budget_epsilon = 24.0, budget_period = "day" }
+""")
+    code, _, err = run(capsys, "keyholder", "policy", "add", "--data-dir", str(keyholder_dir),
+                       str(policy))
+    # the metrics registered before count too: the budget covers all of them
+    assert code == 2 and "per-device budget (20, 0) per day" in err and "over 20 [" in err
+    assert "unit_hourly 24 x epsilon 1" in err
+    _, out, _ = run(capsys, "keyholder", "budget", "--data-dir", str(keyholder_dir), "--json")
+    assert "unit_hourly" not in out

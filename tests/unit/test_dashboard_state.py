@@ -78,3 +78,14 @@ def test_policy_summary_and_methodology_name_the_weaker_ckks_promise() -> None:
     cost = {s.heading: s for s in methodology(POLICY, "ed25519:x")}["Privacy cost"]
     assert cost.sentences[2].endswith("at most 4 releases, after which the key-holder "
                                       "publishes nothing more for it.")
+
+
+def test_a_budget_with_delta_is_described_as_the_zcdp_ledger_books_it() -> None:
+    gaussian = MetricPolicy.from_mapping("opens", {**POLICY.to_json(), "privacy": {
+        "mechanism": "gaussian", "epsilon": 1.0, "delta": 1e-7, "budget_epsilon": 4.0,
+        "budget_period": "day", "budget_delta": 1e-6}})
+    cost = {s.heading: s for s in methodology(gaussian, "ed25519:x")}["Privacy cost"]
+    assert "δ = 1e-06: the key-holder adds the releases' zCDP costs" in cost.sentences[2]
+    assert cost.sentences[2].endswith("The budget renews every day.")
+    # the key-holder's own count of releases left wins over epsilons adding up
+    assert Budget("opens", 4.0, 4.0, 0.0, 4, left=30).releases_left(1.0) == 30

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from blindsum.server.keyholder import audit, ledger
+from blindsum.server.keyholder import accounting, audit, ledger
+from blindsum.server.keyholder.cost import release_cost
 from blindsum.server.keyholder.service import Keyholder
 from blindsum.server.keystore import KeyStore
 from blindsum.shared.codec import ReleaseRequest
@@ -171,9 +172,14 @@ def test_an_aggregate_no_honest_reports_give_is_released_clamped_and_flagged(
 
 
 def test_budget_is_never_overspent_by_racing_releases(holder_dir: Path) -> None:
-    # 'temp' allows 3 releases of epsilon 1; eight threads race for eight windows.
+    # 'temp' (epsilon 1, delta 1e-7 per release; budget (3, 3e-7)) allows 3 releases under
+    # basic composition and 8 in zCDP; twelve threads race for twelve windows.
+    temp = Keyholder.open(holder_dir, PASS).db.policy("temp", 1)
+    assert temp is not None
+    allowed = accounting.releases_within(release_cost(temp).rho, 3.0, 3e-7)
+    assert allowed == 8
     requests = [aggregate_request(Keyholder.open(holder_dir, PASS), "temp", [1.0, 2.0, 3.0],
-                                  window=3600 * (100 + i)) for i in range(8)]
+                                  window=3600 * (100 + i)) for i in range(12)]
     outcomes: list[str] = []
     lock = threading.Lock()
 
@@ -192,10 +198,12 @@ def test_budget_is_never_overspent_by_racing_releases(holder_dir: Path) -> None:
         thread.start()
     for thread in threads:
         thread.join()
-    assert outcomes.count("released") == 3 and outcomes.count("refused") == 5
+    assert outcomes.count("released") == allowed and outcomes.count("refused") == 12 - allowed
     holder = Keyholder.open(holder_dir, PASS)
-    state = ledger.budget(holder.db.conn, holder.db.policy("temp", 1))  # type: ignore[arg-type]
-    assert state.spent_epsilon == pytest.approx(3.0)
+    state = ledger.budget(holder.db.conn, temp)
+    assert state.releases == allowed and state.accounting == "zcdp"
+    assert state.epsilon <= 3.0 and state.delta == 3e-7
+    assert state.spent_epsilon == pytest.approx(allowed)  # what basic composition would say
 
 
 def test_refusals_and_releases_are_in_an_intact_audit_chain(holder: Keyholder) -> None:
@@ -357,7 +365,7 @@ def test_a_release_stuck_in_payment_is_in_progress_then_interrupted(holder: Keyh
     with holder.db.write() as conn:  # what a process that died after paying leaves behind
         ledger.pay(conn, metric="opened", version=1, window=25200, key_id=request.key_id,
                    report_count=3, report_ids_digest=request.report_ids_digest.hex(),
-                   request_digest=request_digest(request), epsilon=1.0, delta=0.0,
+                   request_digest=request_digest(request), epsilon=1.0, delta=0.0, rho=0.5,
                    paid_seq=audit.append(conn, "release-paid", {
                        "metric": "opened", "version": 1, "window": 25200,
                        "kid": request.key_id, "request_digest": request_digest(request)}))

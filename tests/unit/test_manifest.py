@@ -73,3 +73,22 @@ def test_report_key_must_exist_and_match_the_scheme(manifest) -> None:
         keyring.check_report_key(policy, "ckks-test")
     with pytest.raises(NotFound, match="nope"):
         manifest.policy("nope")
+
+
+def test_a_paused_metric_round_trips_and_refuses_records_until_its_pause_ends(
+    manifest, identity
+) -> None:
+    from blindsum.shared.errors import MetricPaused
+    from blindsum.shared.manifest import Pause
+
+    name = next(iter(manifest.policies))
+    paused = Manifest.issue(identity, manifest.serial + 1, list(manifest.keys),
+                            list(manifest.policies.values()),
+                            [Pause(name, "its privacy budget is spent", 86_400 * 2)])
+    again = Manifest.verify(paused.document, identity.public_key())
+    assert again.paused == {name: Pause(name, "its privacy budget is spent", 86_400 * 2)}
+    with pytest.raises(MetricPaused, match=r"paused until 1970-01-03T00:00:00Z: its privacy"):
+        again.check_not_paused(name, 86_400 * 2 - 1)
+    again.check_not_paused(name, 86_400 * 2)  # the next period has a whole budget again
+    manifest.check_not_paused(name, 0)  # nothing is paused in a manifest without the field
+    assert "paused" not in json.loads(manifest.document["payload"])  # the v1 form, unchanged

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import secrets
 import time
@@ -329,3 +330,16 @@ def test_simulate_refuses_bad_arguments() -> None:
         simulate(SAMPLE_POLICIES["seconds"], [[1.0]], releases=0)
     with pytest.raises(InvalidInput):
         simulate(SAMPLE_POLICIES["seconds"], [], releases=3)
+
+
+def test_lifetime_states_what_the_ledger_pays() -> None:
+    gaussian, pure = lifetime(DEMO["session_seconds"]), lifetime(DEMO["app_opened"])
+    assert gaussian.ledger_releases == gaussian.zcdp_releases  # zCDP is the tighter one
+    assert pure.ledger_releases == pure.basic_releases == 48  # a pure budget stays basic
+    assert gaussian.budget_period == pure.budget_period == 0  # the demos' lifetime budgets
+    # a laplace budget that grants a delta turns to zCDP once that pays more releases
+    opened = DEMO["app_opened"]
+    generous = dataclasses.replace(opened, privacy=dataclasses.replace(
+        opened.privacy, budget_epsilon=200.0, budget_delta=1e-6))
+    life = lifetime(generous)
+    assert life.zcdp_releases is not None and life.ledger_releases == life.zcdp_releases > 200
