@@ -60,16 +60,6 @@ def _port(text: str) -> int:
     return port
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def _nonnegative_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -510,7 +500,11 @@ def _token_parsers(srv: argparse._SubParsersAction) -> None:  # type: ignore[typ
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from blindsum.server.planning.arguments import add_explore_parser, add_preview_arguments
+    from blindsum.server.planning.arguments import (
+        add_explore_parser,
+        add_preview_arguments,
+        positive_int,
+    )
 
     parser = argparse.ArgumentParser(
         prog="blindsum",
@@ -629,7 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
     srv_serve.add_argument("--keyholder-identity")
     srv_serve.add_argument("--host", default="127.0.0.1")
     srv_serve.add_argument("--port", type=_port, default=8700)
-    srv_serve.add_argument("--workers", type=_positive, default=2)
+    srv_serve.add_argument("--workers", type=positive_int, default=2)
     srv_serve.add_argument("--ca-bundle",
                            help="CA file that verifies the key-holder's TLS certificate "
                                 "(or set BLINDSUM_CA_BUNDLE; default: the system CAs)")
@@ -651,7 +645,7 @@ def build_parser() -> argparse.ArgumentParser:
     gc.set_defaults(handler=cmd_server_gc)
 
     demo = roles.add_parser("demo", help="run both services and simulate app installs")
-    demo.add_argument("--clients", type=_positive, default=1000,
+    demo.add_argument("--clients", type=positive_int, default=1000,
                       help="simulated app installs (default 1000)")
     demo.add_argument("--scheme", choices=("paillier", "ckks", "both"), default="both")
     demo.add_argument("--json", action="store_true", help="print one JSON object at the end")

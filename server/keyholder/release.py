@@ -244,25 +244,35 @@ class Releaser:
     # -- 3 and 4: decrypt once, noise, post-process, sign, store -------------------------
 
     def _decrypt_and_sign(self, paid: _Paid, request: ReleaseRequest) -> dict[str, str]:
-        if isinstance(paid.secret, KeyShare):
-            return self._partial_and_sign(paid, request, paid.secret)
         policy, row = paid.policy, paid.row
+        threshold_key = isinstance(paid.secret, KeyShare)
         try:
             plan = noise_plan(policy)
-            slot_sums = paid.secret.decrypt(list(request.aggregate), slot_spec(policy))
-            noisy = plan.apply(slot_sums)
-            del slot_sums  # the exact sums are not needed past this line
-            result = publish(policy, noisy, request.report_count, plan.half_width(0.05),
-                             plan.half_width(TAIL_ALPHA))
+            if isinstance(paid.secret, KeyShare):
+                # noise under encryption and this party's partial, never a decryption
+                # (``server/keyholder/threshold.py``)
+                fields = threshold.partial_release_fields(paid.secret, policy, request,
+                                                          row.request_digest, plan)
+                entry: dict[str, Any] = {"threshold": True}
+            else:
+                slot_sums = paid.secret.decrypt(list(request.aggregate), slot_spec(policy))
+                noisy = plan.apply(slot_sums)
+                del slot_sums  # the exact sums are not needed past this line
+                result = publish(policy, noisy, request.report_count, plan.half_width(0.05),
+                                 plan.half_width(TAIL_ALPHA))
+                entry = {"consistent": result.consistent}
             with self.db.write() as conn:
                 seq = audit.append(conn, "release", {
                     "metric": policy.name, "version": policy.version,
                     "window": request.window, "kid": request.key_id,
-                    "request_digest": row.request_digest, "paid_seq": row.paid_seq,
-                    "consistent": result.consistent,
+                    "request_digest": row.request_digest, "paid_seq": row.paid_seq, **entry,
                 })
-                payload = _payload(policy, request, row, result, plan, seq,
-                                   audit.entry_hash(conn, seq), self.clock())
+                head, now = audit.entry_hash(conn, seq), self.clock()
+                if threshold_key:
+                    payload = {**_statement(policy, request, row, plan, seq, head, now),
+                               **fields}
+                else:
+                    payload = _payload(policy, request, row, result, plan, seq, head, now)
                 document = sign_document(self.identity, payload)
                 ledger.settle(conn, row, "released", document)
         except Exception:
@@ -273,43 +283,10 @@ class Releaser:
             with self.db.write() as conn:
                 self._settle_interrupted(conn, row, "internal error after payment")
             raise _interrupted(request) from None
-        log.info("released window %s of %r v%s key %s (%d reports, epsilon %g)",
-                 request.window, policy.name, policy.version, request.key_id,
-                 request.report_count, policy.privacy.epsilon)
-        return document
-
-    def _partial_and_sign(self, paid: _Paid, request: ReleaseRequest,
-                          share: KeyShare) -> dict[str, str]:
-        """Threshold key: noise under encryption and this party's partial, never a
-        decryption (``server/keyholder/threshold.py``); stored before it is answered."""
-        policy, row = paid.policy, paid.row
-        try:
-            plan = noise_plan(policy)
-            fields = threshold.partial_release_fields(share, policy, request,
-                                                      row.request_digest, plan)
-            with self.db.write() as conn:
-                seq = audit.append(conn, "release", {
-                    "metric": policy.name, "version": policy.version,
-                    "window": request.window, "kid": request.key_id,
-                    "request_digest": row.request_digest, "paid_seq": row.paid_seq,
-                    "threshold": True,
-                })
-                payload = {
-                    **_statement(policy, request, row, plan, seq, audit.entry_hash(conn, seq),
-                                 self.clock()),
-                    **fields,
-                }
-                document = sign_document(self.identity, payload)
-                ledger.settle(conn, row, "released", document)
-        except Exception:
-            log.exception("threshold release of window %s of %r interrupted after payment",
-                          request.window, policy.name)
-            with self.db.write() as conn:
-                self._settle_interrupted(conn, row, "internal error after payment")
-            raise _interrupted(request) from None
-        log.info("partial release of window %s of %r v%s key %s (%d reports, epsilon %g)",
-                 request.window, policy.name, policy.version, request.key_id,
-                 request.report_count, policy.privacy.epsilon)
+        log.info("%s window %s of %r v%s key %s (%d reports, epsilon %g)",
+                 "partial release of" if threshold_key else "released", request.window,
+                 policy.name, policy.version, request.key_id, request.report_count,
+                 policy.privacy.epsilon)
         return document
 
     def _settle_interrupted(self, conn: sqlite3.Connection, row: ledger.LedgerRow,
