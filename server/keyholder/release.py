@@ -328,6 +328,24 @@ def _statement(policy: MetricPolicy, request: ReleaseRequest, row: ledger.Ledger
     key-holder never has one; the widths the server's post-processing needs."""
     return {
         "type": PARTIAL_TYPE,
+        **_window_fields(policy, request, row),
+        "mechanism": plan.mechanism,
+        "epsilon": plan.epsilon,
+        "delta": plan.delta,
+        "rho": plan.rho,
+        "scale": plan.scale,
+        "half_width_95": plan.half_width(0.05),
+        "tail_width": plan.half_width(TAIL_ALPHA),
+        "released_at": now,
+        "audit_seq": audit_seq,
+        "audit_head": audit_head,
+    }
+
+
+def _window_fields(policy: MetricPolicy, request: ReleaseRequest,
+                   row: ledger.LedgerRow) -> dict[str, Any]:
+    """What every signed release document says about the window it answers."""
+    return {
         "v": 1,
         "metric": policy.name,
         "version": policy.version,
@@ -339,16 +357,6 @@ def _statement(policy: MetricPolicy, request: ReleaseRequest, row: ledger.Ledger
         "report_count": request.report_count,
         "report_ids_digest": request.report_ids_digest.hex(),
         "request_digest": row.request_digest,
-        "mechanism": plan.mechanism,
-        "epsilon": plan.epsilon,
-        "delta": plan.delta,
-        "rho": plan.rho,
-        "scale": plan.scale,
-        "half_width_95": plan.half_width(0.05),
-        "tail_width": plan.half_width(TAIL_ALPHA),
-        "released_at": now,
-        "audit_seq": audit_seq,
-        "audit_head": audit_head,
     }
 
 
@@ -371,17 +379,7 @@ def _payload(
     ci = result.ci
     return {
         "type": RELEASE_TYPE,
-        "v": 1,
-        "metric": policy.name,
-        "version": policy.version,
-        "kind": policy.kind,
-        "scheme": policy.scheme,
-        "window": request.window,
-        "window_seconds": policy.window_seconds,
-        "kid": request.key_id,
-        "report_count": request.report_count,
-        "report_ids_digest": request.report_ids_digest.hex(),
-        "request_digest": row.request_digest,
+        **_window_fields(policy, request, row),
         "value": result.value,
         "noisy_value": result.noisy_value,
         "ci": [list(pair) for pair in ci] if isinstance(ci, list) else list(ci),
