@@ -35,12 +35,19 @@ def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def _execute(workdir: Path) -> list[str]:
+    """Each code cell's whole stdout, one string per cell that printed anything.
+
+    A kernel may flush one print() as several stream messages (the text, then its newline),
+    so a cell's stdout is the concatenation of all its stdout stream outputs.
+    """
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     NotebookClient(notebook, timeout=120, kernel_name="python3",
                    resources={"metadata": {"path": str(workdir)}}).execute()
-    return ["".join(output.get("text", "")) for cell in notebook.cells
-            if cell.cell_type == "code" for output in cell.get("outputs", [])
-            if output.get("output_type") == "stream"]
+    printed = ["".join("".join(output.get("text", "")) for output in cell.get("outputs", [])
+                       if output.get("output_type") == "stream"
+                       and output.get("name") == "stdout")
+               for cell in notebook.cells if cell.cell_type == "code"]
+    return [text for text in printed if text]
 
 
 def test_notebook_loads_verifies_and_plots_a_metric_from_the_server(
