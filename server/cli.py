@@ -124,23 +124,23 @@ def cmd_keyholder_init(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """Check a published threshold result offline against the pinned key-holder identity."""
+    """Check a published result offline against the pinned key-holder identity."""
     from blindsum.shared.signing import parse_identity
-    from blindsum.shared.threshold.release import verify_published
+    from blindsum.shared.verification import verify_result
 
     try:
         document = json.loads(Path(args.result).read_text())
     except (OSError, ValueError) as exc:
         raise InvalidInput(f"cannot read {args.result} as JSON: {exc}") from None
-    if isinstance(document, dict) and isinstance(document.get("document"), dict):
-        document = document["document"]  # an entry of GET /v1/published
-    payload = verify_published(document, parse_identity(args.identity))
+    result = verify_result(document, parse_identity(args.identity))
     if args.json:
-        print(json.dumps({"verified": True, "payload": payload}))
+        print(json.dumps({"verified": True, "threshold": result.threshold,
+                          "payload": result.to_json()}))
     else:
-        print(f"verified: {payload['metric']} v{payload['version']} window "
-              f"{payload['window']} = {payload['value']} (both partial decryptions proven, "
-              "signed by the pinned key-holder)")
+        how = ("both partial decryptions proven, signed by the pinned key-holder"
+               if result.threshold else "signed by the pinned key-holder")
+        print(f"verified: {result.metric} v{result.version} window {result.window} = "
+              f"{result.value} ({how})")
     return 0
 
 
@@ -461,7 +461,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     return run_demo(clients=args.clients, scheme=args.scheme, as_json=args.json,
                     keep_serving=args.serve, paillier_bits=args.paillier_bits,
-                    tls=not args.no_tls)
+                    tls=not args.no_tls, threshold=not args.single_key)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -654,10 +654,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--paillier-bits", type=int, choices=(2048, 3072, 4096), default=3072)
     demo.add_argument("--no-tls", action="store_true",
                       help="plain HTTP on loopback (default: HTTPS with a private CA)")
+    demo.add_argument("--single-key", action="store_true",
+                      help="one key-holder holds the whole Paillier key (default: a two-party "
+                           "threshold key shared by the key-holder and the server)")
     demo.set_defaults(handler=cmd_demo)
 
     verify = roles.add_parser(
-        "verify", help="check a published threshold result offline (signature, proofs, value)")
+        "verify", help="check a published result offline (signature; for a threshold result "
+                   "also both parties' proofs and the value)")
     verify.add_argument("result", help="a published result JSON file (GET /v1/published entry "
                                        "or its document)")
     verify.add_argument("--identity", required=True,

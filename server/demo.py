@@ -18,6 +18,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -32,6 +34,8 @@ from blindsum.client import Client
 from blindsum.server.processes import Deployment, deployment
 from blindsum.shared.encoding import clipped_value
 from blindsum.shared.policy import MetricPolicy, load_policies_toml
+from blindsum.shared.signing import parse_identity
+from blindsum.shared.verification import verify_result
 
 POLICY_FILES = {"paillier": "demo_paillier.toml", "ckks": "demo_ckks.toml"}
 
@@ -150,7 +154,10 @@ def _ci_text(ci: Any) -> str:
 
 
 def build_rows(policies: list[MetricPolicy], truths: dict[str, Truth],
-               results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+               results: dict[str, dict[str, Any]], identity: str) -> list[dict[str, Any]]:
+    """One row per metric, from results checked as a reader would: offline, against the
+    pinned identity (signature, and for threshold results both parties' proofs)."""
+    pinned = parse_identity(identity)
     rows = []
     for policy in policies:
         result = results.get(policy.name)
@@ -159,8 +166,10 @@ def build_rows(policies: list[MetricPolicy], truths: dict[str, Truth],
                                "scheme": policy.scheme, "truth": truth,
                                "published": None, "ci": None, "epsilon": None,
                                "delta": None, "report_count": truths[policy.name].count,
-                               "covered": None}
+                               "covered": None, "verified": None}
         if result is not None:
+            checked = verify_result(result, pinned)
+            row["verified"] = "proofs" if checked.threshold else "signature"
             covered = _covered(truth, result["ci"])
             row.update(published=result["value"], ci=result["ci"], epsilon=result["epsilon"],
                        delta=result["delta"], mechanism=result["mechanism"],
@@ -172,18 +181,18 @@ def build_rows(policies: list[MetricPolicy], truths: dict[str, Truth],
 def render(rows: list[dict[str, Any]], console: Console) -> None:
     table = Table(title="Published metrics (95% confidence intervals)")
     for column in ("metric", "kind", "scheme", "true value", "published", "95% CI",
-                   "covered", "privacy cost"):
+                   "covered", "privacy cost", "verified"):
         table.add_column(column, overflow="fold")
     for row in rows:
         if row["published"] is None:
             table.add_row(row["name"], row["kind"], row["scheme"], _short(row["truth"]),
-                          "[red]not published[/red]", "", "", "")
+                          "[red]not published[/red]", "", "", "", "")
             continue
         cost = f"ε={row['epsilon']:g}" + (f", δ={row['delta']:g}" if row["delta"] else "")
         digits = 3 if row["kind"] == "mean" else 1
         table.add_row(row["name"], row["kind"], row["scheme"], _short(row["truth"], digits),
                       _short(row["published"], digits), _ci_text(row["ci"]),
-                      f"{row['covered']:.0%}", cost)
+                      f"{row['covered']:.0%}", cost, row["verified"])
     console.print(table)
 
 
@@ -213,8 +222,22 @@ def _without_tokens(deployed: Deployment, root: Path) -> dict[str, str]:
     return described
 
 
+@contextmanager
+def _setting_up(console: Console, threshold: bool) -> Iterator[None]:
+    """An elapsed-time bar while the services are set up: the key ceremony's safe-prime
+    search takes seconds to half a minute at 3072 bits, with no way to know in advance."""
+    what = ("key ceremony (two-party Paillier key from safe primes) and service start"
+            if threshold else "key generation and service start")
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                  console=console, transient=False) as progress:
+        task = progress.add_task(what, total=None)
+        yield
+        progress.update(task, total=1, completed=1)
+
+
 def run_demo(clients: int = 1000, scheme: str = "both", as_json: bool = False,
-             keep_serving: bool = False, paillier_bits: int = 3072, tls: bool = True) -> int:
+             keep_serving: bool = False, paillier_bits: int = 3072, tls: bool = True,
+             threshold: bool = True) -> int:
     # With --json, stdout carries only the JSON object; the narrative goes to stderr.
     console = Console(stderr=as_json)
     if not console.is_terminal:
@@ -223,10 +246,14 @@ def run_demo(clients: int = 1000, scheme: str = "both", as_json: bool = False,
         root = Path(tmp)
         paths = _policy_paths(scheme, root)
         policies = [p for path in paths for p in load_policies_toml(path.read_text())]
+        mode = "two-party threshold" if threshold else "single-key"
         console.print(f"[bold]blindsum demo[/bold]: {clients} installs, "
-                      f"{len(policies)} metrics, {paillier_bits}-bit Paillier + CKKS")
+                      f"{len(policies)} metrics, {paillier_bits}-bit {mode} Paillier + CKKS")
         started = time.monotonic()
-        with deployment(root, paths, paillier_bits=paillier_bits, tls=tls) as deployed:
+        with ExitStack() as stack:
+            with _setting_up(console, threshold):
+                deployed = stack.enter_context(deployment(
+                    root, paths, paillier_bits=paillier_bits, tls=tls, threshold=threshold))
             console.print(f"key-holder {deployed.keyholder.url}  server {deployed.server.url}"
                           + ("  (TLS, private loopback CA)" if tls else ""))
             console.print(f"key-holder identity {deployed.identity}")
@@ -234,7 +261,7 @@ def run_demo(clients: int = 1000, scheme: str = "both", as_json: bool = False,
             outcome = release_all(deployed)
             for refused in outcome.get("refused", []):
                 console.print(f"[red]refused[/red] {refused}")
-            rows = build_rows(policies, truths, published(deployed))
+            rows = build_rows(policies, truths, published(deployed), deployed.identity)
             render(rows, console)
             elapsed = time.monotonic() - started
             ok = all(row["published"] is not None for row in rows)

@@ -14,6 +14,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import Any
 import cbor2
 
 from blindsum.shared.errors import InvalidInput, UnsupportedMediaType
+from blindsum.shared.policy import MAX_SLOTS as MAX_RESULT_SLOTS
 
 WIRE_VERSION = 1
 JSON = "application/json"
@@ -323,3 +325,180 @@ def release_digest(request: ReleaseRequest) -> str:
         [hashlib.sha256(c).hexdigest() for c in request.aggregate],
     ], separators=(",", ":"))
     return hashlib.sha256(material.encode()).hexdigest()
+
+
+RELEASE_RESULT_TYPE = "blindsum.release"
+RESULT_KINDS = ("count", "sum", "mean", "histogram", "vector")
+RESULT_SCHEMES = ("paillier", "ckks")
+_HEX_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_MECHANISM = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_RESULT_FIELDS = {
+    "type", "metric", "version", "kind", "scheme", "window", "window_seconds", "kid",
+    "report_count", "report_ids_digest", "request_digest", "value", "noisy_value", "ci",
+    "confidence", "consistent", "mechanism", "epsilon", "delta", "rho", "scale",
+    "released_at", "audit_seq", "audit_head", "threshold",
+}
+
+Number = float | int
+Interval = tuple[float, float]
+
+
+@dataclass(frozen=True)
+class ReleaseResult:
+    """A released window's signed payload: what the key-holder (single key) or the server
+    (threshold: combining both partial decryptions) publishes, and what readers parse.
+
+    ``value`` is the noisy value clamped to the metric's domain, ``noisy_value`` the raw,
+    unbiased one, ``ci`` the per-slot interval around ``noisy_value`` clipped to the domain;
+    scalars for count/sum/mean, lists for histogram/vector. ``threshold`` says the value was
+    decrypted by two parties whose partial decryptions are proven (``blindsum verify``).
+
+    ``from_json`` is strict about types, shapes and ranges; the fields later versions added
+    (``noisy_value``, ``consistent``, ``rho``, ``threshold``) default as older key-holders
+    meant them, so results stored before them still read.
+    """
+
+    metric: str
+    version: int
+    kind: str
+    scheme: str
+    window: int
+    window_seconds: int
+    key_id: str
+    report_count: int
+    report_ids_digest: str
+    request_digest: str
+    value: Number | tuple[Number, ...]
+    noisy_value: Number | tuple[Number, ...]
+    ci: Interval | tuple[Interval, ...]
+    confidence: float
+    consistent: bool
+    mechanism: str
+    epsilon: float
+    delta: float
+    rho: float | None
+    scale: float
+    released_at: float
+    audit_seq: int
+    audit_head: str
+    threshold: bool = False
+
+    @property
+    def scalar(self) -> bool:
+        return self.kind in ("count", "sum", "mean")
+
+    def to_json(self) -> dict[str, Any]:
+        """The payload's fields (signed as canonical JSON by whoever publishes it)."""
+        def numbers(value: Number | tuple[Number, ...]) -> Number | list[Number]:
+            return list(value) if isinstance(value, tuple) else value
+
+        ci: list[float] | list[list[float]] = (
+            list(self.ci) if self.scalar  # type: ignore[arg-type]
+            else [list(pair) for pair in self.ci])  # type: ignore[union-attr]
+        data: dict[str, Any] = {
+            "type": RELEASE_RESULT_TYPE, "v": WIRE_VERSION,
+            "metric": self.metric, "version": self.version, "kind": self.kind,
+            "scheme": self.scheme, "window": self.window,
+            "window_seconds": self.window_seconds, "kid": self.key_id,
+            "report_count": self.report_count, "report_ids_digest": self.report_ids_digest,
+            "request_digest": self.request_digest, "value": numbers(self.value),
+            "noisy_value": numbers(self.noisy_value), "ci": ci,
+            "confidence": self.confidence, "consistent": self.consistent,
+            "mechanism": self.mechanism, "epsilon": self.epsilon, "delta": self.delta,
+            "rho": self.rho, "scale": self.scale, "released_at": self.released_at,
+            "audit_seq": self.audit_seq, "audit_head": self.audit_head,
+        }
+        if self.threshold:
+            data["threshold"] = True
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "release result") -> ReleaseResult:
+        fields = _Fields(data, where, _RESULT_FIELDS)
+        if fields.get("type") != RELEASE_RESULT_TYPE:
+            raise InvalidInput(f"{where}.type must be {RELEASE_RESULT_TYPE!r}")
+        kind = fields.get("kind")
+        if kind not in RESULT_KINDS:
+            raise InvalidInput(f"{where}.kind must be one of {RESULT_KINDS}")
+        scheme = fields.get("scheme")
+        if scheme not in RESULT_SCHEMES:
+            raise InvalidInput(f"{where}.scheme must be one of {RESULT_SCHEMES}")
+        scalar = kind in ("count", "sum", "mean")
+        value = _result_numbers(fields, "value", scalar)
+        noisy = (_result_numbers(fields, "noisy_value", scalar) if "noisy_value" in data
+                 else value)
+        slots = 1 if scalar else len(value)  # type: ignore[arg-type]
+        if not scalar and len(noisy) != slots:  # type: ignore[arg-type]
+            raise InvalidInput(f"{where}.noisy_value must have {slots} numbers like value")
+        rho = data.get("rho")
+        return cls(
+            metric=fields.text("metric", _NAME),
+            version=fields.integer("version", 1, 2**31 - 1),
+            kind=kind,
+            scheme=scheme,
+            window=fields.integer("window", 0, 2**40),
+            window_seconds=fields.integer("window_seconds", 1, 2**40),
+            key_id=fields.text("kid", KEY_ID_PATTERN),
+            report_count=fields.integer("report_count", 1, 2**40),
+            report_ids_digest=fields.text("report_ids_digest", _HEX_DIGEST),
+            request_digest=fields.text("request_digest", _HEX_DIGEST),
+            value=value,
+            noisy_value=noisy,
+            ci=_result_intervals(fields, scalar, slots),
+            confidence=_result_real(fields, "confidence", 0.0, 1.0, open_low=True),
+            consistent=fields.boolean("consistent", True),
+            mechanism=fields.text("mechanism", _MECHANISM),
+            epsilon=_result_real(fields, "epsilon", 0.0, math.inf, open_low=True),
+            delta=_result_real(fields, "delta", 0.0, 1.0),
+            rho=None if rho is None else _result_real(fields, "rho", 0.0, math.inf),
+            scale=_result_real(fields, "scale", 0.0, math.inf, open_low=True),
+            released_at=_result_real(fields, "released_at", 0.0, 2.0**40),
+            audit_seq=fields.integer("audit_seq", 0, 2**62),
+            audit_head=fields.text("audit_head", _HEX_DIGEST),
+            threshold=fields.boolean("threshold", False),
+        )
+
+
+def _is_number(value: Any) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _result_real(fields: _Fields, key: str, low: float, high: float,
+                 open_low: bool = False) -> float:
+    value = fields.get(key)
+    if not _is_number(value) or value < low or value > high or (open_low and value == low):
+        bound = f"{'(' if open_low else '['}{low:g}, {high:g}]"
+        raise InvalidInput(f"{fields.message}.{key} must be a finite number in {bound}")
+    return float(value)
+
+
+def _result_numbers(fields: _Fields, key: str, scalar: bool) -> Number | tuple[Number, ...]:
+    value = fields.get(key)
+    if scalar:
+        if not _is_number(value):
+            raise InvalidInput(f"{fields.message}.{key} must be a finite number")
+        return value  # type: ignore[no-any-return]
+    if not isinstance(value, list) or not 1 <= len(value) <= MAX_RESULT_SLOTS or \
+            not all(_is_number(item) for item in value):
+        raise InvalidInput(
+            f"{fields.message}.{key} must be a list of 1..{MAX_RESULT_SLOTS} finite numbers")
+    return tuple(value)
+
+
+def _result_intervals(fields: _Fields, scalar: bool, slots: int
+                      ) -> Interval | tuple[Interval, ...]:
+    value = fields.get("ci")
+
+    def pair(item: Any, where: str) -> Interval:
+        if not isinstance(item, list | tuple) or len(item) != 2 or \
+                not all(_is_number(x) for x in item) or item[0] > item[1]:
+            raise InvalidInput(f"{where} must be a pair [low, high] of numbers, low <= high")
+        return (float(item[0]), float(item[1]))
+
+    where = f"{fields.message}.ci"
+    if scalar:
+        return pair(value, where)
+    if not isinstance(value, list) or len(value) != slots:
+        raise InvalidInput(f"{where} must list {slots} intervals, one per slot")
+    return tuple(pair(item, f"{where}[{index}]") for index, item in enumerate(value))

@@ -150,6 +150,18 @@ class Published:
     consistent: bool
 
 
+def published_values(result: Published) -> tuple[
+        float | tuple[float, ...], float | tuple[float, ...],
+        tuple[float, float] | tuple[tuple[float, float], ...]]:
+    """``(value, noisy_value, ci)`` of ``result`` as the immutable shapes of a
+    ``codec.ReleaseResult`` (tuples where the result has lists)."""
+    def frozen(numbers: float | list[float]) -> float | tuple[float, ...]:
+        return tuple(numbers) if isinstance(numbers, list) else numbers
+
+    ci = tuple(result.ci) if isinstance(result.ci, list) else result.ci
+    return frozen(result.value), frozen(result.noisy_value), ci
+
+
 def publish(
     policy: MetricPolicy,
     noisy_slots: Sequence[int],

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 from flask import render_template
 from markupsafe import Markup
@@ -51,9 +52,7 @@ class Window:
 
     @property
     def span(self) -> str:
-        seconds = self.result.payload.get("window_seconds")
-        if not isinstance(seconds, int):
-            return self.start
+        seconds = self.result.result.window_seconds
         end = datetime.fromtimestamp(self.result.window + seconds, UTC).strftime("%H:%M")
         return f"{self.start[:-4]}{DASH}{end} UTC"
 
@@ -63,13 +62,22 @@ class Window:
 
     @property
     def epsilon(self) -> str:
-        payload = self.result.payload
-        text = f"ε {payload.get('epsilon', 0):g}"
-        return text + (f", δ {payload['delta']:g}" if payload.get("delta") else "")
+        typed = self.result.result
+        return f"ε {typed.epsilon:g}" + (f", δ {typed.delta:g}" if typed.delta else "")
 
     @property
     def released(self) -> str:
         return _utc(self.result.released_at)
+
+    @property
+    def verify_url(self) -> str:
+        """The window's result as ``blindsum verify`` reads it."""
+        return f"/v1/published/{quote(self.result.metric)}/windows/{self.result.window}"
+
+    @property
+    def proof(self) -> str:
+        """What ``blindsum verify`` checks for this result."""
+        return "signature + proofs" if self.result.result.threshold else "signature"
 
     @property
     def scalar(self) -> bool:
@@ -262,6 +270,6 @@ def sections_for(state: MetricState, identity: str) -> tuple[Section, ...]:
     """The methodology note of the metric's current policy (empty once it is retired)."""
     if state.policy is None:
         return ()
-    released = [w.result.payload for w in state.windows
+    released = [w.result.result for w in state.windows
                 if w.result.version == state.policy.version]
     return methodology(state.policy, identity, released[-1] if released else None)

@@ -25,12 +25,13 @@ from urllib.parse import quote
 import requests
 
 from blindsum.shared import codec
-from blindsum.shared.codec import ReleaseRequest
+from blindsum.shared.codec import RELEASE_RESULT_TYPE, ReleaseRequest, ReleaseResult
 from blindsum.shared.errors import (
     AlreadyReleased,
     BlindsumError,
     Conflict,
     InvalidCiphertext,
+    InvalidInput,
     ManifestError,
     NotFound,
     ReleaseRefused,
@@ -41,7 +42,7 @@ from blindsum.shared.manifest import Manifest
 from blindsum.shared.signing import parse_identity, verify_document
 from blindsum.shared.threshold.release import PARTIAL_TYPE
 
-RESULT_TYPE = "blindsum.release"
+RESULT_TYPE = RELEASE_RESULT_TYPE
 AUDIT_HEAD_TYPE = "blindsum.audit-head"
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
@@ -51,10 +52,15 @@ log = logging.getLogger("blindsum.aggregator.keyholder")
 
 @dataclass(frozen=True)
 class VerifiedResult:
-    """A release result whose signature and contents were checked against the request."""
+    """A release result whose signature and contents were checked against the request.
+
+    ``result`` is the typed payload of a final result; a threshold key-holder's partial
+    release has none (the server finishes it, ``server/aggregator/threshold.py``).
+    """
 
     document: dict[str, str]
     payload: dict[str, Any]
+    result: ReleaseResult | None = None
 
 
 class KeyholderApi(Protocol):
@@ -102,7 +108,13 @@ def check_result(document: Any, pinned: Any, request: ReleaseRequest) -> Verifie
     mismatch = result_mismatch(payload, request)
     if mismatch:
         raise ManifestError(f"the key-holder's result does not match the request: {mismatch}")
-    return VerifiedResult(dict(document), payload)
+    if payload.get("type") != RESULT_TYPE:
+        return VerifiedResult(dict(document), payload)
+    try:
+        result = ReleaseResult.from_json(payload)
+    except InvalidInput as exc:
+        raise ManifestError(f"the key-holder's result is malformed: {exc.detail}") from None
+    return VerifiedResult(dict(document), payload, result)
 
 
 class KeyholderClient:

@@ -7,10 +7,9 @@ zCDP cost its signed results state, so the note cannot drift from what is actual
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
+from blindsum.shared.codec import ReleaseResult
 from blindsum.shared.policy import MetricPolicy, describe_period
 
 DAY = 86_400
@@ -129,8 +128,19 @@ def privacy_unit(policy: MetricPolicy) -> Section:
     ))
 
 
-def trust(policy: MetricPolicy) -> Section:
-    if policy.scheme == "paillier":
+def trust(policy: MetricPolicy, threshold: bool = False) -> Section:
+    if policy.scheme == "paillier" and threshold:
+        sentences = (
+            "Reports are encrypted on the device with Paillier under a two-party threshold "
+            "key: the key-holder and the server each hold one share, and neither can decrypt "
+            "anything alone.",
+            "At release the key-holder pays from the budget, folds its encrypted noise into "
+            "the window's aggregate, and both parties decrypt only that noised ciphertext, "
+            "each with a proof of correct decryption: nobody ever sees the exact aggregate.",
+            "An individual's value stays private unless the server and the key-holder "
+            "collude; invented (Sybil) reports are bounded only by k and differential privacy.",
+        )
+    elif policy.scheme == "paillier":
         sentences = (
             "Reports are encrypted on the device with Paillier. The server only adds "
             "ciphertexts and never holds a decryption key; the key-holder decrypts only "
@@ -149,30 +159,36 @@ def trust(policy: MetricPolicy) -> Section:
     return Section("Trust", sentences)
 
 
-def verification(policy: MetricPolicy, identity: str) -> Section:
+def verification(policy: MetricPolicy, identity: str, threshold: bool = False) -> Section:
+    check = (
+        "For a threshold result, `blindsum verify RESULT.json --identity IDENTITY` also checks "
+        "offline both parties' proofs of partial decryption and that the published value is "
+        "exactly the decryption of the noised aggregate (RESULT.json: one entry of the JSON "
+        "export, or its \"verify\" link on this page)."
+        if threshold else
+        "`blindsum verify RESULT.json --identity IDENTITY` does this offline (RESULT.json: one "
+        "entry of the JSON export, or its \"verify\" link on this page).")
     return Section("How to verify a result", (
         f"Pin the key-holder's identity {identity} and fetch the signed manifest; it holds this "
         f"policy (version {policy.version}).",
         "Each result's document is Ed25519-signed by that identity: verify the signature over "
         "the UTF-8 bytes of document.payload, then read the value, interval, ε and report "
         "count from that payload, not from the unsigned fields beside it.",
+        check,
     ))
 
 
-def _number(released: Mapping[str, Any] | None, name: str) -> float | None:
-    value = None if released is None else released.get(name)
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) \
-        else None
-
-
 def methodology(policy: MetricPolicy, identity: str,
-                released: Mapping[str, Any] | None = None) -> tuple[Section, ...]:
+                released: ReleaseResult | None = None) -> tuple[Section, ...]:
     """Every section of the note for ``policy``, in reading order.
 
-    ``released`` is the payload of a result of this policy version, if there is one: its
-    noise ``scale`` and zCDP ``rho`` are what the key-holder actually used.
+    ``released`` is a result of this policy version, if there is one: its noise ``scale``
+    and zCDP ``rho`` are what the key-holder actually used, and it says whether the metric's
+    key is a threshold key.
     """
-    return (measured(policy), bounds(policy), mechanism(policy, _number(released, "scale")),
-            privacy_cost(policy, _number(released, "rho")),
-            windows(policy), privacy_unit(policy), trust(policy),
-            verification(policy, identity))
+    threshold = released is not None and released.threshold
+    return (measured(policy), bounds(policy),
+            mechanism(policy, None if released is None else released.scale),
+            privacy_cost(policy, None if released is None else released.rho),
+            windows(policy), privacy_unit(policy), trust(policy, threshold),
+            verification(policy, identity, threshold))

@@ -24,12 +24,13 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from blindsum.server.accuracy import half_width
 from blindsum.server.aggregator.rounding import display_step, format_number, round_to
+from blindsum.shared.codec import ReleaseResult
 from blindsum.shared.errors import InvalidInput
 from blindsum.shared.policy import MetricPolicy
 
@@ -213,63 +214,31 @@ def slot_labels(kind: str, count: int, policy: MetricPolicy | None) -> list[str]
     return [str(i) for i in range(count)]
 
 
-def _numbers(value: Any) -> list[float]:
-    items = value if isinstance(value, list) else [value]
-    if not items or not all(isinstance(v, int | float) and not isinstance(v, bool)
-                            and math.isfinite(v) for v in items):
-        raise InvalidInput("a published value must be a finite number or a list of them")
-    return [float(v) for v in items]
-
-
-def _intervals(ci: Any, count: int, scalar: bool) -> list[tuple[float, float]]:
-    pairs = [ci] if scalar else ci
-    if not isinstance(pairs, list) or len(pairs) != count:
-        raise InvalidInput("a published interval must have one [low, high] pair per value")
-    out = []
-    for pair in pairs:
-        bounds = _numbers(pair) if isinstance(pair, list) and len(pair) == 2 else []
-        if len(bounds) != 2 or not bounds[0] <= bounds[1]:
-            raise InvalidInput("a published interval must be a [low, high] pair")
-        out.append((bounds[0], bounds[1]))
-    return out
-
-
 def _clip(x: float, low: float, high: float) -> float:
     return min(max(x, low), high)
 
 
-def build_view(payload: Mapping[str, Any], policy: MetricPolicy | None) -> View:
-    """The reader's view of one signed result payload (``policy`` of its version, if known).
+def build_view(result: ReleaseResult, policy: MetricPolicy | None) -> View:
+    """The reader's view of one signed result (``policy`` of its version, if known).
 
-    The raw value is ``noisy_value`` when the key-holder states it (unbiased, before its own
-    clamping), else ``value``.
-
-    Raises:
-        InvalidInput: the payload's value, interval or noise fields are malformed.
+    The band is centred on ``noisy_value`` (unbiased, before the key-holder's clamping).
     """
-    kind = str(payload.get("kind", ""))
-    n = payload.get("report_count")
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise InvalidInput("a published result needs a positive report_count")
-    if policy is not None and (policy.kind != kind or policy.version != payload.get("version")):
+    kind, n = result.kind, result.report_count
+    if policy is not None and (policy.kind != kind or policy.version != result.version):
         policy = None
-    published = payload.get("noisy_value", payload.get("value"))
-    if (kind in SCALAR_KINDS) == isinstance(published, list):
-        raise InvalidInput(f"a {kind or 'result'} must publish "
-                           + ("one number" if kind in SCALAR_KINDS else "a list of numbers"))
-    raw = _numbers(published)
-    signed_ci = _intervals(payload.get("ci"), len(raw), kind in SCALAR_KINDS)
+    noisy = result.noisy_value
+    raw = [float(v) for v in noisy] if isinstance(noisy, tuple) else [float(noisy)]
+    signed_ci: list[tuple[float, float]] = (
+        [result.ci] if result.scalar else list(result.ci))  # type: ignore[list-item]
     low_end, high_end = slot_domain(kind, n, policy)
     per_units = unit(kind, n, policy)
     # The signed interval may already be clipped to the domain (newer key-holders), so the
     # half-width comes from the noise itself; the widest signed half is the fallback.
     half = max((high - low) / 2 for low, high in signed_ci)
     sim_half: float | None = None
-    mechanism, scale = payload.get("mechanism"), payload.get("scale")
-    if per_units is not None and isinstance(mechanism, str) and isinstance(scale, int | float) \
-            and not isinstance(scale, bool):
-        half = per_slot_half_width(mechanism, float(scale)) * per_units
-        sim_half = simultaneous_half_width(mechanism, float(scale), len(raw)) * per_units
+    if per_units is not None:
+        half = per_slot_half_width(result.mechanism, result.scale) * per_units
+        sim_half = simultaneous_half_width(result.mechanism, result.scale, len(raw)) * per_units
     projected = kind == "histogram"
     shown = ([float(c) for c in consistent_histogram(raw, n)] if projected
              else [min(max(v, low_end), high_end) for v in raw])
@@ -289,6 +258,5 @@ def build_view(payload: Mapping[str, Any], policy: MetricPolicy | None) -> View:
             low_signal=half >= abs(display),
         ))
     # The key-holder flags a noisy aggregate that honest reports could not have produced.
-    consistent = payload.get("consistent", True) is not False
     return View(kind, n, tuple(slots), step, half, sim_half, projected, policy is not None,
-                consistent)
+                result.consistent)

@@ -147,7 +147,7 @@ def policy_of(manifests: ManifestSource, metric: str, version: int) -> MetricPol
 def view_of(result: StoredResult, policy: MetricPolicy | None) -> View | None:
     """The reader's view of a stored result, or None if its payload cannot be read as one."""
     try:
-        return build_view(result.payload, policy)
+        return build_view(result.result, policy)
     except BlindsumError:
         return None
 
@@ -183,17 +183,17 @@ def _cell(value: Any) -> str:
 
 def csv_rows(result: StoredResult, policy: MetricPolicy | None) -> list[dict[str, str]]:
     """One row per slot (one for a count, sum or mean; one per bucket or coordinate)."""
-    payload = result.payload
     view = view_of(result, policy)
     if view is None:
         return []
-    values = payload.get("value")
-    signed = values if isinstance(values, list) else [values]
-    cis = payload["ci"] if isinstance(values, list) else [payload["ci"]]
+    typed = result.result
+    signed = list(typed.value) if isinstance(typed.value, tuple) else [typed.value]
+    cis = [typed.ci] if typed.scalar else list(typed.ci)
     start = datetime.fromtimestamp(result.window, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    common = {name: payload.get(name) for name in (
-        "window_seconds", "report_count", "mechanism", "epsilon", "delta", "rho", "scale",
-        "released_at", "audit_seq")}
+    common = {"window_seconds": typed.window_seconds, "report_count": typed.report_count,
+              "mechanism": typed.mechanism, "epsilon": typed.epsilon, "delta": typed.delta,
+              "rho": typed.rho, "scale": typed.scale, "released_at": typed.released_at,
+              "audit_seq": typed.audit_seq}
     rows = []
     for index, (slot, value, (low, high)) in enumerate(zip(view.slots, signed, cis,
                                                            strict=True)):

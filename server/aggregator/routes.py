@@ -105,6 +105,8 @@ def post_reports() -> Response:
     return reply(receipt.to_wire())
 
 
+MAX_WINDOW = 2**40  # the wire format's largest window start (shared/codec.py)
+
 # -- published results ---------------------------------------------------------------------
 
 
@@ -144,6 +146,26 @@ def get_published_metric(metric: str) -> Response:
     _check_name(metric)
     allowed = [name for name in LIST_PARAMS if name != "metric"]
     return _page(parse_query(request.args, request.args.getlist, allowed, metric=metric))
+
+
+@published.get("/v1/published/<metric>/windows/<int:window>")
+def get_published_window(metric: str, window: int) -> Response:
+    """One window's result, as ``blindsum verify`` reads it (the dashboard's "verify" link).
+
+    A window released under several policy versions answers with the newest version's.
+    """
+    _check_name(metric)
+    if request.args:
+        raise InvalidInput(f"unknown query parameters {sorted(request.args)}: this endpoint "
+                           "takes none")
+    if window > MAX_WINDOW:
+        raise NotFound(f"no window starts at {window}")
+    service = aggregator()
+    rows = service.store.results_page(metric, window, window + 1)
+    if not rows:
+        raise NotFound(f"metric {metric!r} has no published result for window {window}")
+    newest = max(rows, key=lambda r: r.version)
+    return reply(result_json(newest, policy_of(service.manifests, metric, newest.version)))
 
 
 @published.get("/v1/published/<metric>/export.csv")

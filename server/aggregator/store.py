@@ -36,12 +36,14 @@ import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import cbor2
 
 from blindsum.server.sqlite import connect, write_transaction
+from blindsum.shared.codec import ReleaseResult
 
 DB_NAME = "aggregator.db"
 SCHEMA_VERSION = 3  # 3: per-token report caps
@@ -172,6 +174,11 @@ class StoredResult:
     document: dict[str, str]
     payload: dict[str, Any]
     released_at: float
+
+    @cached_property
+    def result(self) -> ReleaseResult:
+        """The typed payload; ``InvalidInput`` if it is not a well-formed release result."""
+        return ReleaseResult.from_json(self.payload)
 
 
 ResultKey = tuple[str, int, int, str]

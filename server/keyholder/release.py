@@ -48,8 +48,8 @@ from blindsum.server.keyholder.accounting import Spend
 from blindsum.server.keyholder.cost import noise_plan, release_cost
 from blindsum.server.keyholder.noise import NoisePlan
 from blindsum.server.keyholder.store import KeyholderDB
-from blindsum.shared.codec import ReleaseRequest, release_digest
-from blindsum.shared.encoding import Published, publish
+from blindsum.shared.codec import RELEASE_RESULT_TYPE, ReleaseRequest, ReleaseResult, release_digest
+from blindsum.shared.encoding import Published, publish, published_values
 from blindsum.shared.errors import (
     AlreadyReleased,
     BlindsumError,
@@ -65,7 +65,7 @@ from blindsum.shared.signing import sign_document
 from blindsum.shared.threshold.keys import KeyShare
 from blindsum.shared.threshold.release import PARTIAL_TYPE
 
-RELEASE_TYPE = "blindsum.release"
+RELEASE_TYPE = RELEASE_RESULT_TYPE
 # A ``paid`` row older than this belongs to a release that died mid-way (a release takes
 # milliseconds to seconds; the server's read timeout is 120 s).
 PAID_LEASE_SECONDS = 300.0
@@ -376,21 +376,13 @@ def _payload(
     audit_head: str,
     now: float,
 ) -> dict[str, Any]:
-    ci = result.ci
-    return {
-        "type": RELEASE_TYPE,
-        **_window_fields(policy, request, row),
-        "value": result.value,
-        "noisy_value": result.noisy_value,
-        "ci": [list(pair) for pair in ci] if isinstance(ci, list) else list(ci),
-        "confidence": 0.95,
-        "consistent": result.consistent,
-        "mechanism": plan.mechanism,
-        "epsilon": plan.epsilon,
-        "delta": plan.delta,
-        "rho": plan.rho,
-        "scale": plan.scale,
-        "released_at": now,
-        "audit_seq": audit_seq,
-        "audit_head": audit_head,
-    }
+    value, noisy, ci = published_values(result)
+    return ReleaseResult(
+        metric=policy.name, version=policy.version, kind=policy.kind, scheme=policy.scheme,
+        window=request.window, window_seconds=policy.window_seconds, key_id=request.key_id,
+        report_count=request.report_count,
+        report_ids_digest=request.report_ids_digest.hex(), request_digest=row.request_digest,
+        value=value, noisy_value=noisy, ci=ci, confidence=0.95, consistent=result.consistent,
+        mechanism=plan.mechanism, epsilon=plan.epsilon, delta=plan.delta, rho=plan.rho,
+        scale=plan.scale, released_at=now, audit_seq=audit_seq, audit_head=audit_head,
+    ).to_json()

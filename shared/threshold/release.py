@@ -34,8 +34,8 @@ from typing import Any
 import gmpy2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ..codec import b64decode, b64encode
-from ..encoding import Published, publish
+from ..codec import RELEASE_RESULT_TYPE, ReleaseResult, b64decode, b64encode
+from ..encoding import Published, publish, published_values
 from ..errors import BlindsumError, InvalidInput, InvalidProof
 from ..headroom import noise_bound
 from ..manifest import slot_spec
@@ -50,14 +50,9 @@ from .keys import ThresholdPublicKey
 Mpz = Any  # gmpy2.mpz; gmpy2 ships no stubs.
 
 PARTIAL_TYPE = "blindsum.partial-release"
-RESULT_TYPE = "blindsum.release"
+RESULT_TYPE = RELEASE_RESULT_TYPE
 PUBLISHED_FORMAT = "blindsum-threshold-release-1"
 KEYHOLDER_PARTY, SERVER_PARTY = 1, 2
-# Copied from K's statement into the published payload (what a single-key result carries).
-_COPIED = ("metric", "version", "kind", "scheme", "window", "window_seconds", "kid",
-           "report_count", "report_ids_digest", "request_digest", "mechanism", "epsilon",
-           "delta", "rho", "scale", "released_at", "audit_seq", "audit_head")
-
 
 def decryption_context(metric: str, version: int, window: int, key_id: str,
                        request_digest: str) -> bytes:
@@ -180,17 +175,24 @@ class PartialRelease:
 
 def published_payload(statement: PartialRelease, result: Published) -> dict[str, Any]:
     """The published result's payload: a single-key result's fields, plus ``threshold``."""
-    ci = result.ci
-    return {
-        "type": RESULT_TYPE, "v": 1,
-        **{k: statement.payload[k] for k in _COPIED},
-        "value": result.value,
-        "noisy_value": result.noisy_value,
-        "ci": [list(pair) for pair in ci] if isinstance(ci, list) else list(ci),
-        "confidence": 0.95,
-        "consistent": result.consistent,
-        "threshold": True,
-    }
+    signed = statement.payload
+    value, noisy, ci = published_values(result)
+    draft = ReleaseResult(
+        metric=signed.get("metric"), version=signed.get("version"), kind=signed.get("kind"),
+        scheme=signed.get("scheme"), window=signed.get("window"),
+        window_seconds=signed.get("window_seconds"), key_id=signed.get("kid"),
+        report_count=signed.get("report_count"), report_ids_digest=signed.get("report_ids_digest"),
+        request_digest=signed.get("request_digest"), value=value, noisy_value=noisy, ci=ci,
+        confidence=0.95, consistent=result.consistent, mechanism=signed.get("mechanism"),
+        epsilon=signed.get("epsilon"), delta=signed.get("delta"), rho=signed.get("rho"),
+        scale=signed.get("scale"), released_at=signed.get("released_at"),
+        audit_seq=signed.get("audit_seq"), audit_head=signed.get("audit_head"), threshold=True,
+    ).to_json()
+    try:  # the statement's fields are the key-holder's word: check their types and ranges
+        ReleaseResult.from_json(draft)
+    except InvalidInput as exc:
+        raise InvalidProof(f"the key-holder's statement: {exc.detail}") from None
+    return draft
 
 
 def published_document(statement_document: Mapping[str, str], statement: PartialRelease,

@@ -102,10 +102,12 @@ def _reports(client: Any, keyholder: RunningKeyholder, metric: str,
     keyring = Keyring(manifest, lambda kid: client.get(f"/v1/keys/{kid}/context").get_data())
     policy = manifest.policy(metric)
     scheme = keyring.scheme_for(policy)
+    encrypted = [tuple(scheme.encrypt(encode(policy, v), slot_spec(policy))) for v in values]
+    # The window is read after encrypting: on a loaded machine the first encryption (which
+    # builds the randomiser table) can outlast a 2-second window.
     window = window_start(time.time(), policy.window_seconds)
     return [Report(secrets.token_bytes(16), metric, policy.version, scheme.key_id, window,
-                   tuple(scheme.encrypt(encode(policy, v), slot_spec(policy))))
-            for v in values]
+                   blobs) for blobs in encrypted]
 
 
 def _send(client: Any, reports: list[Report]) -> None:

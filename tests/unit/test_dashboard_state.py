@@ -23,11 +23,16 @@ CKKS = MetricPolicy.from_mapping("feature", {
 
 
 def _window(value: float, window: int, half: float = 6.0, **extra: Any) -> Window:
-    payload = {"kind": "count", "version": 1, "report_count": 1000, "value": value,
-               "ci": [value - half, value + half], "mechanism": "laplace", "scale": 2.0,
-               "epsilon": 0.5, "delta": 0.0, "window_seconds": HOUR, **extra}
+    payload = {"type": "blindsum.release", "v": 1, "metric": "opens", "version": 1,
+               "kind": "count", "scheme": "paillier", "window": window,
+               "window_seconds": HOUR, "kid": "pai-1", "report_count": 1000,
+               "report_ids_digest": "ab" * 32, "request_digest": "cd" * 32, "value": value,
+               "ci": [value - half, value + half], "confidence": 0.95,
+               "mechanism": "laplace", "scale": 2.0, "epsilon": 0.5, "delta": 0.0,
+               "rho": None, "released_at": window + HOUR, "audit_seq": 1,
+               "audit_head": "ef" * 32, **extra}
     result = StoredResult("opens", 1, window, "pai-1", {}, payload, window + HOUR)
-    return Window(result, build_view(payload, POLICY))
+    return Window(result, build_view(result.result, POLICY))
 
 
 def _state(windows: list[Window], budget: Budget | None = None, known: bool = True,

@@ -10,6 +10,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from blindsum.server.aggregator.presentation import (
+    View,
     apportion,
     build_view,
     consistent_histogram,
@@ -19,6 +20,7 @@ from blindsum.server.aggregator.presentation import (
 )
 from blindsum.server.aggregator.rounding import display_step, format_number, round_to
 from blindsum.server.keyholder.noise import plan_noise
+from blindsum.shared.codec import ReleaseResult
 from blindsum.shared.errors import InvalidInput
 from blindsum.shared.policy import MetricPolicy
 
@@ -41,9 +43,18 @@ def _payload(policy: MetricPolicy, value: Any, n: int, **extra: Any) -> dict[str
     unit = policy.precision / (n if policy.kind == "mean" else 1)
     values = value if isinstance(value, list) else [value]
     ci = [[v - half * unit, v + half * unit] for v in values]
-    return {"kind": policy.kind, "version": policy.version, "report_count": n, "value": value,
-            "ci": ci if isinstance(value, list) else ci[0], "mechanism": plan.mechanism,
-            "scale": plan.scale, **extra}
+    return {"type": "blindsum.release", "v": 1, "metric": policy.name,
+            "version": policy.version, "kind": policy.kind, "scheme": policy.scheme,
+            "window": 3600, "window_seconds": 3600, "kid": "pai-1", "report_count": n,
+            "report_ids_digest": "ab" * 32, "request_digest": "cd" * 32, "value": value,
+            "ci": ci if isinstance(value, list) else ci[0], "confidence": 0.95,
+            "mechanism": plan.mechanism, "epsilon": policy.privacy.epsilon,
+            "delta": policy.privacy.delta, "scale": plan.scale, "released_at": 7200.0,
+            "audit_seq": 3, "audit_head": "ef" * 32, **extra}
+
+
+def _view(payload: dict[str, Any], policy: MetricPolicy | None) -> View:
+    return build_view(ReleaseResult.from_json(payload), policy)
 
 
 # -- the simplex projection ------------------------------------------------------------------
@@ -157,7 +168,7 @@ def test_per_slot_half_width_is_the_one_the_keyholder_signs() -> None:
 def test_histogram_view_is_consistent_and_keeps_the_raw_values() -> None:
     raw = [-3.0, 4.0, 1.0, 9.0]
     payload = _payload(HIST, raw, 10)
-    view = build_view(payload, HIST)
+    view = _view(payload, HIST)
     assert [s.shown for s in view.slots] == [0.0, 3.0, 0.0, 7.0]  # 2.5 and 7.5, tie to the lower
     assert sum(s.shown for s in view.slots) == 10
     assert [s.raw for s in view.slots] == raw and payload["value"] == raw
@@ -169,12 +180,12 @@ def test_histogram_view_is_consistent_and_keeps_the_raw_values() -> None:
 
 def test_noisy_value_is_preferred_over_the_clamped_value() -> None:
     payload = _payload(HIST, [0.0, 4.0, 1.0, 5.0], 10, noisy_value=[-3.0, 4.0, 1.0, 8.0])
-    assert [s.raw for s in build_view(payload, HIST).slots] == [-3.0, 4.0, 1.0, 8.0]
+    assert [s.raw for s in _view(payload, HIST).slots] == [-3.0, 4.0, 1.0, 8.0]
 
 
 def test_sum_interval_is_clipped_to_what_its_reports_can_reach() -> None:
     payload = _payload(SUM, 120.0, 3)  # laplace on 1000 per report: the interval is huge
-    view = build_view(payload, SUM)
+    view = _view(payload, SUM)
     (slot,) = view.slots
     assert payload["ci"][0] < 0 and slot.low == 0.0 and slot.high == 3000.0
     assert slot.low_signal  # the interval swamps the value
@@ -183,7 +194,7 @@ def test_sum_interval_is_clipped_to_what_its_reports_can_reach() -> None:
 
 def test_mean_is_rounded_to_what_its_noise_allows() -> None:
     payload = _payload(MEAN, 31.234567, 1000)
-    view = build_view(payload, MEAN)
+    view = _view(payload, MEAN)
     assert view.step >= view.half_width / 100
     assert view.format(view.slots[0].shown) == f"{round(31.234567, 2):.2f}"
     assert not view.slots[0].low_signal
@@ -191,7 +202,7 @@ def test_mean_is_rounded_to_what_its_noise_allows() -> None:
 
 def test_another_version_is_shown_without_the_policy_bounds() -> None:
     payload = {**_payload(SUM, 120.0, 3), "version": 2}
-    view = build_view(payload, SUM)
+    view = _view(payload, SUM)
     assert not view.policy_known and view.simultaneous_half_width is None
     assert view.slots[0].low == payload["ci"][0]
     assert view.to_json()["simultaneous_ci"] == [None, None]
@@ -199,11 +210,13 @@ def test_another_version_is_shown_without_the_policy_bounds() -> None:
 
 @pytest.mark.parametrize("bad,match", [
     ({"report_count": 0}, "report_count"),
-    ({"value": [1.0]}, "one number"),
+    ({"value": [1.0]}, "value must be a finite number"),
     ({"value": float("nan")}, "finite"),
     ({"ci": [5.0, 1.0]}, "pair"),
     ({"ci": [[0.0, 1.0]]}, "pair"),
+    ({"scale": -1.0}, "scale"),
+    ({"kind": "median"}, "kind"),
 ])
 def test_malformed_results_are_refused(bad: dict[str, Any], match: str) -> None:
     with pytest.raises(InvalidInput, match=match):
-        build_view({**_payload(SUM, 120.0, 3), **bad}, SUM)
+        _view({**_payload(SUM, 120.0, 3), **bad}, SUM)
