@@ -30,6 +30,9 @@ def test_demo_json_reports_every_metric_with_truth_and_interval() -> None:
         assert metric["published"] is not None, metric["name"]
         assert metric["scheme"] in {"paillier", "ckks"}
         assert metric["epsilon"] > 0
+        # checked offline against the pinned identity; Paillier runs two-party by default
+        assert metric["verified"] == ("proofs" if metric["scheme"] == "paillier"
+                                      else "signature")
         if isinstance(metric["truth"], list):
             assert len(metric["ci"]) == len(metric["truth"]) == len(metric["published"])
             assert all(len(pair) == 2 and pair[0] <= pair[1] for pair in metric["ci"])
@@ -43,6 +46,16 @@ def test_demo_scheme_flag_limits_the_metrics() -> None:
                                capture_output=True, text=True, timeout=300, check=False)
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert {m["scheme"] for m in json.loads(completed.stdout)["metrics"]} == {"ckks"}
+
+
+def test_demo_single_key_flag_runs_without_the_threshold_key() -> None:
+    completed = subprocess.run([*DEMO, "--clients", "25", "--json", "--scheme", "paillier",
+                                "--single-key"],
+                               capture_output=True, text=True, timeout=300, check=False)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    metrics = json.loads(completed.stdout)["metrics"]
+    assert metrics and {m["verified"] for m in metrics} == {"signature"}
+    assert "single-key" in completed.stderr
 
 
 @pytest.mark.parametrize("argument", [["--clients", "0"], ["--scheme", "rsa"],

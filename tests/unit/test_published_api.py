@@ -238,3 +238,33 @@ def test_budget_is_unknown_while_the_keyholder_is_down(tmp_path: Path) -> None:
             close_app(app)
     assert "budget unknown (the key-holder did not answer)" in html
 
+
+
+# -- one window, as `blindsum verify` reads it -------------------------------------------------
+
+
+def test_each_window_links_to_its_result_and_that_result_verifies(
+    client: Any, starts: list[int]
+) -> None:
+    from blindsum.shared.verification import verify_result
+
+    html = client.get("/metrics/latency").get_data(as_text=True)
+    for start in starts:
+        assert f'href="/v1/published/latency/windows/{start}"' in html
+    entry = client.get(f"/v1/published/latency/windows/{starts[2]}").get_json()
+    listed = [r for r in _results(client, "/v1/published/latency") if r["window"] == starts[2]]
+    assert listed == [entry]
+    result = verify_result(entry, pinned())
+    assert (result.metric, result.window, result.threshold) == ("latency", starts[2], False)
+    assert result.to_json() == json.loads(entry["document"]["payload"])
+
+
+def test_one_window_endpoint_refuses_what_it_cannot_answer(client: Any,
+                                                           starts: list[int]) -> None:
+    assert_problem(client.get(f"/v1/published/latency/windows/{starts[0] + 1}"), 404,
+                   "not-found", "no published result for window")
+    assert_problem(client.get(f"/v1/published/latency/windows/{2**41}"), 404, "not-found",
+                   "no window starts")
+    assert_problem(client.get(f"/v1/published/latency/windows/{starts[0]}?limit=1"), 400,
+                   "invalid-input", "unknown query parameters")
+    assert client.get("/v1/published/latency/windows/-5").status_code == 404
