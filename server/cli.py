@@ -285,7 +285,17 @@ def cmd_keyholder_key_list(args: argparse.Namespace) -> int:
 
 
 def cmd_keyholder_key_rotate(args: argparse.Namespace) -> int:
-    key_id = _open_keyholder(args).rotate(args.scheme)
+    from blindsum.server.datadir import private_files
+
+    server_passphrase = os.environ.get(SERVER_PASSPHRASE_ENV) or None
+    if args.server_dir is not None and server_passphrase is None:
+        print(f"warning: no server key store passphrase ({SERVER_PASSPHRASE_ENV}): the "
+              "server's key share is stored unencrypted", file=sys.stderr)
+    with private_files():
+        key_id = _open_keyholder(args).rotate(
+            args.scheme, server_dir=args.server_dir, server_passphrase=server_passphrase,
+            threshold=args.threshold,
+            progress=lambda line: print(line, file=sys.stderr, flush=True))
     print(f"new active {args.scheme} key: {key_id} (the previous one is still accepted)")
     return 0
 
@@ -589,6 +599,12 @@ def build_parser() -> argparse.ArgumentParser:
     rotate = key_actions.add_parser("rotate", help="new active key; the old one stays accepted")
     kh_common(rotate)
     rotate.add_argument("--scheme", choices=("paillier", "ckks"), required=True)
+    rotate.add_argument("--threshold", action="store_true",
+                        help="make the new Paillier key a two-party threshold key (implied "
+                             "when the active one is)")
+    rotate.add_argument("--server-dir", type=Path,
+                        help="for a threshold key: the server's data directory, where its "
+                             "new share is sealed")
     rotate.set_defaults(handler=cmd_keyholder_key_rotate)
     retire = key_actions.add_parser("retire", help="refuse new reports under a key")
     kh_common(retire)

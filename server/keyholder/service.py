@@ -136,22 +136,42 @@ class Keyholder:
             self._issue_manifest(conn)
         return public.key_id
 
-    def rotate(self, scheme: str) -> str:
-        """Start a new key epoch for ``scheme``; the previous active key stays accepted."""
+    def rotate(self, scheme: str, server_dir: Path | None = None,
+               server_passphrase: str | None = None, threshold: bool = False,
+               progress: Callable[[str], None] | None = None) -> str:
+        """Start a new key epoch for ``scheme``; the previous active key stays accepted.
+
+        A threshold Paillier key is replaced by a new ceremony whose second share is sealed
+        in the server's key store (``server_dir``): the server reads a share by key id when
+        it first needs one, so a running server releases windows under either key.
+        ``threshold`` turns a single-key deployment's next Paillier key into a threshold
+        key; once threshold, a deployment never rotates back to a single key (that would
+        hand one party the whole key again).
+        """
         from blindsum.shared.schemes.ckks import generate_ckks
         from blindsum.shared.schemes.paillier import PaillierPublic, generate_paillier
 
+        if scheme not in ("paillier", "ckks"):
+            raise InvalidConfig(f"unknown scheme {scheme!r}: expected paillier or ckks")
         active = [k for k in self.db.key_records() if k.scheme == scheme and k.status == "active"]
-        if scheme == "paillier" and active and "threshold" in active[0].public:
-            raise InvalidConfig(
-                f"key {active[0].key_id!r} is a threshold key: a new one needs a key ceremony "
-                "with the server's data directory (not supported by rotate yet)")
-        if scheme == "paillier":
-            bits = PaillierPublic.from_json(active[0].public).n.bit_length() if active else 3072
-            return self.add_key(generate_paillier(bits))
+        split = threshold or (scheme == "paillier" and bool(active)
+                              and "threshold" in active[0].public)
         if scheme == "ckks":
+            if threshold or server_dir is not None:
+                raise InvalidConfig("CKKS keys are single-key (TenSEAL has no threshold "
+                                    "decryption): --threshold and --server-dir are for paillier")
             return self.add_key(generate_ckks())
-        raise InvalidConfig(f"unknown scheme {scheme!r}: expected paillier or ckks")
+        bits = PaillierPublic.from_json(active[0].public).n.bit_length() if active else 3072
+        if not split:
+            if server_dir is not None:
+                raise InvalidConfig("--server-dir is only for a threshold key (--threshold)")
+            return self.add_key(generate_paillier(bits))
+        if server_dir is None:
+            raise InvalidConfig(
+                "a threshold key is rotated by a new key ceremony: give the server's data "
+                "directory (--server-dir), where its new share is sealed")
+        return self.add_threshold_key(bits, KeyStore.open(server_dir, server_passphrase),
+                                      progress)
 
     def retire(self, key_id: str) -> None:
         """Stop accepting reports under a key. Its collected windows can still be released."""
