@@ -363,10 +363,30 @@ def cmd_server_serve(args: argparse.Namespace) -> int:
     }.items() if value is not None}
     config = load_config(overrides)
     prepare_data_dir(config.data_dir, "server data directory")
+    _release_stale_claims(config.data_dir)
     serve(functools.partial(_server_app, config), args.host, args.port, workers=args.workers,
           limits=_limits(args), certfile=args.tls_cert, keyfile=args.tls_key,
           log_file=args.log_file, name="blindsum-server")
     return 0
+
+
+def _release_stale_claims(data_dir: Path) -> None:
+    """Before any worker runs: windows a killed server was releasing are retried at once."""
+    import time
+
+    from blindsum.server.aggregator.store import DB_NAME, Store
+
+    if not (data_dir / DB_NAME).is_file():
+        return  # a first start: nothing was ever claimed
+    store = Store(data_dir)
+    try:
+        with store.transaction() as tx:
+            dropped = tx.release_claims(time.time())
+    finally:
+        store.close()
+    if dropped:
+        print(f"{dropped} window(s) a stopped server was releasing are retried now (the "
+              "key-holder answers them from its stored results)", file=sys.stderr)
 
 
 def _token_book(data_dir: Path, create: bool = False) -> TokenBook:

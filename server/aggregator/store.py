@@ -269,6 +269,19 @@ class Transaction:
         if cursor.rowcount != 1:
             raise RuntimeError(f"{key.describe()} is not open")
 
+    def release_claims(self, now: float) -> int:
+        """Let every sealed window be retried now; how many claims were dropped.
+
+        Only for a server that is starting: no worker runs yet, so a claim still in force
+        was held by a process that died mid-release. Its window is retried with the *same*
+        request, which the key-holder answers from its stored result (no second noise
+        draw, no second debit), instead of waiting out the lease.
+        """
+        cursor = self.conn.execute(
+            "UPDATE windows SET claimed_until = NULL, updated_at = ? "
+            "WHERE state = 'sealed' AND claimed_until > ?", (now, now))
+        return cursor.rowcount
+
     def claim_window(self, key: WindowKey, now: float, lease: float) -> bool:
         """Seal an open window (or re-claim an expired seal); True if this caller owns it."""
         cursor = self.conn.execute(

@@ -25,9 +25,9 @@ audit entry each), none has two ``release`` entries (two noise draws), and the b
 is one release's epsilon per consumed window. Every published document verifies offline.
 
 A server killed mid-call leaves the window it was finishing ``sealed`` under its 300 s
-claim (``aggregator/release.py``, ``LEASE_SECONDS``); the server test lets that claim
-expire by moving ``claimed_until`` to now while the server is down, standing in for five
-minutes of waiting.
+claim (``aggregator/release.py``, ``LEASE_SECONDS``); a restarted server drops such claims
+before its workers run (``Store.release_claims``), so the window is retried at once with
+the same request.
 """
 
 from __future__ import annotations
@@ -278,11 +278,6 @@ def test_kill_9_of_the_server_mid_threshold_release_publishes_each_window_once(
         _kill_mid_release(dep, dep.server, mid_payment=False)
         ledger_at_kill = _ledger(dep)
         results_at_kill = _server_results(dep)
-        with contextlib.closing(sqlite3.connect(dep.server_dir / "aggregator.db",
-                                                timeout=30)) as db, db:
-            # the claim the killed server held would expire in LEASE_SECONDS: let it now
-            db.execute("UPDATE windows SET claimed_until = ? WHERE metric = ? AND "
-                       "state = 'sealed'", (time.time(), METRIC))
         _restart_server(dep, root)
         _release_until_settled(dep)
         states = _check_recovered(dep, windows, ledger_at_kill, results_at_kill)
