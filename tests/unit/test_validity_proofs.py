@@ -41,7 +41,8 @@ HONEST = [
     ("histogram", HIST, [0, 0, 0, 1, 0, 0]), ("histogram", HIST, [1, 0, 0, 0, 0, 0]),
     ("sum", SUM, [0]), ("sum", SUM, [3600]), ("sum", SUM, [2049]), ("mean", SUM, [1777]),
     ("vector", VECTOR, [0, 10, 3, 7]),
-    ("histogram", WIDE_HIST, [0, 0, 0, 0, 0, 0, 1]), ("histogram", WIDE_HIST, [0, 0, 1, 0, 0, 0, 0]),
+    ("histogram", WIDE_HIST, [0, 0, 0, 0, 0, 0, 1]),
+    ("histogram", WIDE_HIST, [0, 0, 1, 0, 0, 0, 0]),
     ("vector", WIDE_VECTOR, [6, 0, 5, 1, 3]),
 ]
 
@@ -182,7 +183,7 @@ def test_proof_cannot_be_replayed_under_another_key_id(public: PaillierPublic) -
 
 
 def test_proof_cannot_be_moved_to_another_reports_ciphertext(public: PaillierPublic) -> None:
-    cts, proof = prove_report(public, "sum", SUM, [10], CONTEXT)
+    _, proof = prove_report(public, "sum", SUM, [10], CONTEXT)
     other, _ = prove_report(public, "sum", SUM, [10], CONTEXT)
     _rejected(public, "sum", SUM, other, proof)
     hist, hproof = prove_report(public, "histogram", WIDE_HIST, [1, 0, 0, 0, 0, 0, 0], CONTEXT)
