@@ -12,6 +12,7 @@ from .report import (
     prove_report,
     verify_range,
     verify_report,
+    verify_report_each,
     verify_reports,
 )
 from .statements import KINDS, ProofContext, range_weights
@@ -26,5 +27,6 @@ __all__ = [
     "range_weights",
     "verify_range",
     "verify_report",
+    "verify_report_each",
     "verify_reports",
 ]

@@ -24,6 +24,7 @@ from blindsum.shared.validity import (
     statements,
     verify_range,
     verify_report,
+    verify_report_each,
     verify_reports,
 )
 
@@ -61,6 +62,8 @@ def _rejected(public: PaillierPublic, kind: str, spec: SlotSpec, cts: Any, proof
               context: ProofContext = CONTEXT) -> None:
     with pytest.raises(InvalidProof):
         verify_report(public, kind, spec, cts, proof, context)
+    with pytest.raises(InvalidProof):
+        verify_report_each(public, kind, spec, cts, proof, context)
     assert verify_reports(public, kind, spec, [(cts, proof, context)]) == [0]
 
 
@@ -73,6 +76,7 @@ def test_honest_report_verifies_and_decrypts_to_its_slots(
 ) -> None:
     cts, proof = prove_report(public, kind, spec, slots, CONTEXT)
     verify_report(public, kind, spec, cts, proof, CONTEXT)
+    verify_report_each(public, kind, spec, cts, proof, CONTEXT)
     assert secret.decrypt(cts, spec) == slots
     assert ReportProof.from_json(proof.to_json(), public, spec, kind) == proof
 
