@@ -149,6 +149,7 @@ def verify_reports(public: PaillierPublic, kind: str, spec: SlotSpec,
     equations of all that pass are checked in one random combination, and only if it fails
     is each report checked alone.
     """
+    Shape.of(public, kind, spec)  # a wrong kind or spec is the caller's error, not a report's
     bad: list[int] = []
     pending: list[tuple[int, list[sigma.Equation]]] = []
     for index, (ciphertexts, proof, context) in enumerate(items):
