@@ -33,7 +33,8 @@ so ``t = 2*λ`` already matches a ``λ``-bit security level. We take ``t = 4*λ`
 The table also serves the validity proofs' public powers ``h**s`` (``power``), whose
 responses are ``exponent_bits + 2*128 + 17`` bits long (``POWER_SLACK_BITS``), so it has
 ``ceil((exponent_bits + 273) / 8)`` rows: 99 rows, ~19.5 MB at 3072 bits (the randomiser
-alone needed 64 rows, ~12.6 MB), built in ~0.2 s. Longer exponents fall back to ``powmod``.
+alone needed 64 rows, ~12.6 MB), built in ~0.2 s. A longer exponent (a batch check's combined response) is split: the
+table for its low bits, a short ``powmod`` of ``h**(2**(8*rows))`` for the rest.
 It is built lazily on the first use, under a lock, or eagerly with
 ``PaillierPublic.precompute()``. The aggregator never encrypts; it builds the table only if
 it verifies proofs.
@@ -123,6 +124,7 @@ class _FixedBaseTable:
             table.append(row)
             base = row[-1] * base % modulus  # h**(2**(8(j+1))) = h**(255 * 2**8j) * h**(2**8j)
         self.table = table
+        self.top = base  # h**(2**(8*rows)): longer exponents continue from here
 
     def random_power(self) -> Mpz:
         """``h**a`` for a fresh uniform ``exponent_bits``-bit ``a``."""
@@ -137,9 +139,14 @@ class _FixedBaseTable:
         """``h**s`` for any ``s >= 0`` (one multiplication per byte within the table)."""
         if s < 0:
             raise InvalidInput("fixed-base exponent must be >= 0")
-        if s.bit_length() > self.rows * _WINDOW_BITS:
-            return gmpy2.powmod(self.h, s, self.modulus)
-        return self._power(int(s), self.rows)
+        s = int(s)
+        bits = self.rows * _WINDOW_BITS
+        if s.bit_length() > bits:
+            # s = low + 2**bits * high: the table for low, a short powmod for high (a batch
+            # check's combined exponent is only ~70 bits longer than the table)
+            low = self._power(s & ((1 << bits) - 1), self.rows)
+            return low * gmpy2.powmod(self.top, s >> bits, self.modulus) % self.modulus
+        return self._power(s, self.rows)
 
     def _power(self, a: int, rows: int) -> Mpz:
         digits = a.to_bytes(rows, "little")

@@ -398,3 +398,19 @@ def test_random_tampering_is_always_rejected(public: PaillierPublic,
         clause = dataclasses.replace(clause, **{name: tuple(map(tuple, rows))})
     clauses[i] = clause
     _rejected(public, "vector", VECTOR, cts, dataclasses.replace(proof, clauses=tuple(clauses)))
+
+
+def test_small_order_elements_are_nth_residues_so_they_cannot_change_a_plaintext(
+    secret: PaillierSecret, public: PaillierPublic,
+) -> None:
+    # -1 (order 2) and any element of order coprime to n decrypt to 0: multiplying a
+    # ciphertext, a commitment or an aux ciphertext by one moves nothing in Z*_{n^2}/R
+    nsq = public.nsquare
+    minus_one = nsq - 1
+    assert secret.decrypt_plaintext(minus_one) == 0
+    c = public.encrypt_plaintext(1)
+    assert secret.decrypt_plaintext(c * minus_one % nsq) == 1
+    # and a proof about c does not carry over to -c: the hash binds the ciphertext
+    cts, proof = prove_report(public, "count", COUNT, [1], CONTEXT)
+    flipped = public.dump([public.load(cts, COUNT)[0] * minus_one % nsq])
+    _rejected(public, "count", COUNT, flipped, proof)
