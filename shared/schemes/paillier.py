@@ -33,8 +33,9 @@ so ``t = 2*λ`` already matches a ``λ``-bit security level. We take ``t = 4*λ`
 The table also serves the validity proofs' public powers ``h**s`` (``power``), whose
 responses are ``exponent_bits + 2*128 + 17`` bits long (``POWER_SLACK_BITS``), so it has
 ``ceil((exponent_bits + 273) / 8)`` rows: 99 rows, ~19.5 MB at 3072 bits (the randomiser
-alone needed 64 rows, ~12.6 MB), built in ~0.2 s. A longer exponent (a batch check's combined response) is split: the
-table for its low bits, a short ``powmod`` of ``h**(2**(8*rows))`` for the rest.
+alone needed 64 rows, ~12.6 MB), built in ~0.2 s. A longer exponent (a batch check's
+combined response) is split: the table for its low bits, a short ``powmod`` of
+``h**(2**(8*rows))`` for the rest.
 It is built lazily on the first use, under a lock, or eagerly with
 ``PaillierPublic.precompute()``. The aggregator never encrypts; it builds the table only if
 it verifies proofs.
