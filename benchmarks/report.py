@@ -174,6 +174,27 @@ def threshold_rows(results: dict[str, Any]) -> list[list[str]]:
 THRESHOLD_HEADERS = ["per ciphertext", "median", "vs single-key"]
 
 
+def validity_rows(results: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for name, case in results["validity"]["kinds"].items():
+        per, ratios = case["per_report"], case["ratios"]
+        rows.append([
+            f"{name} ({case['ciphertexts']} ciphertext(s))",
+            _ms(per["encrypt"]["median_s"]),
+            f"{_ms(per['prove']['median_s'])} ({_x(ratios['prove_over_encrypt'])})",
+            f"{_ms(per['verify']['median_s'])} ({_x(ratios['verify_over_encrypt'])})",
+            _ms(per["verify_each"]["median_s"]),
+            _ms(per["batch_verify"]["median_s"]),
+            f"{case['proof_bytes']:,} B ({_x(ratios['proof_bytes_over_ciphertext_bytes'])})",
+        ])
+    return rows
+
+
+VALIDITY_HEADERS = ["report kind", "encrypt, no proof", "encrypt + prove (vs encrypt)",
+                    "verify (vs encrypt)", "verify each equation", "batched verify / report",
+                    "proof size (vs ciphertexts)"]
+
+
 def target_rows(results: dict[str, Any]) -> list[list[str]]:
     return [[t["description"], _target(t), _measured(t), t["measured_at"],
              "met" if t["met"] else "MISSED"] for t in results["targets"]]
@@ -210,6 +231,9 @@ def render(results: dict[str, Any], console: Console) -> None:
     console.print(_table(f"Threshold decryption (Paillier {results['threshold']['key_bits']}"
                          f"-bit, {results['threshold']['parties']} parties)",
                          THRESHOLD_HEADERS, threshold_rows(results)))
+    console.print(_table(f"Client validity proofs (Paillier {results['validity']['key_bits']}"
+                         f"-bit, per report; batch of {results['validity']['batch']})",
+                         VALIDITY_HEADERS, validity_rows(results)))
     targets = _table("Targets", TARGET_HEADERS, target_rows(results))
     console.print(targets)
     if results["quick"]:
@@ -245,5 +269,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"**Threshold decryption** (Paillier {results['threshold']['key_bits']}-bit, "
         f"{results['threshold']['parties']} parties, per ciphertext)", "",
         _markdown(THRESHOLD_HEADERS, threshold_rows(results)), "",
+        f"**Client validity proofs** (Paillier {results['validity']['key_bits']}-bit, per "
+        f"report; batch of {results['validity']['batch']})", "",
+        _markdown(VALIDITY_HEADERS, validity_rows(results)), "",
     ]
     return "\n".join(parts)

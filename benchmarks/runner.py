@@ -40,11 +40,13 @@ from blindsum.benchmarks import (
     servers,
     targets,
     threshold,
+    validity,
 )
 from blindsum.benchmarks.client_cost import ClientCostConfig
 from blindsum.benchmarks.ingest import IngestConfig
 from blindsum.benchmarks.scaling import ServerValuesConfig
 from blindsum.benchmarks.threshold import ThresholdConfig
+from blindsum.benchmarks.validity import ValidityConfig
 from blindsum.benchmarks.workload import cbor_batches, encrypt_reports, recycled_reports
 from blindsum.shared.manifest import slot_spec
 
@@ -61,6 +63,7 @@ class Sizes:
     profile_batches: int
     server_values: ServerValuesConfig
     threshold: ThresholdConfig
+    validity: ValidityConfig
 
 
 FULL = Sizes(
@@ -79,6 +82,7 @@ FULL = Sizes(
                                      batch={"paillier": 1000, "ckks": 200}, repeats=3,
                                      pool=100),
     threshold=ThresholdConfig(key_bits=3072, parties=2, repeat=10, ceremony_repeat=3),
+    validity=ValidityConfig(key_bits=3072, repeat=5, batch=20),
 )
 QUICK = Sizes(
     client=ClientCostConfig(values_per_report=(1, 4, 16), budget_s=0.1, min_repeat=2,
@@ -93,6 +97,7 @@ QUICK = Sizes(
                                      "ckks": 200}, batch={"paillier": 1000, "ckks": 100},
                                      repeats=1, pool=20),
     threshold=ThresholdConfig(key_bits=2048, parties=2, repeat=2, ceremony_repeat=1),
+    validity=ValidityConfig(key_bits=2048, repeat=1, batch=2),
 )
 
 
@@ -212,6 +217,9 @@ def collect(sizes: Sizes, quick: bool, console: Console) -> dict[str, Any]:
         with steps.step(f"threshold decryption (Paillier {sizes.threshold.key_bits}, "
                         f"{sizes.threshold.parties} parties)", 1) as advance:
             results["threshold"] = threshold.run(sizes.threshold)
+            advance(1)
+        with steps.step(f"validity proofs (Paillier {sizes.validity.key_bits})", 1) as advance:
+            results["validity"] = validity.run(sizes.validity)
             advance(1)
         results.update(_server_side(sizes, bound, steps))
     results["scaling"] = scaling.build(results["client_cost"], results["ingest"],

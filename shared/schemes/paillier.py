@@ -4,33 +4,50 @@ Encryption is textbook Paillier with ``g = n + 1``, so ``g**m = 1 + m*n (mod n**
 multiplication. The expensive part of stock Paillier is the randomiser ``r**n mod n**2``
 (a full-length exponentiation, ~24 ms at 3072 bits). Following Damgård, Jurik and Nielsen
 ("A generalization of Paillier's public-key system with applications to electronic voting",
-IJIS 2010, §4.2) we instead pick, once per key in this process, a random ``x`` in ``Z*_n`` and
-``h = x**n mod n**2`` (a random generator of the subgroup of ``n``-th residues, where all
-Paillier randomisers live), and randomise each ciphertext with ``h**a`` for a fresh *short*
-random exponent ``a``.
+IJIS 2010, §4.2) we instead randomise each ciphertext with ``h**a`` for a fresh *short*
+random exponent ``a``, where ``h`` is an ``n``-th residue that is **part of the public key**:
+
+    x = -(H(n)**2) mod n,   h = x**n mod n**2,
+
+``H`` being SHAKE-256 of a domain tag, a retry counter and ``n``, expanded to 128 bits more
+than ``n`` and reduced mod ``n`` (the counter moves on in the negligible case
+``gcd(x, n) != 1``). Every party recomputes ``h`` from ``n`` alone (``PaillierPublic.h``), so
+``h`` is an ``n``-th residue by construction and a verifier never trusts a supplied base:
+this is what lets clients prove statements about their randomisers
+(``blindsum.shared.validity``: "``c / (1+n)**m`` is a power of ``h``"). As in DJN, ``x`` is minus a
+square, so its Jacobi symbol is ``(-1/n)``; nothing here depends on that.
 
 Why a short exponent is enough: DJN prove the scheme semantically secure under DCR plus the
-assumption that ``h**a`` for short ``a`` is indistinguishable from a uniform ``n``-th residue.
-The best known generic attack on a short exponent is Pollard's lambda (kangaroo) method,
-which needs about ``2**(t/2)`` group operations for a ``t``-bit exponent, so ``t = 2*λ``
-already matches a ``λ``-bit security level. We take ``t = 4*λ`` for margin: 448 bits for a
-2048-bit ``n`` (λ = 112), 512 bits for 3072 (λ = 128) and 608 bits for 4096 (λ ≈ 152).
-``x`` never leaves the process; it is not a key and is not needed to decrypt.
+assumption that ``h**a`` for short ``a`` and a *public, fixed* ``h`` is indistinguishable from
+a uniform ``n``-th residue (their §4.2 key has ``h`` in the public key, exactly as here; a
+per-process secret ``h`` bought nothing, since ``h`` is recoverable from any encryption of a
+known plaintext). The best known generic attack on a short exponent is Pollard's lambda
+(kangaroo) method, which needs about ``2**(t/2)`` group operations for a ``t``-bit exponent,
+so ``t = 2*λ`` already matches a ``λ``-bit security level. We take ``t = 4*λ`` for margin:
+448 bits for a 2048-bit ``n`` (λ = 112), 512 bits for 3072 (λ = 128) and 608 bits for 4096
+(λ ≈ 152).
 
 ``h**a`` is computed from a fixed-base table of 8-bit windows: row ``j`` holds
 ``h**(k * 2**(8j))`` for ``k = 0..255``, so ``h**a`` is the product of one entry per byte of
 ``a`` (64 multiplications mod ``n**2`` for a 512-bit exponent, against ~4600 for ``r**n``).
-The table (~12 MB at 3072 bits) is built lazily on the first encryption, under a lock, or
-eagerly with ``PaillierPublic.precompute()``. The aggregator never encrypts, so never builds it.
+The table also serves the validity proofs' public powers ``h**s`` (``power``), whose
+responses are ``exponent_bits + 2*128 + 17`` bits long (``POWER_SLACK_BITS``), so it has
+``ceil((exponent_bits + 273) / 8)`` rows: 99 rows, ~19.5 MB at 3072 bits (the randomiser
+alone needed 64 rows, ~12.6 MB), built in ~0.2 s. A longer exponent (a batch check's
+combined response) is split: the table for its low bits, a short ``powmod`` of
+``h**(2**(8*rows))`` for the rest.
+It is built lazily on the first use, under a lock, or eagerly with
+``PaillierPublic.precompute()``. The aggregator never encrypts; it builds the table only if
+it verifies proofs.
 
 Slots are packed into plaintexts with ``blindsum.shared.packing``; the usable plaintext size is
 ``n.bit_length() - 2`` bits, which keeps every packed aggregate strictly below ``n``.
 Ciphertexts travel as fixed-length big-endian byte strings of ``byte_length(n**2)`` bytes.
 """
-
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import secrets
@@ -58,10 +75,14 @@ ALLOWED_KEY_BITS = (2048, 3072, 4096)
 MIN_N_BITS, MAX_N_BITS = 2048, 4096
 _SECURITY_BITS = {2048: 112, 3072: 128, 4096: 152}
 _WINDOW_BITS = 8
-MAX_POOL = 100_000  # spare randomisers: 768 B each at 3072 bits, so at most ~77 MB
+MAX_POOL = 100_000  # spare (h**a, a): ~840 B each at 3072 bits, so at most ~84 MB
 _KID_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 _B64URL_RE = re.compile(r"[A-Za-z0-9_-]+")
 _PRIVATE_FIELDS = ("p", "q", "d", "lambda", "mu")
+H_DOMAIN = b"blindsum/paillier/djn-public-base/v1"
+# Room in the fixed-base table above the randomiser exponent for proof responses
+# s = b + e*x: 128-bit challenge, 128-bit ZK slack, 16 bits for combined witnesses, 1 carry.
+POWER_SLACK_BITS = 2 * 128 + 16 + 1
 
 
 def generate_paillier(bits: int = 3072, key_id: str | None = None) -> PaillierSecret:
@@ -83,11 +104,17 @@ def short_exponent_bits(n_bits: int) -> int:
 
 
 class _FixedBaseTable:
-    """``h**a mod m`` by 8-bit windows over precomputed powers of ``h``."""
+    """``h**a mod m`` by 8-bit windows over precomputed powers of ``h``.
 
-    def __init__(self, h: Mpz, modulus: Mpz, exponent_bits: int) -> None:
-        self.rows = -(-exponent_bits // _WINDOW_BITS)
+    ``exponent_bits`` is the randomiser length (``random_power``); the table holds rows for
+    exponents of up to ``power_bits`` (``power``), at least ``exponent_bits``.
+    """
+
+    def __init__(self, h: Mpz, modulus: Mpz, exponent_bits: int, power_bits: int = 0) -> None:
         self.exponent_bits = exponent_bits
+        self.random_rows = -(-exponent_bits // _WINDOW_BITS)
+        self.rows = max(self.random_rows, -(-power_bits // _WINDOW_BITS))
+        self.h = h
         self.modulus = modulus
         table: list[list[Mpz]] = []
         base = h
@@ -98,18 +125,56 @@ class _FixedBaseTable:
             table.append(row)
             base = row[-1] * base % modulus  # h**(2**(8(j+1))) = h**(255 * 2**8j) * h**(2**8j)
         self.table = table
+        self.top = base  # h**(2**(8*rows)): longer exponents continue from here
 
     def random_power(self) -> Mpz:
         """``h**a`` for a fresh uniform ``exponent_bits``-bit ``a``."""
+        return self.power_with_exponent()[0]
+
+    def power_with_exponent(self) -> tuple[Mpz, Mpz]:
+        """``(h**a, a)`` for a fresh uniform ``exponent_bits``-bit ``a``."""
         a = secrets.randbits(self.exponent_bits)
-        digits = a.to_bytes(self.rows, "little")
+        return self._power(a, self.random_rows), gmpy2.mpz(a)
+
+    def power(self, s: int) -> Mpz:
+        """``h**s`` for any ``s >= 0`` (one multiplication per byte within the table)."""
+        if s < 0:
+            raise InvalidInput("fixed-base exponent must be >= 0")
+        s = int(s)
+        bits = self.rows * _WINDOW_BITS
+        if s.bit_length() > bits:
+            # s = low + 2**bits * high: the table for low, a short powmod for high (a batch
+            # check's combined exponent is only ~70 bits longer than the table)
+            low = self._power(s & ((1 << bits) - 1), self.rows)
+            return low * gmpy2.powmod(self.top, s >> bits, self.modulus) % self.modulus
+        return self._power(s, self.rows)
+
+    def _power(self, a: int, rows: int) -> Mpz:
+        digits = a.to_bytes(rows, "little")
         table, modulus = self.table, self.modulus
         # One multiplication per row and no branch on the secret digits (a zero digit
         # multiplies by the stored 1), keeping the code path independent of ``a``.
         result = table[0][digits[0]]
-        for j in range(1, self.rows):
+        for j in range(1, rows):
             result = result * table[j][digits[j]] % modulus
         return result
+
+
+def public_base(n: int) -> Mpz:
+    """DJN's public randomiser base ``h = x**n mod n**2``, ``x = -(H(n)**2) mod n``."""
+    n = gmpy2.mpz(n)
+    width = (n.bit_length() + 7) // 8
+    counter = 0
+    while True:
+        shake = hashlib.shake_256()
+        for item in (H_DOMAIN, counter.to_bytes(4, "big"), int(n).to_bytes(width, "big")):
+            shake.update(len(item).to_bytes(8, "big"))
+            shake.update(item)
+        y = gmpy2.mpz.from_bytes(shake.digest(width + 16), "big") % n
+        x = (-(y * y)) % n
+        if x > 1 and gmpy2.gcd(x, n) == 1:
+            return gmpy2.powmod(x, n, n * n)
+        counter += 1
 
 
 class PaillierPublic(PublicScheme):
@@ -130,8 +195,9 @@ class PaillierPublic(PublicScheme):
         self.usable_bits = self.n.bit_length() - 2
         self.exponent_bits = short_exponent_bits(self.n.bit_length())
         self._table: _FixedBaseTable | None = None
+        self._h: Mpz | None = None
         self._lock = threading.Lock()
-        self._pool: deque[Mpz] = deque()
+        self._pool: deque[tuple[Mpz, Mpz]] = deque()
         self._layouts: dict[SlotSpec, tuple[int, int]] = {}
 
     def __repr__(self) -> str:
@@ -232,24 +298,29 @@ class PaillierPublic(PublicScheme):
         """Build the randomiser table now instead of on the first ``encrypt``."""
         self._randomiser_table()
 
+    @property
+    def h(self) -> Mpz:
+        """The public randomiser base (``public_base(n)``), computed once per key object."""
+        h = self._h
+        if h is None:
+            h = self._h = public_base(self.n)
+        return h
+
     def _randomiser_table(self) -> _FixedBaseTable:
         table = self._table
         if table is None:
             with self._lock:
                 if self._table is None:
                     self._table = _FixedBaseTable(
-                        gmpy2.powmod(self._random_unit(), self.n, self.nsquare),
-                        self.nsquare,
-                        self.exponent_bits,
+                        self.h, self.nsquare, self.exponent_bits,
+                        self.exponent_bits + POWER_SLACK_BITS,
                     )
                 table = self._table
         return table
 
-    def _random_unit(self) -> Mpz:
-        while True:
-            x = gmpy2.mpz(secrets.randbelow(int(self.n) - 1) + 1)
-            if gmpy2.gcd(x, self.n) == 1:
-                return x
+    def power(self, s: int) -> Mpz:
+        """``h**s mod n**2`` for a public ``s >= 0`` (a proof response) from the table."""
+        return self._randomiser_table().power(s)
 
     def fill_pool(self, count: int) -> int:
         """Precompute up to ``count`` spare randomisers (e.g. while the app is idle).
@@ -262,7 +333,7 @@ class PaillierPublic(PublicScheme):
         table = self._randomiser_table()
         added = 0
         while len(self._pool) < min(count, MAX_POOL) and added < count:
-            self._pool.append(table.random_power())
+            self._pool.append(table.power_with_exponent())
             added += 1
         return added
 
@@ -271,17 +342,23 @@ class PaillierPublic(PublicScheme):
         """Spare randomisers ready for use."""
         return len(self._pool)
 
-    def _randomiser(self) -> Mpz:
+    def _randomiser(self) -> tuple[Mpz, Mpz]:
         try:
             return self._pool.popleft()
         except IndexError:
-            return self._randomiser_table().random_power()
+            return self._randomiser_table().power_with_exponent()
 
     def encrypt_plaintext(self, m: int) -> Mpz:
         """Paillier encryption of one raw plaintext ``0 <= m < n``."""
+        return self.encrypt_plaintext_with_exponent(m)[0]
+
+    def encrypt_plaintext_with_exponent(self, m: int) -> tuple[Mpz, Mpz]:
+        """``(c, a)`` with ``c = (1+n)**m * h**a mod n**2``: the ciphertext and its randomiser
+        exponent, the witness a validity proof needs (secret: it decrypts ``c``)."""
         if isinstance(m, bool) or not isinstance(m, int | gmpy2.mpz) or not 0 <= m < self.n:
             raise InvalidInput("plaintext must be an integer in 0..n-1")
-        return (1 + m * self.n) * self._randomiser() % self.nsquare
+        r, a = self._randomiser()
+        return (1 + m * self.n) * r % self.nsquare, a
 
     def encrypt(self, slots: Sequence[int], spec: SlotSpec) -> list[bytes]:
         width, per = self._layout(spec)

@@ -344,3 +344,20 @@ def test_upload_refuses_a_batch_that_is_not_fully_acknowledged() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.slow
+def test_validity_ratios_are_the_ratios_of_the_raw_medians(quick_run: Any) -> None:
+    results, output = quick_run
+    figures = results["validity"]
+    assert figures["key_bits"] == 2048
+    assert set(figures["kinds"]) == {"count", "histogram_40", "sum_0_3600", "vector_8x1000"}
+    for case in figures["kinds"].values():
+        per, ratios = case["per_report"], case["ratios"]
+        encrypt = per["encrypt"]["median_s"]
+        assert _close(ratios["prove_over_encrypt"], per["prove"]["median_s"] / encrypt)
+        assert _close(ratios["verify_over_encrypt"], per["verify"]["median_s"] / encrypt)
+        assert _close(ratios["batch_verify_over_verify"],
+                      per["batch_verify"]["median_s"] / per["verify"]["median_s"])
+        assert case["proof_bytes"] > case["ciphertext_bytes"] > 0
+    assert "**Client validity proofs**" in (output / "summary.md").read_text()

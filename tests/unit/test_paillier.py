@@ -569,3 +569,47 @@ def test_one_gcd_per_batch_still_finds_the_report_sharing_a_factor(
     assert public.first_invalid(good, public.add_many(good)) is None
     poisoned = [*good[:3], [gmpy2.mpz(secret.p) * 7], *good[3:]]  # range-valid, not a unit
     assert public.first_invalid(poisoned, public.add_many(poisoned)) == 3
+
+
+# -- the public DJN base h (validity proofs rely on it) ---------------------------------
+
+
+def test_public_base_is_derived_from_n_alone_and_is_an_nth_residue(
+    secret: PaillierSecret, public: PaillierPublic
+) -> None:
+    again = PaillierPublic(int(public.n), "another-kid")
+    assert again.h == public.h == paillier_module.public_base(int(public.n))
+    # an n-th residue decrypts to 0, and is not a trivial element
+    assert public.h not in (0, 1, public.nsquare - 1)
+    assert secret.decrypt_plaintext(public.h) == 0
+    x = public.h % public.n  # h = x**n with x = -(H(n)**2): x**n mod n, a unit
+    assert gmpy2.gcd(x, public.n) == 1
+
+
+def test_encryption_returns_its_randomiser_exponent(
+    secret: PaillierSecret, public: PaillierPublic
+) -> None:
+    c, a = public.encrypt_plaintext_with_exponent(42)
+    assert 0 <= a < 1 << public.exponent_bits
+    expected = (1 + 42 * public.n) * gmpy2.powmod(public.h, a, public.nsquare) % public.nsquare
+    assert c == expected
+    assert secret.decrypt_plaintext(c) == 42
+
+
+def test_fixed_base_power_matches_powmod_inside_and_beyond_the_table(
+    public: PaillierPublic,
+) -> None:
+    table_bits = public.exponent_bits + paillier_module.POWER_SLACK_BITS
+    for s in (0, 1, 255, 2**table_bits - 1, 2**table_bits + 12345, 3**900):
+        assert public.power(s) == gmpy2.powmod(public.h, s, public.nsquare)
+    with pytest.raises(InvalidInput):
+        public.power(-1)
+
+
+def test_pooled_randomisers_keep_their_exponents(public: PaillierPublic) -> None:
+    fresh = PaillierPublic(int(public.n), public.key_id)
+    fresh.fill_pool(3)
+    for _ in range(3):
+        c, a = fresh.encrypt_plaintext_with_exponent(7)
+        assert c == (1 + 7 * fresh.n) * fresh.power(a) % fresh.nsquare
+    assert fresh.pooled == 0

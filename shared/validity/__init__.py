@@ -1,0 +1,32 @@
+"""NIZK validity proofs for Paillier reports (see ``sigma.py`` for the argument).
+
+A client proves, without revealing its slots, that its report's ciphertexts encrypt a valid
+encoding for its metric's kind, bound to a ``ProofContext``; anyone holding the public key
+verifies it, one report at a time or many at once.
+"""
+
+from .codec import ReportProof
+from .report import (
+    proof_kind,
+    prove_range,
+    prove_report,
+    verify_range,
+    verify_report,
+    verify_report_each,
+    verify_reports,
+)
+from .statements import KINDS, ProofContext, range_weights
+
+__all__ = [
+    "KINDS",
+    "ProofContext",
+    "ReportProof",
+    "proof_kind",
+    "prove_range",
+    "prove_report",
+    "range_weights",
+    "verify_range",
+    "verify_report",
+    "verify_report_each",
+    "verify_reports",
+]
