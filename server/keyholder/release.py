@@ -46,8 +46,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from blindsum.server.keyholder import audit, ledger, threshold
 from blindsum.server.keyholder.accounting import Spend
 from blindsum.server.keyholder.cost import noise_plan, release_cost
-from blindsum.server.keyholder.noise import NoisePlan
 from blindsum.server.keyholder.store import KeyholderDB
+from blindsum.server.noise import NoisePlan
 from blindsum.shared.codec import RELEASE_RESULT_TYPE, ReleaseRequest, ReleaseResult, release_digest
 from blindsum.shared.encoding import Published, publish, published_values
 from blindsum.shared.errors import (

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from blindsum.server.keyholder.noise import NoisePlan
+from blindsum.server.noise import NoisePlan, bounded_noise
 from blindsum.shared.codec import ReleaseRequest
 from blindsum.shared.errors import ReleaseRefused
 from blindsum.shared.headroom import bound_scale, noise_bound, truncation_cost
@@ -27,9 +27,6 @@ from blindsum.shared.threshold.release import (
     fold,
 )
 
-# Expected redraws are about slots * 2^-64: this many would mean a broken sampler.
-MAX_REDRAWS = 64
-
 
 def check_plan_fits(policy: MetricPolicy, plan: NoisePlan) -> None:
     """Refuse (a public fact, before paying) a plan noisier than the layout's headroom."""
@@ -37,21 +34,6 @@ def check_plan_fits(policy: MetricPolicy, plan: NoisePlan) -> None:
         raise ReleaseRefused(
             f"metric {policy.name!r}: its noise scale {plan.scale:g} exceeds the bound "
             f"{bound_scale(policy):g} its threshold-key layout reserves room for")
-
-
-def bounded_noise(plan: NoisePlan, policy: MetricPolicy) -> list[int]:
-    """One noise vector from the plan, each slot conditioned on ``|z| <= B`` (redrawn beyond:
-    ``headroom.truncation_cost`` states what that costs)."""
-    bound = noise_bound(policy)
-    noise = plan.apply([0] * policy.slot_count)
-    for _ in range(MAX_REDRAWS):
-        outside = [i for i, z in enumerate(noise) if abs(z) > bound]
-        if not outside:
-            return noise
-        fresh = plan.apply([0] * policy.slot_count)
-        for i in outside:
-            noise[i] = fresh[i]
-    raise RuntimeError("noise sampler keeps exceeding its bound")
 
 
 def partial_release_fields(share: KeyShare, policy: MetricPolicy, request: ReleaseRequest,

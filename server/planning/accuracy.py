@@ -21,7 +21,7 @@ from typing import Any
 
 from blindsum.server.keyholder import accounting
 from blindsum.server.keyholder.cost import noise_plan, release_cost
-from blindsum.server.keyholder.noise import NoisePlan
+from blindsum.server.noise import NoisePlan
 from blindsum.shared.encoding import decode
 from blindsum.shared.errors import InvalidInput
 from blindsum.shared.policy import MetricPolicy

@@ -23,10 +23,10 @@ from scipy import stats
 
 from blindsum.server.aggregator.keyholder_client import check_result
 from blindsum.server.aggregator.threshold import ThresholdFinisher
-from blindsum.server.keyholder.noise import NoisePlan
 from blindsum.server.keyholder.release import noise_plan
 from blindsum.server.keyholder.service import Keyholder
 from blindsum.server.keystore import KeyStore
+from blindsum.server.noise import NoisePlan
 from blindsum.shared.codec import ReleaseRequest, report_ids_digest
 from blindsum.shared.encoding import encode
 from blindsum.shared.manifest import Manifest, slot_spec
