@@ -317,7 +317,10 @@ def _check_decryptable(secret: SecretScheme | KeyShare, policy: MetricPolicy,
         secret.public.paillier.load(list(request.aggregate),
                                     slot_spec(policy))
         threshold.check_plan_fits(policy, noise_plan(policy))
+        threshold.check_server_noise(secret.public.paillier, policy, request)
         return
+    if request.server_noise:
+        raise ReleaseRefused(f"metric {policy.name!r}: server noise needs a threshold key")
     secret.public.load(list(request.aggregate), slot_spec(policy))
 
 
@@ -334,8 +337,9 @@ def _statement(policy: MetricPolicy, request: ReleaseRequest, row: ledger.Ledger
         "delta": plan.delta,
         "rho": plan.rho,
         "scale": plan.scale,
-        "half_width_95": plan.half_width(0.05),
-        "tail_width": plan.half_width(TAIL_ALPHA),
+        # of the sum of every party's draw (wider with two: server/accuracy.py)
+        "half_width_95": plan.half_width(0.05, len(policy.noise_parties)),
+        "tail_width": plan.half_width(TAIL_ALPHA, len(policy.noise_parties)),
         "released_at": now,
         "audit_seq": audit_seq,
         "audit_head": audit_head,
