@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from blindsum.server.aggregator.keyholder_client import VerifiedResult, check_result
+from blindsum.server.aggregator.methodology import methodology
+from blindsum.server.aggregator.presentation import build_view
 from blindsum.server.aggregator.store import Store, WindowKey
 from blindsum.server.aggregator.threshold import ThresholdFinisher
 from blindsum.server.keyholder import ledger
@@ -266,3 +268,23 @@ def test_the_noise_mode_is_part_of_the_signed_policy_only_when_it_is_both() -> N
     assert both.to_json()["noise"] == "both"
     assert "noise" not in solo.to_json()  # old policies keep their canonical form
     assert type(both).from_mapping(both.name, both.to_json()) == both
+
+
+def test_the_dashboard_interval_and_methodology_say_two_draws(deployment: Deployment) -> None:
+    request, _ = deployment.request("minutes", 960)
+    _, payload_text = deployment.finisher.finish(request, deployment.partial(request))
+    payload = json.loads(payload_text)
+    policy = deployment.manifest.policy("minutes")
+    view = build_view(payload, policy)
+    # the dashboard's half-width is the signed statement's (the signed ci is clipped to the
+    # domain): the sum of both draws, not one
+    one_draw = build_view({**payload, "noise_parties": ["keyholder"]}, policy)
+    assert view.half_width == noise_plan(policy).half_width(0.05, 2)
+    assert one_draw.half_width == noise_plan(policy).half_width(0.05) < view.half_width
+    noise = next(s for s in methodology(policy, "ed25519:x") if s.heading == "Noise")
+    text = " ".join(noise.sentences)
+    assert "one by the key-holder and one by the aggregator server" in text
+    assert "wider" in text and "either party" in text
+    solo = next(s for s in methodology(deployment.manifest.policy("solo"), "ed25519:x")
+                if s.heading == "Noise")
+    assert "aggregator server" not in " ".join(solo.sentences)
