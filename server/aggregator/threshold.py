@@ -24,7 +24,7 @@ from blindsum.server.aggregator.store import Store, WindowKey
 from blindsum.server.keystore import KeyStore
 from blindsum.server.noise import bounded_noise, noise_plan
 from blindsum.shared.codec import ReleaseRequest, release_digest
-from blindsum.shared.errors import InvalidProof
+from blindsum.shared.errors import InvalidProof, UpstreamError
 from blindsum.shared.manifest import slot_spec
 from blindsum.shared.policy import MetricPolicy
 from blindsum.shared.threshold.decryption import partial_decrypt
@@ -42,9 +42,11 @@ PolicyLookup = Callable[[str, int], MetricPolicy | None]
 class ThresholdFinisher:
     """Turns a verified partial release into a published document (thread-safe)."""
 
-    def __init__(self, keystore: KeyStore, policy_for: PolicyLookup | None = None) -> None:
+    def __init__(self, keystore: KeyStore, policy_for: PolicyLookup | None = None,
+                 manifest_loaded: Callable[[], bool] | None = None) -> None:
         self._keystore = keystore
         self._policy_for = policy_for
+        self._manifest_loaded = manifest_loaded
         self._shares: dict[str, KeyShare] = {}
         self._lock = threading.Lock()
 
@@ -63,12 +65,18 @@ class ThresholdFinisher:
         Raises:
             KeyStoreError: the policy needs our noise but we hold no share of the key.
         """
-        policy = self._policy_for(key.metric, key.version) if self._policy_for else None
-        if policy is None or policy.noise != "both":
-            return ()
         stored = store.server_noise(key)
         if stored is not None:
             return stored  # a retry: the same ciphertexts, never a second draw
+        policy = self._policy_for(key.metric, key.version) if self._policy_for else None
+        if policy is None and self._manifest_loaded is not None and not self._manifest_loaded():
+            # we cannot tell yet whether this window needs our noise: retry, never guess
+            raise UpstreamError("the manifest is not loaded yet: cannot tell whether "
+                                f"{key.describe()} needs the server's noise")
+        if policy is None or policy.noise != "both":
+            # (a window of a superseded policy version is sent without: if that version
+            # wanted server noise the key-holder refuses it publicly, before paying)
+            return ()
         public = self.share(key.key_id).public
         ciphertexts = public.paillier.dump(
             encrypt_noise(public, policy, bounded_noise(noise_plan(policy), policy)))

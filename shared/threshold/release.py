@@ -49,7 +49,7 @@ from ..schemes.paillier import signed_fields
 from ..signing import verify_document
 from .decryption import PartialDecryption, combine, verify_partial
 from .keys import ThresholdPublicKey
-from .server_noise import BOTH_PARTIES, check_folded
+from .server_noise import check_folded
 
 Mpz = Any  # gmpy2.mpz; gmpy2 ships no stubs.
 
@@ -148,13 +148,15 @@ class PartialRelease:
         if not all(isinstance(w, int | float) and not isinstance(w, bool) and w >= 0
                    for w in widths):
             raise InvalidProof(f"{where}: half_width_95 and tail_width must be numbers >= 0")
+        parties = payload.get("noise_parties", ["keyholder"])  # older statements: absent
+        if parties != list(policy.noise_parties):
+            raise InvalidProof(f"{where}: noise_parties {parties!r} are not its policy's "
+                               f"{list(policy.noise_parties)}")
         if policy.noise != "both":
             if "server_noise" in payload:
                 raise InvalidProof(f"{where}: server noise under a key-holder-noise policy")
             return cls(dict(payload), public, policy, noise, noised, partials,
                        float(widths[0]), float(widths[1]))
-        if payload.get("noise_parties") != BOTH_PARTIES:
-            raise InvalidProof(f"{where}: noise_parties must be {BOTH_PARTIES}")
         aggregate, aggregate_blobs = _ciphertexts_and_bytes(
             public, spec, payload.get("aggregate"), f"{where} aggregate")
         server_noise, noise_blobs = _ciphertexts_and_bytes(

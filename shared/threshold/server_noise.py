@@ -57,7 +57,6 @@ from .keys import ThresholdPublicKey
 
 Mpz = Any  # gmpy2.mpz; gmpy2 ships no stubs.
 
-BOTH_PARTIES = ["keyholder", "server"]
 
 
 def fold_all(public: ThresholdPublicKey, *layers: Sequence[Mpz]) -> list[Mpz]:

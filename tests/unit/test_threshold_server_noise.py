@@ -29,7 +29,7 @@ from blindsum.shared.codec import (
     request_fields_digest,
 )
 from blindsum.shared.encoding import encode
-from blindsum.shared.errors import InvalidPolicy, InvalidProof, ReleaseRefused
+from blindsum.shared.errors import InvalidPolicy, InvalidProof, ReleaseRefused, UpstreamError
 from blindsum.shared.headroom import noise_bound
 from blindsum.shared.manifest import Manifest, slot_spec
 from blindsum.shared.policy import load_policies_toml
@@ -288,3 +288,26 @@ def test_the_dashboard_interval_and_methodology_say_two_draws(deployment: Deploy
     solo = next(s for s in methodology(deployment.manifest.policy("solo"), "ed25519:x")
                 if s.heading == "Noise")
     assert "aggregator server" not in " ".join(solo.sentences)
+
+
+def test_no_server_noise_is_guessed_before_the_manifest_is_loaded(
+        deployment: Deployment) -> None:
+    waiting = ThresholdFinisher(KeyStore.open(deployment.root / "srv", None),
+                                lambda name, version: None, lambda: False)
+    key = WindowKey("minutes", 1, 1020, deployment.kid)
+    with pytest.raises(UpstreamError, match="manifest is not loaded"):
+        waiting.committed_noise(deployment.store, key, time.time())
+    assert deployment.store.server_noise(key) is None
+
+
+def test_a_statement_misstating_who_added_noise_is_refused(deployment: Deployment) -> None:
+    request, _ = deployment.request("minutes", 1080)
+    result = deployment.partial(request)
+    with pytest.raises(InvalidProof, match="noise_parties"):
+        deployment.finisher.finish(request, deployment.resigned(
+            result, noise_parties=["keyholder"]))
+    solo, _ = deployment.request("solo", 1080)
+    claimed = deployment.resigned(deployment.partial(solo),
+                                  noise_parties=["keyholder", "server"])
+    with pytest.raises(InvalidProof, match="noise_parties"):
+        deployment.finisher.finish(solo, claimed)
