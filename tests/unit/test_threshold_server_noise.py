@@ -4,6 +4,7 @@ is decrypted, checkable offline, and refused where it cannot hold."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 import time
@@ -23,6 +24,7 @@ from blindsum.server.keystore import KeyStore
 from blindsum.server.noise import noise_plan
 from blindsum.shared.codec import (
     ReleaseRequest,
+    ReleaseResult,
     b64decode,
     b64encode,
     report_ids_digest,
@@ -275,10 +277,12 @@ def test_the_dashboard_interval_and_methodology_say_two_draws(deployment: Deploy
     _, payload_text = deployment.finisher.finish(request, deployment.partial(request))
     payload = json.loads(payload_text)
     policy = deployment.manifest.policy("minutes")
-    view = build_view(payload, policy)
+    result = ReleaseResult.from_json(payload)
+    assert result.noise_parties == ("keyholder", "server")
+    view = build_view(result, policy)
     # the dashboard's half-width is the signed statement's (the signed ci is clipped to the
     # domain): the sum of both draws, not one
-    one_draw = build_view({**payload, "noise_parties": ["keyholder"]}, policy)
+    one_draw = build_view(dataclasses.replace(result, noise_parties=("keyholder",)), policy)
     assert view.half_width == noise_plan(policy).half_width(0.05, 2)
     assert one_draw.half_width == noise_plan(policy).half_width(0.05) < view.half_width
     noise = next(s for s in methodology(policy, "ed25519:x") if s.heading == "Noise")
