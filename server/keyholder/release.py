@@ -319,8 +319,11 @@ def _check_decryptable(secret: SecretScheme | KeyShare, policy: MetricPolicy,
         threshold.check_plan_fits(policy, noise_plan(policy))
         threshold.check_server_noise(secret.public.paillier, policy, request)
         return
-    if request.server_noise:
-        raise ReleaseRefused(f"metric {policy.name!r}: server noise needs a threshold key")
+    if request.server_noise or policy.noise == "both":
+        # (a window of a two-noise policy under a single key, e.g. a late report under the
+        # key a rotation to --threshold replaced: only the key-holder could noise it)
+        raise ReleaseRefused(f"metric {policy.name!r}: server noise needs a threshold key; "
+                             f"key {request.key_id!r} is a single key")
     secret.public.load(list(request.aggregate), slot_spec(policy))
 
 

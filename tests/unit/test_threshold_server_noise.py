@@ -315,3 +315,28 @@ def test_a_statement_misstating_who_added_noise_is_refused(deployment: Deploymen
                                   noise_parties=["keyholder", "server"])
     with pytest.raises(InvalidProof, match="noise_parties"):
         deployment.finisher.finish(solo, claimed)
+
+
+def test_a_two_noise_window_under_a_replaced_single_key_is_refused_before_paying(
+        tmp_path: Path) -> None:
+    """After a rotation to --threshold, a late window under the old single key cannot get
+    the server's noise: the key-holder refuses it on public grounds instead of publishing
+    it with its noise alone."""
+    holder, _ = Keyholder.init(tmp_path / "kh", None, 2048, clock=lambda: 0.0)
+    old_kid = next(k.key_id for k in holder.db.key_records() if k.scheme == "paillier")
+    holder.rotate("paillier", tmp_path / "srv", None, threshold=True)
+    holder.add_policies([p for p in load_policies_toml(POLICIES) if p.name == "minutes"])
+    holder.db.clock = time.time
+    manifest = Manifest.verify(holder.db.latest_manifest(), holder.identity.public_key())
+    policy = manifest.policy("minutes")
+    public = PaillierPublic.from_json(manifest.key(old_kid).public)
+    spec = slot_spec(policy)
+    reports = [public.load(public.encrypt(encode(policy, v), spec), spec)
+               for v in VALUES["minutes"]]
+    request = ReleaseRequest("minutes", policy.version, 60, old_kid, len(reports),
+                             report_ids_digest([secrets.token_bytes(16) for _ in reports]),
+                             tuple(public.dump(public.add_many(reports))))
+    before = ledger.budget(holder.db.conn, policy).spent_epsilon
+    with pytest.raises(ReleaseRefused, match="needs a threshold key"):
+        holder.releaser().release(request)
+    assert ledger.budget(holder.db.conn, policy).spent_epsilon == before
