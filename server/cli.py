@@ -139,8 +139,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     else:
         how = ("both partial decryptions proven, signed by the pinned key-holder"
                if result.threshold else "signed by the pinned key-holder")
+        noise = " + ".join(result.noise_parties or ("keyholder",))
         print(f"verified: {result.metric} v{result.version} window {result.window} = "
-              f"{result.value} ({how})")
+              f"{result.value} ({how}; noise by {noise})")
     return 0
 
 

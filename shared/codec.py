@@ -268,9 +268,12 @@ class ReleaseRequest:
     report_ids_digest: bytes
     aggregate: tuple[bytes, ...]
     early: bool = False
+    # The server's own encrypted noise (``noise = "both"`` threshold policies): committed in
+    # the request, so it is fixed before anyone sees a noisy value and a retry resends it.
+    server_noise: tuple[bytes, ...] = ()
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        wire = {
             "v": WIRE_VERSION,
             "metric": self.metric,
             "version": self.version,
@@ -281,6 +284,9 @@ class ReleaseRequest:
             "aggregate": list(self.aggregate),
             "early": self.early,
         }
+        if self.server_noise:
+            wire["server_noise"] = list(self.server_noise)
+        return wire
 
     @classmethod
     def from_wire(cls, data: Any) -> ReleaseRequest:
@@ -288,7 +294,7 @@ class ReleaseRequest:
             data,
             "release",
             {"metric", "version", "window", "kid", "report_count", "report_ids_digest",
-             "aggregate", "early"},
+             "aggregate", "early", "server_noise"},
         )
         return cls(
             metric=fields.text("metric", _NAME),
@@ -301,6 +307,7 @@ class ReleaseRequest:
             ),
             aggregate=fields.blobs("aggregate"),
             early=fields.boolean("early", False),
+            server_noise=fields.blobs("server_noise") if "server_noise" in data else (),
         )
 
 
@@ -317,13 +324,27 @@ def release_digest(request: ReleaseRequest) -> str:
 
     Two requests with the same digest ask for the same decryption, so the second gets the
     first's stored answer; any other request for a consumed window is refused. The server
-    computes it too: a threshold release's proofs are bound to it.
+    computes it too: a threshold release's proofs are bound to it. The server's noise
+    ciphertexts, when sent, are part of it (and the digest of a request without any is what
+    it always was, so stored releases still match their retries).
     """
-    material = json.dumps([
-        request.metric, request.version, request.window, request.key_id,
-        request.report_count, request.report_ids_digest.hex(),
-        [hashlib.sha256(c).hexdigest() for c in request.aggregate],
-    ], separators=(",", ":"))
+    return request_fields_digest(request.metric, request.version, request.window,
+                                 request.key_id, request.report_count,
+                                 request.report_ids_digest.hex(), request.aggregate,
+                                 request.server_noise)
+
+
+def request_fields_digest(metric: str, version: int, window: int, key_id: str,
+                          report_count: int, report_ids_hex: str,
+                          aggregate: Sequence[bytes], server_noise: Sequence[bytes] = ()
+                          ) -> str:
+    """``release_digest`` from its fields: what a published threshold statement lets anyone
+    recompute offline."""
+    items: list[Any] = [metric, version, window, key_id, report_count, report_ids_hex,
+                        [hashlib.sha256(c).hexdigest() for c in aggregate]]
+    if server_noise:
+        items.append([hashlib.sha256(c).hexdigest() for c in server_noise])
+    material = json.dumps(items, separators=(",", ":"))
     return hashlib.sha256(material.encode()).hexdigest()
 
 
@@ -336,8 +357,9 @@ _RESULT_FIELDS = {
     "type", "metric", "version", "kind", "scheme", "window", "window_seconds", "kid",
     "report_count", "report_ids_digest", "request_digest", "value", "noisy_value", "ci",
     "confidence", "consistent", "mechanism", "epsilon", "delta", "rho", "scale",
-    "released_at", "audit_seq", "audit_head", "threshold",
+    "released_at", "audit_seq", "audit_head", "threshold", "noise_parties",
 }
+NOISE_PARTIES = ("keyholder", "server")
 
 Number = float | int
 Interval = tuple[float, float]
@@ -382,6 +404,9 @@ class ReleaseResult:
     audit_seq: int
     audit_head: str
     threshold: bool = False
+    # who added an independent noise draw (threshold results; empty before the field
+    # existed, meaning the key-holder alone): the interval is for the sum of the draws
+    noise_parties: tuple[str, ...] = ()
 
     @property
     def scalar(self) -> bool:
@@ -410,6 +435,8 @@ class ReleaseResult:
         }
         if self.threshold:
             data["threshold"] = True
+        if self.noise_parties:
+            data["noise_parties"] = list(self.noise_parties)
         return data
 
     @classmethod
@@ -456,7 +483,16 @@ class ReleaseResult:
             audit_seq=fields.integer("audit_seq", 0, 2**62),
             audit_head=fields.text("audit_head", _HEX_DIGEST),
             threshold=fields.boolean("threshold", False),
+            noise_parties=_noise_parties(fields) if "noise_parties" in data else (),
         )
+
+
+def _noise_parties(fields: _Fields) -> tuple[str, ...]:
+    value = fields.get("noise_parties")
+    if value not in (["keyholder"], list(NOISE_PARTIES)):
+        raise InvalidInput(f"{fields.message}.noise_parties must be [\"keyholder\"] or "
+                           f"{json.dumps(list(NOISE_PARTIES))}")
+    return tuple(value)
 
 
 def _is_number(value: Any) -> bool:

@@ -15,7 +15,7 @@ policy data only, with closed forms (no OpenDP search):
   that.
 * ``gaussian``: the Bun-Steinke conversion ``epsilon = rho + 2 sqrt(rho ln(1/delta))`` gives a
   ``sigma = l2/sqrt(2 rho)`` at least OpenDP's (its Canonne-Kamath-Steinke conversion is
-  tighter, see ``server/keyholder/noise.py``); the bound scale is twice that too.
+  tighter, see ``server/noise.py``); the bound scale is twice that too.
 
 The key-holder refuses (before paying) a plan whose scale exceeds the bound scale, so the
 factor of two is a margin, never a silent overflow. ``B`` is ``TAIL_BITS`` of tail: a slot's
@@ -29,6 +29,13 @@ plan's noise conditioned on the event ``G`` = "every slot within B", of probabil
 ``P'(S) <= P(S)/(1-p) <= (e^eps P(S | x') + delta)/(1-p)`` and ``P(S | x') <= P'(S | x') + p``,
 so the truncated mechanism is ``(eps + ln(1/(1-p)), (delta + e^eps·p)/(1-p))``-DP: a change
 below ``1e-15`` in both for every policy the key sizes admit.
+
+With ``noise = "both"`` the server folds in a second, independent draw of the same plan,
+also kept within ``[-B, B]`` and encrypted as ``noise + B``: a slot then holds
+``sum + z_K + z_S + 2B`` in ``[0, max_slot_sum + 4B]``, so the layout reserves ``4B`` and
+decoding subtracts ``2B`` (``parties·2B`` and ``parties·B``). Each draw is truncated on its
+own, so either alone costs the ``truncation_cost`` above; the other draw is independent
+post-processing and cannot weaken it.
 """
 
 from __future__ import annotations
@@ -62,9 +69,15 @@ def noise_bound(policy: MetricPolicy) -> int:
     return max(1, math.ceil(bound))
 
 
+def noise_offset(policy: MetricPolicy) -> int:
+    """What decoding subtracts from each slot: ``B`` per party adding noise."""
+    return len(policy.noise_parties) * noise_bound(policy)
+
+
 def headroom(policy: MetricPolicy) -> int:
-    """Extra per-slot range a threshold key's layout reserves: ``2B`` (noise plus offset)."""
-    return 2 * noise_bound(policy)
+    """Extra per-slot range a threshold key's layout reserves: ``2B`` per noise party
+    (its noise plus its offset)."""
+    return 2 * noise_offset(policy)
 
 
 def truncation_cost(policy: MetricPolicy) -> tuple[float, float]:

@@ -28,10 +28,14 @@ from blindsum.shared.errors import InvalidInput, InvalidPolicy
 Kind = Literal["count", "sum", "mean", "histogram", "vector"]
 SchemeName = Literal["paillier", "ckks"]
 Mechanism = Literal["gaussian", "laplace"]
+NoiseMode = Literal["keyholder", "both"]
 
 KINDS: tuple[str, ...] = ("count", "sum", "mean", "histogram", "vector")
 SCHEMES: tuple[str, ...] = ("paillier", "ckks")
 MECHANISMS: tuple[str, ...] = ("gaussian", "laplace")
+# Who adds release noise: the key-holder alone, or (threshold Paillier keys only) the
+# key-holder and the aggregator server, each a full-budget draw (``shared/headroom.py``).
+NOISE_MODES: tuple[str, ...] = ("keyholder", "both")
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 MAX_SLOTS = 65_536
@@ -130,6 +134,12 @@ class MetricPolicy:
     allow_early_release: bool
     privacy: Privacy
     description: str = field(default="")
+    noise: NoiseMode = "keyholder"
+
+    @property
+    def noise_parties(self) -> tuple[str, ...]:
+        """Who adds an independent full-budget noise draw to each release, in fold order."""
+        return ("keyholder", "server") if self.noise == "both" else ("keyholder",)
 
     @property
     def slot_count(self) -> int:
@@ -188,6 +198,10 @@ class MetricPolicy:
             del data["buckets"]
         if self.kind != "vector":
             del data["dimension"]
+        if self.noise == "keyholder":
+            # the default is left out, so policies registered before the field existed keep
+            # their canonical form (and their manifest signatures) byte for byte
+            del data["noise"]
         return data
 
     @classmethod
@@ -229,7 +243,7 @@ def load_policies_toml(text: str) -> list[MetricPolicy]:
 _KNOWN_FIELDS = {
     "name", "version", "kind", "scheme", "lower", "upper", "precision", "buckets", "dimension",
     "window_seconds", "late_seconds", "min_contributors", "max_contributors",
-    "contributions_per_window", "allow_early_release", "privacy", "description",
+    "contributions_per_window", "allow_early_release", "privacy", "description", "noise",
 }
 _KNOWN_PRIVACY = {"mechanism", "epsilon", "delta", "budget_epsilon", "budget_delta",
                   "budget_period"}
@@ -304,6 +318,7 @@ class _PolicyReader:
         early = self.raw.get("allow_early_release", False)
         if not isinstance(early, bool):
             raise self.fail("allow_early_release must be true or false")
+        noise = self.noise_mode(scheme)
         description = self.raw.get("description", "")
         if not isinstance(description, str) or len(description) > 500:
             raise self.fail("description must be a string of at most 500 characters")
@@ -325,12 +340,24 @@ class _PolicyReader:
             allow_early_release=early,
             privacy=self.privacy(window_seconds),
             description=description,
+            noise=noise,  # type: ignore[arg-type]
         )
         if policy.slot_count > MAX_SLOTS:
             raise self.fail(f"a report may carry at most {MAX_SLOTS} slots")
         if policy.slot_max * max_contributors > 2**62:
             raise self.fail("upper-lower, precision and max_contributors make sums too large")
         return policy
+
+    def noise_mode(self, scheme: str) -> str:
+        value = self.raw.get("noise", "keyholder")
+        if value not in NOISE_MODES:
+            raise self.fail(f"noise must be one of {list(NOISE_MODES)}, got {value!r}")
+        if value == "both" and scheme != "paillier":
+            # CKKS has a single key: nobody but the key-holder can add noise before the
+            # decryption, so a second party's noise could only be added after it
+            raise self.fail('noise = "both" needs a threshold Paillier key; a ckks metric '
+                            "is noised by the key-holder alone")
+        return str(value)
 
     def bounds(self, kind: str) -> tuple[float, float, float]:
         if kind == "histogram":

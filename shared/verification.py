@@ -46,4 +46,7 @@ def verify_result(document: object, pinned: Ed25519PublicKey) -> ReleaseResult:
         raise InvalidProof("the payload claims threshold decryption but carries no proofs"
                            if result.threshold else
                            "a threshold result's payload must say threshold")
+    if not threshold and result.noise_parties not in ((), ("keyholder",)):
+        # only a threshold statement proves the server's noise is in what was decrypted
+        raise InvalidProof("a single-key result cannot claim noise by the server")
     return result

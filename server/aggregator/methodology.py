@@ -70,6 +70,15 @@ def mechanism(policy: MetricPolicy, scale: float | None) -> Section:
                  f"L2 sensitivity {policy.l2_sensitivity:.4g} under {RHO}-zCDP, which implies "
                  f"(ε, δ)-DP.")
     stated = "" if scale is None else f" Noise scale {scale:.4g} slot units (as released)."
+    if policy.noise == "both":
+        stated += (
+            " Two independent draws of this noise are added under encryption, one by the "
+            "key-holder and one by the aggregator server, each calibrated to the full "
+            "privacy cost on its own: the release stays differentially private if either "
+            "party adds its noise honestly, and neither learns the exact aggregate. The "
+            "intervals are for the sum of the two draws, so they are wider than one draw's "
+            "(about \u221a2 times for Gaussian noise): the price of trusting neither party "
+            "alone with the noise.")
     return Section("Noise", (first + stated, (
         "The interval shown per value is its 95% interval; for a histogram or vector a "
         "simultaneous band (Bonferroni over the slots) holds for all of them at once.") + (

@@ -97,6 +97,10 @@ def _published_schemas() -> dict[str, Any]:
                                            "key-holders), same shape as value"},
             "consistent": {"type": "boolean"},
             "audit_head": {"type": "string"},
+            "noise_parties": {"type": "array", "items": {"type": "string",
+                                                         "enum": ["keyholder", "server"]},
+                              "description": "threshold results: who added an independent "
+                                             "noise draw (the interval is for their sum)"},
             "document": _ref("SignedDocument"),
             "derived": {**_ref("Derived"), "nullable": True},
         },

@@ -117,12 +117,12 @@ def unit(kind: str, report_count: int, policy: MetricPolicy | None) -> float | N
 
 
 @functools.lru_cache(maxsize=256)
-def _slot_half_width(mechanism: str, scale: float, alpha: float) -> float:
-    return half_width(mechanism, scale, alpha)
+def _slot_half_width(mechanism: str, scale: float, alpha: float, parties: int = 1) -> float:
+    return half_width(mechanism, scale, alpha, parties)
 
 
 def simultaneous_half_width(mechanism: str, scale: float, dimension: int,
-                            confidence: float = CONFIDENCE) -> float:
+                            confidence: float = CONFIDENCE, parties: int = 1) -> float:
     """Slot-unit half-width of a band covering all ``dimension`` slots at once (Bonferroni).
 
     Raises:
@@ -130,12 +130,13 @@ def simultaneous_half_width(mechanism: str, scale: float, dimension: int,
     """
     if not isinstance(dimension, int) or dimension < 1:
         raise InvalidInput(f"dimension must be a positive integer, got {dimension!r}")
-    return _slot_half_width(mechanism, float(scale), (1 - confidence) / dimension)
+    return _slot_half_width(mechanism, float(scale), (1 - confidence) / dimension, parties)
 
 
-def per_slot_half_width(mechanism: str, scale: float, confidence: float = CONFIDENCE) -> float:
+def per_slot_half_width(mechanism: str, scale: float, confidence: float = CONFIDENCE,
+                        parties: int = 1) -> float:
     """Slot-unit half-width of one slot's interval (what the key-holder signed)."""
-    return _slot_half_width(mechanism, float(scale), 1 - confidence)
+    return _slot_half_width(mechanism, float(scale), 1 - confidence, parties)
 
 
 @dataclass(frozen=True)
@@ -237,8 +238,10 @@ def build_view(result: ReleaseResult, policy: MetricPolicy | None) -> View:
     half = max((high - low) / 2 for low, high in signed_ci)
     sim_half: float | None = None
     if per_units is not None:
-        half = per_slot_half_width(result.mechanism, result.scale) * per_units
-        sim_half = simultaneous_half_width(result.mechanism, result.scale, len(raw)) * per_units
+        parties = len(result.noise_parties) or 1  # results before the field: one draw
+        half = per_slot_half_width(result.mechanism, result.scale, parties=parties) * per_units
+        sim_half = simultaneous_half_width(result.mechanism, result.scale, len(raw),
+                                           parties=parties) * per_units
     projected = kind == "histogram"
     shown = ([float(c) for c in consistent_histogram(raw, n)] if projected
              else [min(max(v, low_end), high_end) for v in raw])

@@ -24,6 +24,8 @@ With a threshold key the key-holder answers a signed *partial release* instead o
 result; ``ThresholdFinisher`` checks it against our own aggregate, adds our partial
 decryption and publishes (``threshold.py``). If a proof fails nothing is published and the
 window stays sealed: the retry gets the same stored partial release, never a new noise draw.
+With a ``noise = "both"`` policy the request also carries our own encrypted noise, drawn
+once and stored before the first send, so a retry is the same request.
 
 After every attempt that reached the key-holder, its signed audit-chain head is fetched and
 kept (``audit_heads``), so a key-holder whose log is later rewritten or cut is caught by
@@ -168,10 +170,15 @@ class ReleaseDriver:
             return self._failed(row, early, "internal",
                                 f"{key.describe()} counts {row.report_count} reports but "
                                 f"{len(report_ids)} are stored", sent=False)
+        try:
+            server_noise = self._finisher.committed_noise(self._store, key, self._clock()) \
+                if self._finisher is not None else ()
+        except BlindsumError as exc:
+            return self._failed(row, early, exc.code, exc.detail, sent=False)
         request = ReleaseRequest(
             metric=key.metric, version=key.version, window=key.window, key_id=key.key_id,
             report_count=row.report_count, report_ids_digest=report_ids_digest(report_ids),
-            aggregate=row.aggregate, early=early,
+            aggregate=row.aggregate, early=early, server_noise=server_noise,
         )
         try:
             result = self._keyholder.release(request)

@@ -57,7 +57,7 @@ class Aggregator:
         manifests = ManifestSource(store, keyholder, config.keyholder_identity, clock)
         manifests.start()
         finisher = ThresholdFinisher(KeyStore.open(config.data_dir, config.keystore_passphrase),
-                                     _manifest_policy(manifests))
+                                     _manifest_policy(manifests), lambda: manifests.loaded)
         releases = ReleaseDriver(store, keyholder, clock, finisher)
 
         def refresh_manifest() -> None:

@@ -46,7 +46,7 @@ from blindsum.server.sqlite import connect, write_transaction
 from blindsum.shared.codec import ReleaseResult
 
 DB_NAME = "aggregator.db"
-SCHEMA_VERSION = 3  # 3: per-token report caps
+SCHEMA_VERSION = 4  # 3: per-token report caps; 4: the server's committed release noise
 STATES = ("open", "sealed", "released", "refused")
 _ID_CHUNK = 500  # ids per "IN (...)": far below SQLite's variable limit
 
@@ -116,6 +116,17 @@ CREATE TABLE IF NOT EXISTS token_reports (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS tokens_active_label ON tokens (label)
     WHERE revoked_at IS NULL;
+-- our encrypted noise for a window's release (noise = "both"), kept before it is first sent
+-- so a retry resends the same request: one draw per window, its plaintext never stored
+CREATE TABLE IF NOT EXISTS server_noise (
+    metric TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    "window" INTEGER NOT NULL,
+    key_id TEXT NOT NULL,
+    ciphertexts BLOB NOT NULL,
+    drawn_at REAL NOT NULL,
+    PRIMARY KEY (metric, version, "window", key_id)
+);
 CREATE TABLE IF NOT EXISTS audit_heads (
     seq INTEGER PRIMARY KEY,
     hash TEXT NOT NULL,
@@ -499,6 +510,28 @@ class Store:
             StoredResult(r[0], r[1], r[2], r[3], json.loads(r[4]), json.loads(r[5]), r[6])
             for r in rows
         ]
+
+    # -- the server's committed release noise -----------------------------------------
+
+    def server_noise(self, key: WindowKey) -> tuple[bytes, ...] | None:
+        """Our encrypted noise for ``key``'s release, if it was ever drawn."""
+        row = self.connection().execute(
+            'SELECT ciphertexts FROM server_noise WHERE metric = ? AND version = ? '
+            'AND "window" = ? AND key_id = ?', _key_params(key)).fetchone()
+        return None if row is None else unpack_blobs(bytes(row[0]))
+
+    def keep_server_noise(self, key: WindowKey, ciphertexts: Sequence[bytes],
+                          now: float) -> tuple[bytes, ...]:
+        """Store ``ciphertexts`` unless noise for ``key`` is stored already; return what is
+        stored (the first one kept wins, so every request for the window carries it)."""
+        with self.transaction() as tx:
+            tx.conn.execute(
+                'INSERT OR IGNORE INTO server_noise (metric, version, "window", key_id, '
+                "ciphertexts, drawn_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (*_key_params(key), pack_blobs(ciphertexts), now))
+        stored = self.server_noise(key)
+        assert stored is not None  # rows are never deleted
+        return stored
 
     # -- the key-holder's signed audit heads --------------------------------------------
 

@@ -6,6 +6,11 @@ ceremony) and partially decrypts only a ciphertext it has checked: ``C = A·E`` 
 aggregate ``A`` of the request it sent, with every proof of the key-holder verified first
 (``shared/threshold/release.py``). It learns the noisy slot sums only, and publishes them
 with both parties' partials so anyone can re-check the value offline.
+
+With a ``noise = "both"`` policy the server also draws its own noise, once per window,
+before the first request for it: ``committed_noise`` encrypts it and stores only the
+ciphertexts (the plaintext is dropped), so every retry sends the same request and the
+server learns no more than the public (``shared/threshold/server_noise.py``).
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ from collections.abc import Callable
 from typing import Any
 
 from blindsum.server.aggregator.keyholder_client import VerifiedResult
+from blindsum.server.aggregator.store import Store, WindowKey
 from blindsum.server.keystore import KeyStore
+from blindsum.server.noise import bounded_noise, noise_plan
 from blindsum.shared.codec import ReleaseRequest, release_digest
-from blindsum.shared.errors import InvalidProof
+from blindsum.shared.errors import InvalidProof, UpstreamError
 from blindsum.shared.manifest import slot_spec
 from blindsum.shared.policy import MetricPolicy
 from blindsum.shared.threshold.decryption import partial_decrypt
@@ -25,6 +32,7 @@ from blindsum.shared.threshold.keys import KeyShare
 from blindsum.shared.threshold.release import (
     SERVER_PARTY,
     PartialRelease,
+    encrypt_noise,
     published_document,
 )
 
@@ -34,9 +42,11 @@ PolicyLookup = Callable[[str, int], MetricPolicy | None]
 class ThresholdFinisher:
     """Turns a verified partial release into a published document (thread-safe)."""
 
-    def __init__(self, keystore: KeyStore, policy_for: PolicyLookup | None = None) -> None:
+    def __init__(self, keystore: KeyStore, policy_for: PolicyLookup | None = None,
+                 manifest_loaded: Callable[[], bool] | None = None) -> None:
         self._keystore = keystore
         self._policy_for = policy_for
+        self._manifest_loaded = manifest_loaded
         self._shares: dict[str, KeyShare] = {}
         self._lock = threading.Lock()
 
@@ -47,6 +57,30 @@ class ThresholdFinisher:
             if share is None:
                 share = self._shares[key_id] = self._keystore.read_share(key_id, SERVER_PARTY)
             return share
+
+    def committed_noise(self, store: Store, key: WindowKey, now: float) -> tuple[bytes, ...]:
+        """Our encrypted noise for ``key``'s release: the stored one, or a fresh draw stored
+        before it is returned (empty unless the manifest's policy says ``noise = "both"``).
+
+        Raises:
+            KeyStoreError: the policy needs our noise but we hold no share of the key.
+        """
+        stored = store.server_noise(key)
+        if stored is not None:
+            return stored  # a retry: the same ciphertexts, never a second draw
+        policy = self._policy_for(key.metric, key.version) if self._policy_for else None
+        if policy is None and self._manifest_loaded is not None and not self._manifest_loaded():
+            # we cannot tell yet whether this window needs our noise: retry, never guess
+            raise UpstreamError("the manifest is not loaded yet: cannot tell whether "
+                                f"{key.describe()} needs the server's noise")
+        if policy is None or policy.noise != "both":
+            # (a window of a superseded policy version is sent without: if that version
+            # wanted server noise the key-holder refuses it publicly, before paying)
+            return ()
+        public = self.share(key.key_id).public
+        ciphertexts = public.paillier.dump(
+            encrypt_noise(public, policy, bounded_noise(noise_plan(policy), policy)))
+        return store.keep_server_noise(key, ciphertexts, now)
 
     def finish(self, request: ReleaseRequest, result: VerifiedResult
                ) -> tuple[dict[str, Any], str]:

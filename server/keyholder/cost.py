@@ -7,20 +7,10 @@ exactly the cost its noise was calibrated to.
 from __future__ import annotations
 
 from blindsum.server.keyholder.accounting import Spend, release_spend
-from blindsum.server.keyholder.noise import NoisePlan, plan_noise
+from blindsum.server.noise import noise_plan
 from blindsum.shared.policy import MetricPolicy
 
-
-def noise_plan(policy: MetricPolicy) -> NoisePlan:
-    """The noise a policy's releases get, calibrated from its bounds and privacy settings."""
-    return plan_noise(
-        policy.privacy.mechanism,
-        policy.privacy.epsilon,
-        policy.privacy.delta,
-        policy.l1_sensitivity,
-        policy.l2_sensitivity,
-        policy.slot_count,
-    )
+__all__ = ["noise_plan", "release_cost"]
 
 
 def release_cost(policy: MetricPolicy) -> Spend:

@@ -101,7 +101,11 @@ OPENAPI: dict[str, Any] = {
                             "report_ids_digest": _B64,
                             "aggregate": {"type": "array", "items": _B64, "minItems": 1,
                                           "maxItems": 64},
-                            "early": {"type": "boolean"}}},
+                            "early": {"type": "boolean"},
+                            "server_noise": {"type": "array", "items": _B64, "minItems": 1,
+                                             "maxItems": 64,
+                                             "description": "the server's encrypted noise "
+                                             "(noise = \"both\" threshold policies)"}}},
         },
     },
 }

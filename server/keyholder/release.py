@@ -46,8 +46,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from blindsum.server.keyholder import audit, ledger, threshold
 from blindsum.server.keyholder.accounting import Spend
 from blindsum.server.keyholder.cost import noise_plan, release_cost
-from blindsum.server.keyholder.noise import NoisePlan
 from blindsum.server.keyholder.store import KeyholderDB
+from blindsum.server.noise import NoisePlan
 from blindsum.shared.codec import RELEASE_RESULT_TYPE, ReleaseRequest, ReleaseResult, release_digest
 from blindsum.shared.encoding import Published, publish, published_values
 from blindsum.shared.errors import (
@@ -317,7 +317,13 @@ def _check_decryptable(secret: SecretScheme | KeyShare, policy: MetricPolicy,
         secret.public.paillier.load(list(request.aggregate),
                                     slot_spec(policy))
         threshold.check_plan_fits(policy, noise_plan(policy))
+        threshold.check_server_noise(secret.public.paillier, policy, request)
         return
+    if request.server_noise or policy.noise == "both":
+        # (a window of a two-noise policy under a single key, e.g. a late report under the
+        # key a rotation to --threshold replaced: only the key-holder could noise it)
+        raise ReleaseRefused(f"metric {policy.name!r}: server noise needs a threshold key; "
+                             f"key {request.key_id!r} is a single key")
     secret.public.load(list(request.aggregate), slot_spec(policy))
 
 
@@ -334,8 +340,9 @@ def _statement(policy: MetricPolicy, request: ReleaseRequest, row: ledger.Ledger
         "delta": plan.delta,
         "rho": plan.rho,
         "scale": plan.scale,
-        "half_width_95": plan.half_width(0.05),
-        "tail_width": plan.half_width(TAIL_ALPHA),
+        # of the sum of every party's draw (wider with two: server/accuracy.py)
+        "half_width_95": plan.half_width(0.05, len(policy.noise_parties)),
+        "tail_width": plan.half_width(TAIL_ALPHA, len(policy.noise_parties)),
         "released_at": now,
         "audit_seq": audit_seq,
         "audit_head": audit_head,

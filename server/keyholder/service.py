@@ -251,6 +251,11 @@ class Keyholder:
         if not active:
             raise InvalidPolicy(f"metric {policy.name!r}: no active {policy.scheme} key")
         secret = self.secret_for(policy.scheme, active[0].key_id)
+        if policy.noise == "both" and not isinstance(secret, KeyShare):
+            raise InvalidPolicy(
+                f'metric {policy.name!r}: noise = "both" needs a two-party threshold key '
+                f"(blindsum keyholder init --threshold); key {active[0].key_id!r} is a "
+                "single key, which only the key-holder can noise")
         public = secret.public.paillier if isinstance(secret, KeyShare) else secret.public
         problem = public.capacity_error(slot_spec(policy))
         if problem:

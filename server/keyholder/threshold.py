@@ -6,29 +6,32 @@ encrypts it with its offset (``shared/headroom.py``), folds it into the aggregat
 answers its partial decryption of that noised aggregate with a proof
 (``shared/threshold/release.py`` has the protocol). What it signs holds no plaintext: the
 noise stays known only to this process, for as long as the call lasts.
+
+With a ``noise = "both"`` policy the request also carries the server's noise ciphertexts
+``E_S``; the key-holder folds them in too (``C = A·E_S·E_K``) and signs ``A`` and ``E_S``
+with its statement, so anyone can check offline that the server's noise was decrypted with
+the rest (``shared/threshold/server_noise.py``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from blindsum.server.keyholder.noise import NoisePlan
-from blindsum.shared.codec import ReleaseRequest
+from blindsum.server.noise import NoisePlan, bounded_noise
+from blindsum.shared.codec import ReleaseRequest, b64encode
 from blindsum.shared.errors import ReleaseRefused
 from blindsum.shared.headroom import bound_scale, noise_bound, truncation_cost
 from blindsum.shared.manifest import slot_spec
 from blindsum.shared.policy import MetricPolicy
+from blindsum.shared.schemes.paillier import PaillierPublic
 from blindsum.shared.threshold.decryption import partial_decrypt
 from blindsum.shared.threshold.keys import KeyShare
 from blindsum.shared.threshold.release import (
     decryption_context,
     dump_ciphertexts,
     encrypt_noise,
-    fold,
 )
-
-# Expected redraws are about slots * 2^-64: this many would mean a broken sampler.
-MAX_REDRAWS = 64
+from blindsum.shared.threshold.server_noise import fold_all
 
 
 def check_plan_fits(policy: MetricPolicy, plan: NoisePlan) -> None:
@@ -39,19 +42,32 @@ def check_plan_fits(policy: MetricPolicy, plan: NoisePlan) -> None:
             f"{bound_scale(policy):g} its threshold-key layout reserves room for")
 
 
-def bounded_noise(plan: NoisePlan, policy: MetricPolicy) -> list[int]:
-    """One noise vector from the plan, each slot conditioned on ``|z| <= B`` (redrawn beyond:
-    ``headroom.truncation_cost`` states what that costs)."""
-    bound = noise_bound(policy)
-    noise = plan.apply([0] * policy.slot_count)
-    for _ in range(MAX_REDRAWS):
-        outside = [i for i, z in enumerate(noise) if abs(z) > bound]
-        if not outside:
-            return noise
-        fresh = plan.apply([0] * policy.slot_count)
-        for i in outside:
-            noise[i] = fresh[i]
-    raise RuntimeError("noise sampler keeps exceeding its bound")
+def check_server_noise(public: PaillierPublic, policy: MetricPolicy,
+                       request: ReleaseRequest) -> None:
+    """Refuse (a public fact, before paying) a request whose server noise does not match the
+    policy: required, well-formed ciphertexts with ``noise = "both"``, absent otherwise."""
+    if policy.noise != "both":
+        if request.server_noise:
+            raise ReleaseRefused(f"metric {policy.name!r} v{policy.version}: its policy has "
+                                 "the key-holder alone add noise; the request carries server "
+                                 "noise")
+        return
+    if not request.server_noise:
+        raise ReleaseRefused(f"metric {policy.name!r} v{policy.version}: its policy has both "
+                             "parties add noise; the request carries no server noise")
+    public.load(list(request.server_noise), slot_spec(policy))
+
+
+def _server_noise_fields(policy: MetricPolicy, request: ReleaseRequest) -> dict[str, Any]:
+    """What the statement says about who added noise; the request's own bytes of ``A`` and
+    ``E_S`` with two noises, so a verifier recomputes the request digest from them."""
+    if policy.noise != "both":
+        return {"noise_parties": list(policy.noise_parties)}
+    return {
+        "noise_parties": list(policy.noise_parties),
+        "aggregate": [b64encode(c) for c in request.aggregate],
+        "server_noise": [b64encode(c) for c in request.server_noise],
+    }
 
 
 def partial_release_fields(share: KeyShare, policy: MetricPolicy, request: ReleaseRequest,
@@ -59,14 +75,18 @@ def partial_release_fields(share: KeyShare, policy: MetricPolicy, request: Relea
     """The statement's threshold members: ``noise`` (E), ``noised`` (A·E), ``partials``,
     and what a verifier needs to redo the post-processing."""
     public = share.public
-    aggregate = public.paillier.load(list(request.aggregate), slot_spec(policy))
+    spec = slot_spec(policy)
+    aggregate = public.paillier.load(list(request.aggregate), spec)
+    server_noise = public.paillier.load(list(request.server_noise), spec) \
+        if request.server_noise else []
     noise = encrypt_noise(public, policy, bounded_noise(plan, policy))
-    noised = fold(public, aggregate, noise)
+    noised = fold_all(public, aggregate, *([server_noise] if server_noise else []), noise)
     context = decryption_context(policy.name, policy.version, request.window, request.key_id,
                                  request_digest)
     partials = [partial_decrypt(share, c, context).to_json() for c in noised]
     epsilon, delta = truncation_cost(policy)
     return {
+        **_server_noise_fields(policy, request),
         "noise": dump_ciphertexts(public, noise),
         "noised": dump_ciphertexts(public, noised),
         "partials": partials,

@@ -21,7 +21,7 @@ from typing import Any
 
 from blindsum.server.keyholder import accounting
 from blindsum.server.keyholder.cost import noise_plan, release_cost
-from blindsum.server.keyholder.noise import NoisePlan
+from blindsum.server.noise import NoisePlan
 from blindsum.shared.encoding import decode
 from blindsum.shared.errors import InvalidInput
 from blindsum.shared.policy import MetricPolicy
@@ -67,7 +67,7 @@ def value_range(policy: MetricPolicy, contributors: int) -> float:
 def unit_half_width(policy: MetricPolicy, plan: NoisePlan, contributors: int,
                     alpha: float = 0.05) -> float:
     """The published ``1 - alpha`` interval's half-width in the metric's units."""
-    slot_half_width = plan.half_width(alpha)
+    slot_half_width = plan.half_width(alpha, len(policy.noise_parties))  # both: wider
     decoded = decode(policy, [0] * policy.slot_count, contributors, slot_half_width)
     low, high = decoded.ci[0] if isinstance(decoded.ci, list) else decoded.ci
     return (high - low) / 2

@@ -150,14 +150,18 @@ def simulate(policy: MetricPolicy, values: Sequence[Sequence[float]], releases: 
         policy = with_epsilon(policy, epsilon)
     n = len(values)
     plan = noise_plan(policy)
-    slot_half_width = plan.half_width(0.05)
+    parties = len(policy.noise_parties)  # noise = "both": each party adds one draw
+    slot_half_width = plan.half_width(0.05, parties)
     raw = raw_truth(policy, values)
     sums = _slot_sums(policy, values)
     encoded = _listed(decode(policy, sums, n, 0.0).value)
     errors = [[0.0] * len(raw) for _ in range(releases)]
     covered = 0
     for r in range(releases):
-        published = decode(policy, plan.apply(sums), n, slot_half_width)
+        noisy = sums
+        for _ in range(parties):
+            noisy = plan.apply(noisy)
+        published = decode(policy, noisy, n, slot_half_width)
         intervals = published.ci if isinstance(published.ci, list) else [published.ci]
         for i, (value, (low, high)) in enumerate(
                 zip(_listed(published.value), intervals, strict=True)):

@@ -19,6 +19,9 @@ Context of every proof: metric, version, window, key id and the request digest (
 hashes each aggregate ciphertext), so a partial made for another window or another set of
 reports fails to verify.
 
+With a ``noise = "both"`` policy the server's encrypted noise ``E_S`` is part of the request
+and ``C = A·E_S·E_K``; ``server_noise.py`` has the order and the argument.
+
 Remaining gap (issue 9): nothing proves that ``E`` encrypts a value in ``[0, 2B]``. A
 malicious K may choose ``E = c_target·A^-1`` and learn the decryption of one report (or any
 ciphertext it chooses) per released window. S's check ``C = A·E`` does not prevent that.
@@ -37,7 +40,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from ..codec import RELEASE_RESULT_TYPE, ReleaseResult, b64decode, b64encode
 from ..encoding import Published, publish, published_values
 from ..errors import BlindsumError, InvalidInput, InvalidProof
-from ..headroom import noise_bound
+from ..headroom import noise_bound, noise_offset
 from ..manifest import slot_spec
 from ..packing import chunk_slots, pack
 from ..policy import MetricPolicy
@@ -46,6 +49,7 @@ from ..schemes.paillier import signed_fields
 from ..signing import verify_document
 from .decryption import PartialDecryption, combine, verify_partial
 from .keys import ThresholdPublicKey
+from .server_noise import check_folded
 
 Mpz = Any  # gmpy2.mpz; gmpy2 ships no stubs.
 
@@ -88,7 +92,7 @@ def decode_noised(public: ThresholdPublicKey, policy: MetricPolicy,
     integers (a forged report shows up as an out-of-range noisy value, never a refusal).
     """
     width, per = public.paillier.layout(slot_spec(policy))
-    n, bound = int(public.n), noise_bound(policy)
+    n, bound = int(public.n), noise_offset(policy)
     sums: list[int] = []
     for m, chunk in zip(plaintexts, chunk_slots(range(policy.slot_count), per), strict=True):
         lifted = int(m) - n if m > n // 2 else int(m)
@@ -108,6 +112,11 @@ class PartialRelease:
     partials: tuple[PartialDecryption, ...]
     half_width: float
     tail_width: float
+    # ``noise = "both"`` only (else empty): the aggregate and the server's noise ciphertexts
+    # K folded in, with the bytes the request digest hashed
+    aggregate: tuple[Mpz, ...] = ()
+    server_noise: tuple[Mpz, ...] = ()
+    blobs: tuple[tuple[bytes, ...], tuple[bytes, ...]] = ((), ())
 
     @property
     def context(self) -> bytes:
@@ -139,8 +148,30 @@ class PartialRelease:
         if not all(isinstance(w, int | float) and not isinstance(w, bool) and w >= 0
                    for w in widths):
             raise InvalidProof(f"{where}: half_width_95 and tail_width must be numbers >= 0")
+        parties = payload.get("noise_parties", ["keyholder"])  # older statements: absent
+        if parties != list(policy.noise_parties):
+            raise InvalidProof(f"{where}: noise_parties {parties!r} are not its policy's "
+                               f"{list(policy.noise_parties)}")
+        if policy.noise != "both":
+            if "server_noise" in payload:
+                raise InvalidProof(f"{where}: server noise under a key-holder-noise policy")
+            return cls(dict(payload), public, policy, noise, noised, partials,
+                       float(widths[0]), float(widths[1]))
+        aggregate, aggregate_blobs = _ciphertexts_and_bytes(
+            public, spec, payload.get("aggregate"), f"{where} aggregate")
+        server_noise, noise_blobs = _ciphertexts_and_bytes(
+            public, spec, payload.get("server_noise"), f"{where} server_noise")
         return cls(dict(payload), public, policy, noise, noised, partials,
-                   float(widths[0]), float(widths[1]))
+                   float(widths[0]), float(widths[1]), aggregate, server_noise,
+                   (aggregate_blobs, noise_blobs))
+
+    def check_public(self) -> None:
+        """The checks that need no aggregate of one's own (two-noise statements only):
+        ``C = A·E_S·E_K`` for the statement's own ``A`` and ``E_S``, which its request digest
+        binds (``server_noise.check_folded``)."""
+        if self.policy.noise == "both":
+            check_folded(self.public, self.payload, self.aggregate, self.server_noise,
+                         *self.blobs, self.noise, self.noised)
 
     def check_for(self, aggregate: Sequence[Mpz], public: ThresholdPublicKey) -> None:
         """The server's checks before it decrypts anything: the statement is under our key,
@@ -151,7 +182,11 @@ class PartialRelease:
         """
         if self.public != public:
             raise InvalidProof("partial release is under another threshold key")
-        if fold(public, aggregate, self.noise) != list(self.noised):
+        if self.policy.noise == "both":
+            if list(self.aggregate) != list(aggregate):
+                raise InvalidProof("the partial release folds another aggregate than ours")
+            self.check_public()
+        elif fold(public, aggregate, self.noise) != list(self.noised):
             raise InvalidProof("the noised ciphertexts are not our aggregate times the "
                                "key-holder's noise ciphertexts")
         for c, partial in zip(self.noised, self.partials, strict=True):
@@ -187,6 +222,8 @@ def published_payload(statement: PartialRelease, result: Published) -> dict[str,
         epsilon=signed.get("epsilon"), delta=signed.get("delta"), rho=signed.get("rho"),
         scale=signed.get("scale"), released_at=signed.get("released_at"),
         audit_seq=signed.get("audit_seq"), audit_head=signed.get("audit_head"), threshold=True,
+        # statements made before the field existed have none, and their documents verify
+        noise_parties=tuple(signed.get("noise_parties") or ()),
     ).to_json()
     try:  # the statement's fields are the key-holder's word: check their types and ranges
         ReleaseResult.from_json(draft)
@@ -224,6 +261,7 @@ def verify_published(document: object, pinned: Ed25519PublicKey) -> dict[str, An
         raise InvalidProof(f"not a {PUBLISHED_FORMAT} document")
     statement = PartialRelease.from_payload(
         verify_document(document.get("statement"), pinned, "key-holder statement"))
+    statement.check_public()
     count = len(statement.noised)
     own = _partials(document.get("server_partials"), count, "server partials")
     if any(p.index != SERVER_PARTY for p in own):
@@ -252,6 +290,12 @@ def _ciphertexts(public: ThresholdPublicKey, spec: SlotSpec, raw: object, where:
         return tuple(public.paillier.load([b64decode(item, where) for item in raw], spec))
     except InvalidInput as exc:
         raise InvalidProof(f"{where}: {exc.detail}") from None
+
+
+def _ciphertexts_and_bytes(public: ThresholdPublicKey, spec: SlotSpec, raw: object,
+                           where: str) -> tuple[tuple[Mpz, ...], tuple[bytes, ...]]:
+    cts = _ciphertexts(public, spec, raw, where)
+    return cts, tuple(b64decode(item, where) for item in raw)  # type: ignore[union-attr]
 
 
 def dump_ciphertexts(public: ThresholdPublicKey, cts: Sequence[Mpz]) -> list[str]:

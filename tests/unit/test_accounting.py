@@ -17,7 +17,7 @@ from blindsum.server.keyholder.accounting import (
     zcdp_capacity,
     zcdp_epsilon,
 )
-from blindsum.server.keyholder.noise import plan_noise
+from blindsum.server.noise import plan_noise
 from blindsum.shared.errors import InvalidInput
 
 dp.enable_features("contrib")

@@ -122,3 +122,14 @@ def test_any_well_formed_vector_result_round_trips_through_json(
                    ci=[[n - w, n + w] for _, n, w in slots])
     result = ReleaseResult.from_json(json.loads(json.dumps(data)))
     assert ReleaseResult.from_json(json.loads(json.dumps(result.to_json()))) == result
+
+
+def test_a_result_says_who_added_noise_and_refuses_anything_else() -> None:
+    base = payload()
+    assert "noise_parties" not in base and ReleaseResult.from_json(base).noise_parties == ()
+    both = payload(noise_parties=["keyholder", "server"])
+    parsed = ReleaseResult.from_json(both)
+    assert parsed.noise_parties == ("keyholder", "server") and parsed.to_json() == both
+    for bad in (["server"], ["server", "keyholder"], "both", [], ["keyholder", "keyholder"]):
+        with pytest.raises(InvalidInput, match="noise_parties"):
+            ReleaseResult.from_json(payload(noise_parties=bad))

@@ -8,7 +8,7 @@ import opendp.prelude as dp
 import pytest
 
 from blindsum.server.keyholder.accounting import bun_steinke_rho
-from blindsum.server.keyholder.noise import NoisePlan, plan_noise
+from blindsum.server.noise import NoisePlan, plan_noise
 from blindsum.shared.errors import InvalidInput, InvalidPolicy
 
 dp.enable_features("contrib")

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from blindsum.server.keyholder.noise import NoisePlan, plan_noise
+from blindsum.server.noise import NoisePlan, plan_noise
 
 pytestmark = pytest.mark.slow
 

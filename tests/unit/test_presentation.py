@@ -19,7 +19,7 @@ from blindsum.server.aggregator.presentation import (
     simultaneous_half_width,
 )
 from blindsum.server.aggregator.rounding import display_step, format_number, round_to
-from blindsum.server.keyholder.noise import plan_noise
+from blindsum.server.noise import plan_noise
 from blindsum.shared.codec import ReleaseResult
 from blindsum.shared.errors import InvalidInput
 from blindsum.shared.policy import MetricPolicy

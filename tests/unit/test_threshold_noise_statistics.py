@@ -1,5 +1,7 @@
 """The noise in results published through two-party threshold decryption has the
-distribution and scale the key-holder's statement claims.
+distribution and scale the key-holder's statement claims, in both noise modes: the
+key-holder's draw alone, or (``noise = "both"``) the sum of the key-holder's and the
+server's independent draws, whose law is the convolution of the plan's pmf with itself.
 
 Hundreds of real releases of one fixed aggregate: the key-holder's partial release (noise
 drawn, bounded, encrypted and folded in under encryption), then the server's checks,
@@ -22,11 +24,12 @@ import pytest
 from scipy import stats
 
 from blindsum.server.aggregator.keyholder_client import check_result
+from blindsum.server.aggregator.store import Store, WindowKey
 from blindsum.server.aggregator.threshold import ThresholdFinisher
-from blindsum.server.keyholder.noise import NoisePlan
 from blindsum.server.keyholder.release import noise_plan
 from blindsum.server.keyholder.service import Keyholder
 from blindsum.server.keystore import KeyStore
+from blindsum.server.noise import NoisePlan
 from blindsum.shared.codec import ReleaseRequest, report_ids_digest
 from blindsum.shared.encoding import encode
 from blindsum.shared.manifest import Manifest, slot_spec
@@ -60,6 +63,28 @@ upper = 1
 min_contributors = 1
 window_seconds = 60
 privacy = {{ mechanism = "laplace", epsilon = 1.0, budget_epsilon = 1e9 }}
+
+[metrics.gauss_both]
+kind = "vector"
+scheme = "paillier"
+dimension = {DIMENSION}
+lower = 0
+upper = 1
+min_contributors = 1
+window_seconds = 60
+noise = "both"
+privacy = {{ mechanism = "gaussian", epsilon = 1.0, delta = 1e-6, budget_epsilon = 1e9 }}
+
+[metrics.laplace_both]
+kind = "vector"
+scheme = "paillier"
+dimension = {DIMENSION}
+lower = 0
+upper = 1
+min_contributors = 1
+window_seconds = 60
+noise = "both"
+privacy = {{ mechanism = "laplace", epsilon = 1.0, budget_epsilon = 1e9 }}
 """
 REPORTS = [[1, 0, 1, 1, 0, 0, 1, 0] * 3, [1, 1, 1, 0, 0, 0, 1, 1] * 3,
            [0, 0, 1, 0, 1, 0, 1, 0] * 3]
@@ -73,7 +98,9 @@ class TwoParties:
         self.holder.db.clock = time.time
         self.pinned = self.holder.identity.public_key()
         self.manifest = Manifest.verify(self.holder.db.latest_manifest(), self.pinned)
-        self.finisher = ThresholdFinisher(KeyStore.open(root / "srv", None))
+        self.store = Store(root / "srv")
+        self.finisher = ThresholdFinisher(KeyStore.open(root / "srv", None),
+                                          lambda name, version: self.manifest.policy(name))
 
 
 @pytest.fixture(scope="module")
@@ -81,13 +108,23 @@ def parties(tmp_path_factory: pytest.TempPathFactory) -> TwoParties:
     return TwoParties(tmp_path_factory.mktemp("threshold-stats"))
 
 
-def _chi_square_p(noise: np.ndarray, plan: NoisePlan) -> float:
-    """Chi-square p-value of integer noise against the plan's pmf (bins pooled to >= 5)."""
+def _claimed_pmf(plan: NoisePlan, parties: int) -> tuple[int, np.ndarray]:
+    """``(k_max, pmf on -k_max..k_max)`` of the sum of ``parties`` draws of the plan."""
+    reach = int(60 * plan.scale) + 60
+    one = np.array([plan.pmf(k) for k in range(-reach, reach + 1)])
+    law = one
+    for _ in range(parties - 1):
+        law = np.convolve(law, one)
+    return reach * parties, law
+
+
+def _chi_square_p(noise: np.ndarray, plan: NoisePlan, parties: int) -> float:
+    """Chi-square p-value of integer noise against the claimed pmf (bins pooled to >= 5)."""
     n = len(noise)
-    k_max = int(60 * plan.scale) + 60
+    k_max, pmf = _claimed_pmf(plan, parties)
     edges, probs, mass = [], [], 0.0
     for k in range(-k_max, k_max + 1):
-        mass += plan.pmf(k)
+        mass += float(pmf[k + k_max])
         if mass * n >= 5:
             edges.append(k)
             probs.append(mass)
@@ -100,7 +137,7 @@ def _chi_square_p(noise: np.ndarray, plan: NoisePlan) -> float:
     return float(stats.chisquare(observed, expected).pvalue)
 
 
-@pytest.mark.parametrize("metric", ["gauss_vec", "laplace_vec"])
+@pytest.mark.parametrize("metric", ["gauss_vec", "laplace_vec", "gauss_both", "laplace_both"])
 def test_threshold_published_noise_matches_the_claimed_distribution(parties: TwoParties,
                                                                     metric: str) -> None:
     policy = parties.manifest.policy(metric)
@@ -116,23 +153,28 @@ def test_threshold_published_noise_matches_the_claimed_distribution(parties: Two
     covered: list[bool] = []
     claims = set()
     for index in range(RELEASES):
+        window = WindowKey(metric, policy.version, index * 60, key.key_id)
         request = ReleaseRequest(metric, policy.version, index * 60, key.key_id, len(REPORTS),
-                                 digest, aggregate)
+                                 digest, aggregate, server_noise=parties.finisher.committed_noise(
+                                     parties.store, window, time.time()))
         partial = check_result(releaser.release(request).document, parties.pinned, request)
         document, payload = parties.finisher.finish(request, partial)
         result = json.loads(payload)
         if index == 0:  # the offline check redoes every proof: once is enough here
             assert verify_published(document, parties.pinned) == result
-        claims.add((result["mechanism"], result["scale"]))
+        claims.add((result["mechanism"], result["scale"],
+                    tuple(result.get("noise_parties", ()))))
         for noisy, want, (low, high) in zip(result["noisy_value"], truth, result["ci"],
                                             strict=True):
             noise.append(noisy - want)
             covered.append(low <= want <= high)
     plan = noise_plan(policy)
-    assert claims == {(plan.mechanism, plan.scale)}
+    assert claims == {(plan.mechanism, plan.scale, policy.noise_parties)}
     samples = np.array(noise)
     assert np.all(samples == np.round(samples))  # exact decoding: integer noise
-    assert _chi_square_p(samples, plan) > 1e-6
+    assert _chi_square_p(samples, plan, len(policy.noise_parties)) > 1e-6
+    if policy.noise == "both":  # the test can tell one draw from two
+        assert _chi_square_p(samples, plan, 1) < 1e-6
     coverage = sum(covered) / len(covered)
     assert abs(coverage - 0.95) <= 0.02, coverage
     assert abs(samples.mean()) <= 6 * samples.std() / math.sqrt(len(samples))

@@ -17,6 +17,10 @@ slot vector under substitution. Two mechanisms:
 
 All noise comes from OpenDP's exact discrete samplers, and every scale is found with
 OpenDP's own privacy map, so OpenDP certifies the stated budget at the stated sensitivity.
+
+Both services import this module: the key-holder always draws a release's noise, and with a
+threshold key and a ``noise = "both"`` policy the aggregator server draws its own too, from
+the same plan (``shared/threshold/server_noise.py`` says why either draw alone suffices).
 """
 
 from __future__ import annotations
@@ -32,10 +36,16 @@ import opendp.prelude as dp
 from blindsum.server.accuracy import half_width
 from blindsum.server.keyholder.accounting import zcdp_capacity
 from blindsum.shared.errors import InvalidInput, InvalidPolicy
+from blindsum.shared.headroom import noise_bound
+from blindsum.shared.policy import MetricPolicy
 
 dp.enable_features("contrib")
 
 MECHANISMS = ("laplace", "gaussian")
+
+# Expected redraws beyond the headroom bound are about slots * 2^-64: this many would mean a
+# broken sampler.
+MAX_REDRAWS = 64
 
 # Noise is sampled as i64 (see ``NoisePlan.apply``). Below this scale a sample beyond 2**63
 # is 2**23 scales out, probability < exp(-8e6): OpenDP's saturation can never be reached.
@@ -115,9 +125,10 @@ class NoisePlan:
         noise = self._sampler([0] * self.dimension)
         return [int(v) + int(n) for v, n in zip(values, noise, strict=True)]
 
-    def half_width(self, alpha: float = 0.05) -> float:
-        """Half-width (slot units) of the per-slot ``1 - alpha`` interval (``accuracy.py``)."""
-        return half_width(self.mechanism, self.scale, alpha)
+    def half_width(self, alpha: float = 0.05, parties: int = 1) -> float:
+        """Half-width (slot units) of the per-slot ``1 - alpha`` interval (``accuracy.py``)
+        when ``parties`` independent draws of this plan are added to each slot."""
+        return half_width(self.mechanism, self.scale, alpha, parties)
 
     def pmf(self, k: int) -> float:
         """Probability that one slot's noise equals ``k`` under the claimed distribution."""
@@ -282,3 +293,31 @@ def _calibrate_gaussian(epsilon: float, delta: float, d_in: float) -> float:
             return scale
         scale = math.nextafter(scale, math.inf)
     raise InvalidPolicy(f"cannot calibrate gaussian noise for epsilon={epsilon}, delta={delta}")
+
+
+def noise_plan(policy: MetricPolicy) -> NoisePlan:
+    """The noise one party adds to a release of ``policy``, calibrated from its bounds and
+    privacy settings (the full ``(epsilon, delta)`` of the release, whoever draws it)."""
+    return plan_noise(
+        policy.privacy.mechanism,
+        policy.privacy.epsilon,
+        policy.privacy.delta,
+        policy.l1_sensitivity,
+        policy.l2_sensitivity,
+        policy.slot_count,
+    )
+
+
+def bounded_noise(plan: NoisePlan, policy: MetricPolicy) -> list[int]:
+    """One noise vector from the plan, each slot conditioned on ``|z| <= B`` (redrawn beyond:
+    ``headroom.truncation_cost`` states what that costs)."""
+    bound = noise_bound(policy)
+    noise = plan.apply([0] * policy.slot_count)
+    for _ in range(MAX_REDRAWS):
+        outside = [i for i, z in enumerate(noise) if abs(z) > bound]
+        if not outside:
+            return noise
+        fresh = plan.apply([0] * policy.slot_count)
+        for i in outside:
+            noise[i] = fresh[i]
+    raise RuntimeError("noise sampler keeps exceeding its bound")
