@@ -97,6 +97,12 @@ def _published_schemas() -> dict[str, Any]:
                                            "key-holders), same shape as value"},
             "consistent": {"type": "boolean"},
             "audit_head": {"type": "string"},
+            "kid": {"type": "string"},
+            "request_digest": {"type": "string", "description": "hex SHA-256"},
+            "confidence": {"type": "number"},
+            "threshold": {"type": "boolean",
+                          "description": "decrypted by two parties with proven partial "
+                                         "decryptions (check with blindsum verify)"},
             "noise_parties": {"type": "array", "items": {"type": "string",
                                                          "enum": ["keyholder", "server"]},
                               "description": "threshold results: who added an independent "
@@ -274,6 +280,17 @@ def _published_paths() -> dict[str, Any]:
             "summary": "Published results of one metric", "tags": ["published"],
             "parameters": [_METRIC_PATH, *_RANGE, *_PAGE],
             "responses": {**published_ok, "404": _problem("unknown metric")},
+        }},
+        "/v1/published/{metric}/windows/{window}": {"get": {
+            "summary": "One window's result, as `blindsum verify` reads it (newest version)",
+            "tags": ["published"],
+            "parameters": [_METRIC_PATH, {"name": "window", "in": "path", "required": True,
+                                          "schema": {"type": "integer", "minimum": 0}}],
+            "responses": {"200": {"description": "the window's published result",
+                                  "content": {JSON: {"schema": _ref("PublishedResult")}}},
+                          "400": _problem("a query parameter was given (none are taken)"),
+                          "404": _problem("unknown metric or no result for that window"),
+                          **_RATE_LIMITED},
         }},
         "/v1/published/{metric}/export.csv": {"get": {
             "summary": "CSV of a metric's results in a time range, one row per slot",
