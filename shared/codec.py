@@ -271,6 +271,10 @@ class ReleaseRequest:
     # The server's own encrypted noise (``noise = "both"`` threshold policies): committed in
     # the request, so it is fixed before anyone sees a noisy value and a retry resends it.
     server_noise: tuple[bytes, ...] = ()
+    # Its proof of range and knowledge (``threshold/noise_proof.py``, the JSON form of a
+    # ``validity.ReportProof``), checked by the key-holder with the key; not part of the
+    # digest: it is bound to ``server_noise`` by its own transcript, and to the window.
+    server_noise_proof: Mapping[str, Any] | None = None
 
     def to_wire(self) -> dict[str, Any]:
         wire = {
@@ -286,6 +290,8 @@ class ReleaseRequest:
         }
         if self.server_noise:
             wire["server_noise"] = list(self.server_noise)
+        if self.server_noise_proof is not None:
+            wire["server_noise_proof"] = dict(self.server_noise_proof)
         return wire
 
     @classmethod
@@ -294,8 +300,11 @@ class ReleaseRequest:
             data,
             "release",
             {"metric", "version", "window", "kid", "report_count", "report_ids_digest",
-             "aggregate", "early", "server_noise"},
+             "aggregate", "early", "server_noise", "server_noise_proof"},
         )
+        proof = data.get("server_noise_proof")
+        if proof is not None and not isinstance(proof, Mapping):
+            raise InvalidInput("release.server_noise_proof must be an object")
         return cls(
             metric=fields.text("metric", _NAME),
             version=fields.integer("version", 1, 2**31 - 1),
@@ -308,6 +317,7 @@ class ReleaseRequest:
             aggregate=fields.blobs("aggregate"),
             early=fields.boolean("early", False),
             server_noise=fields.blobs("server_noise") if "server_noise" in data else (),
+            server_noise_proof=proof,
         )
 
 

@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 from blindsum.server.aggregator.keyholder_client import KeyholderApi
 from blindsum.server.aggregator.store import Store, WindowKey, WindowRow
-from blindsum.server.aggregator.threshold import ThresholdFinisher
+from blindsum.server.aggregator.threshold import ServerNoise, ThresholdFinisher
 from blindsum.shared.codec import ReleaseRequest, report_ids_digest
 from blindsum.shared.errors import (
     AlreadyReleased,
@@ -171,14 +171,15 @@ class ReleaseDriver:
                                 f"{key.describe()} counts {row.report_count} reports but "
                                 f"{len(report_ids)} are stored", sent=False)
         try:
-            server_noise = self._finisher.committed_noise(self._store, key, self._clock()) \
-                if self._finisher is not None else ()
+            noise = self._finisher.committed_noise(self._store, key, self._clock()) \
+                if self._finisher is not None else ServerNoise()
         except BlindsumError as exc:
             return self._failed(row, early, exc.code, exc.detail, sent=False)
         request = ReleaseRequest(
             metric=key.metric, version=key.version, window=key.window, key_id=key.key_id,
             report_count=row.report_count, report_ids_digest=report_ids_digest(report_ids),
-            aggregate=row.aggregate, early=early, server_noise=server_noise,
+            aggregate=row.aggregate, early=early, server_noise=noise.ciphertexts,
+            server_noise_proof=noise.proof,
         )
         try:
             result = self._keyholder.release(request)

@@ -33,7 +33,7 @@ import json
 import sqlite3
 import threading
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
@@ -125,6 +125,16 @@ CREATE TABLE IF NOT EXISTS server_noise (
     key_id TEXT NOT NULL,
     ciphertexts BLOB NOT NULL,
     drawn_at REAL NOT NULL,
+    PRIMARY KEY (metric, version, "window", key_id)
+);
+-- the proof that our noise is in range and known to us (shared/threshold/noise_proof.py),
+-- kept with it (a separate table so that stores made before proofs open unchanged)
+CREATE TABLE IF NOT EXISTS server_noise_proofs (
+    metric TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    "window" INTEGER NOT NULL,
+    key_id TEXT NOT NULL,
+    proof TEXT NOT NULL,
     PRIMARY KEY (metric, version, "window", key_id)
 );
 CREATE TABLE IF NOT EXISTS audit_heads (
@@ -520,18 +530,32 @@ class Store:
             'AND "window" = ? AND key_id = ?', _key_params(key)).fetchone()
         return None if row is None else unpack_blobs(bytes(row[0]))
 
+    def server_noise_proof(self, key: WindowKey) -> dict[str, Any] | None:
+        """The proof kept with our noise for ``key`` (None for noise drawn before proofs)."""
+        row = self.connection().execute(
+            'SELECT proof FROM server_noise_proofs WHERE metric = ? AND version = ? '
+            'AND "window" = ? AND key_id = ?', _key_params(key)).fetchone()
+        return None if row is None else json.loads(row[0])
+
     def keep_server_noise(self, key: WindowKey, ciphertexts: Sequence[bytes],
-                          now: float) -> tuple[bytes, ...]:
-        """Store ``ciphertexts`` unless noise for ``key`` is stored already; return what is
-        stored (the first one kept wins, so every request for the window carries it)."""
+                          proof: Mapping[str, Any], now: float
+                          ) -> tuple[tuple[bytes, ...], dict[str, Any] | None]:
+        """Store ``ciphertexts`` and their proof unless noise for ``key`` is stored already;
+        return what is stored (the first one kept wins, so every request for the window
+        carries it, with its own proof)."""
         with self.transaction() as tx:
-            tx.conn.execute(
+            cursor = tx.conn.execute(
                 'INSERT OR IGNORE INTO server_noise (metric, version, "window", key_id, '
                 "ciphertexts, drawn_at) VALUES (?, ?, ?, ?, ?, ?)",
                 (*_key_params(key), pack_blobs(ciphertexts), now))
+            if cursor.rowcount:  # only the proof of the noise that was kept
+                tx.conn.execute(
+                    'INSERT INTO server_noise_proofs (metric, version, "window", key_id, '
+                    "proof) VALUES (?, ?, ?, ?, ?)",
+                    (*_key_params(key), json.dumps(proof, sort_keys=True)))
         stored = self.server_noise(key)
         assert stored is not None  # rows are never deleted
-        return stored
+        return stored, self.server_noise_proof(key)
 
     # -- the key-holder's signed audit heads --------------------------------------------
 

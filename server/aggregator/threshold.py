@@ -10,13 +10,17 @@ with both parties' partials so anyone can re-check the value offline.
 With a ``noise = "both"`` policy the server also draws its own noise, once per window,
 before the first request for it: ``committed_noise`` encrypts it and stores only the
 ciphertexts (the plaintext is dropped), so every retry sends the same request and the
-server learns no more than the public (``shared/threshold/server_noise.py``).
+server learns no more than the public (``shared/threshold/server_noise.py``). It proves,
+with the draw, that ``E_S`` encrypts a value in ``[0, 2B]`` per slot that it knows
+(``shared/threshold/noise_proof.py``), stores the proof with ``E_S`` and sends both; and it
+computes no partial before the key-holder's own noise proof has verified.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from blindsum.server.aggregator.keyholder_client import VerifiedResult
@@ -29,14 +33,23 @@ from blindsum.shared.manifest import slot_spec
 from blindsum.shared.policy import MetricPolicy
 from blindsum.shared.threshold.decryption import partial_decrypt
 from blindsum.shared.threshold.keys import KeyShare
+from blindsum.shared.threshold.noise_proof import SERVER, noise_context, prove_noise
 from blindsum.shared.threshold.release import (
     SERVER_PARTY,
     PartialRelease,
-    encrypt_noise,
     published_document,
 )
 
 PolicyLookup = Callable[[str, int], MetricPolicy | None]
+
+
+@dataclass(frozen=True)
+class ServerNoise:
+    """What a request carries of our noise: ``E_S`` and its proof (both empty/None when the
+    policy has the key-holder alone add noise)."""
+
+    ciphertexts: tuple[bytes, ...] = ()
+    proof: dict[str, Any] | None = None
 
 
 class ThresholdFinisher:
@@ -58,16 +71,19 @@ class ThresholdFinisher:
                 share = self._shares[key_id] = self._keystore.read_share(key_id, SERVER_PARTY)
             return share
 
-    def committed_noise(self, store: Store, key: WindowKey, now: float) -> tuple[bytes, ...]:
-        """Our encrypted noise for ``key``'s release: the stored one, or a fresh draw stored
-        before it is returned (empty unless the manifest's policy says ``noise = "both"``).
+    def committed_noise(self, store: Store, key: WindowKey, now: float) -> ServerNoise:
+        """Our encrypted noise for ``key``'s release and its proof: the stored ones, or a
+        fresh draw stored before it is returned (empty unless the manifest's policy says
+        ``noise = "both"``).
 
         Raises:
             KeyStoreError: the policy needs our noise but we hold no share of the key.
         """
         stored = store.server_noise(key)
         if stored is not None:
-            return stored  # a retry: the same ciphertexts, never a second draw
+            # a retry: the same ciphertexts and proof, never a second draw (noise drawn
+            # before proofs existed has none, and the key-holder refuses it publicly)
+            return ServerNoise(stored, store.server_noise_proof(key))
         policy = self._policy_for(key.metric, key.version) if self._policy_for else None
         if policy is None and self._manifest_loaded is not None and not self._manifest_loaded():
             # we cannot tell yet whether this window needs our noise: retry, never guess
@@ -76,11 +92,13 @@ class ThresholdFinisher:
         if policy is None or policy.noise != "both":
             # (a window of a superseded policy version is sent without: if that version
             # wanted server noise the key-holder refuses it publicly, before paying)
-            return ()
+            return ServerNoise()
         public = self.share(key.key_id).public
-        ciphertexts = public.paillier.dump(
-            encrypt_noise(public, policy, bounded_noise(noise_plan(policy), policy)))
-        return store.keep_server_noise(key, ciphertexts, now)
+        context = noise_context(policy, key.window, key.key_id, SERVER)
+        noise, proof = prove_noise(public, policy, bounded_noise(noise_plan(policy), policy),
+                                   context)
+        return ServerNoise(*store.keep_server_noise(key, public.paillier.dump(noise), proof,
+                                                    now))
 
     def finish(self, request: ReleaseRequest, result: VerifiedResult
                ) -> tuple[dict[str, Any], str]:
@@ -88,7 +106,8 @@ class ThresholdFinisher:
 
         Raises:
             InvalidProof: the statement is not for our request, our aggregate or our key, a
-                proof fails, or its policy is not the manifest's (nothing is published).
+                proof fails (a partial, or either party's noise proof), or its policy is not
+                the manifest's (nothing is published).
             KeyStoreError: we hold no share of the key.
         """
         statement = PartialRelease.from_payload(result.payload)

@@ -317,7 +317,7 @@ def _check_decryptable(secret: SecretScheme | KeyShare, policy: MetricPolicy,
         secret.public.paillier.load(list(request.aggregate),
                                     slot_spec(policy))
         threshold.check_plan_fits(policy, noise_plan(policy))
-        threshold.check_server_noise(secret.public.paillier, policy, request)
+        threshold.check_server_noise(secret.public, policy, request)
         return
     if request.server_noise or policy.noise == "both":
         # (a window of a two-noise policy under a single key, e.g. a late report under the

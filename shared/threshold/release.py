@@ -22,9 +22,13 @@ reports fails to verify.
 With a ``noise = "both"`` policy the server's encrypted noise ``E_S`` is part of the request
 and ``C = A·E_S·E_K``; ``server_noise.py`` has the order and the argument.
 
-Remaining gap (issue 9): nothing proves that ``E`` encrypts a value in ``[0, 2B]``. A
-malicious K may choose ``E = c_target·A^-1`` and learn the decryption of one report (or any
-ciphertext it chooses) per released window. S's check ``C = A·E`` does not prevent that.
+Every noise ciphertext carries its party's proof that it encrypts, per slot, a value in
+``[0, 2B]`` that the party knows (``noise_proof.py``): K's in its signed statement
+(``noise_proof``), which S verifies before it computes any partial; S's in its request
+(``noise = "both"``), which K verifies before paying and signs with its statement
+(``server_noise_proof``). ``verify_published`` checks both offline. So K can no longer pass
+``E = c_target·A^-1`` (a decryption oracle) or ``E_S^-1·Enc(2B)`` (cancelling S's noise):
+either needs a proof of a plaintext K does not know.
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ from ..schemes.paillier import signed_fields
 from ..signing import verify_document
 from .decryption import PartialDecryption, combine, verify_partial
 from .keys import ThresholdPublicKey
+from .noise_proof import KEYHOLDER, SERVER, noise_context, verify_noise
 from .server_noise import check_folded
 
 Mpz = Any  # gmpy2.mpz; gmpy2 ships no stubs.
@@ -166,16 +171,33 @@ class PartialRelease:
                    (aggregate_blobs, noise_blobs))
 
     def check_public(self) -> None:
-        """The checks that need no aggregate of one's own (two-noise statements only):
-        ``C = A·E_S·E_K`` for the statement's own ``A`` and ``E_S``, which its request digest
-        binds (``server_noise.check_folded``)."""
-        if self.policy.noise == "both":
-            check_folded(self.public, self.payload, self.aggregate, self.server_noise,
+        """The checks that need no aggregate of one's own: each party's noise proof (bound
+        to this release and that party), and for two-noise statements ``C = A·E_S·E_K`` for
+        the statement's own ``A`` and ``E_S``, which its request digest binds
+        (``server_noise.check_folded``).
+
+        Raises:
+            InvalidProof: a noise proof is missing or fails, or the fold does not hold.
+        """
+        p, policy = self.payload, self.policy
+        digest, window = p.get("request_digest"), p.get("window")
+        if not isinstance(digest, str) or not digest or isinstance(window, bool) \
+                or not isinstance(window, int):
+            raise InvalidProof("partial release: request_digest and window are required")
+        if policy.noise == "both":
+            check_folded(self.public, p, self.aggregate, self.server_noise,
                          *self.blobs, self.noise, self.noised)
+            verify_noise(self.public, policy, self.server_noise, p.get("server_noise_proof"),
+                         noise_context(policy, window, self.public.key_id, SERVER),
+                         "the server")
+        verify_noise(self.public, policy, self.noise, p.get("noise_proof"),
+                     noise_context(policy, window, self.public.key_id, KEYHOLDER, digest),
+                     "the key-holder")
 
     def check_for(self, aggregate: Sequence[Mpz], public: ThresholdPublicKey) -> None:
         """The server's checks before it decrypts anything: the statement is under our key,
-        ``C = A·E`` for *our* aggregate, and every partial of K proves out.
+        ``C = A·E`` for *our* aggregate, both noise proofs hold, and every partial of K
+        proves out.
 
         Raises:
             InvalidProof: any of these fails (nothing may then be decrypted or published).
@@ -185,10 +207,10 @@ class PartialRelease:
         if self.policy.noise == "both":
             if list(self.aggregate) != list(aggregate):
                 raise InvalidProof("the partial release folds another aggregate than ours")
-            self.check_public()
         elif fold(public, aggregate, self.noise) != list(self.noised):
             raise InvalidProof("the noised ciphertexts are not our aggregate times the "
                                "key-holder's noise ciphertexts")
+        self.check_public()
         for c, partial in zip(self.noised, self.partials, strict=True):
             if partial.index != KEYHOLDER_PARTY:
                 raise InvalidProof(f"partial release holds a partial of party {partial.index}")
@@ -249,9 +271,9 @@ def published_document(statement_document: Mapping[str, str], statement: Partial
 def verify_published(document: object, pinned: Ed25519PublicKey) -> dict[str, Any]:
     """Check a published threshold result offline and return its payload.
 
-    Checks the key-holder's signature (pinned identity), every partial's proof, that the
-    partials combine to the noisy slot sums shown, and that the published value, interval
-    and flags are exactly the post-processing of those sums.
+    Checks the key-holder's signature (pinned identity), each party's noise proof, every
+    partial's proof, that the partials combine to the noisy slot sums shown, and that the
+    published value, interval and flags are exactly the post-processing of those sums.
 
     Raises:
         ManifestError: the statement is not signed by ``pinned``.

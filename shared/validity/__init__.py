@@ -15,18 +15,24 @@ from .report import (
     verify_report_each,
     verify_reports,
 )
+from .slots import SLOTS_KIND, SlotLayout, parse_slots_proof, prove_slots, verify_slots
 from .statements import KINDS, ProofContext, range_weights
 
 __all__ = [
     "KINDS",
+    "SLOTS_KIND",
     "ProofContext",
     "ReportProof",
+    "SlotLayout",
+    "parse_slots_proof",
     "proof_kind",
     "prove_range",
     "prove_report",
+    "prove_slots",
     "range_weights",
     "verify_range",
     "verify_report",
     "verify_report_each",
     "verify_reports",
+    "verify_slots",
 ]

@@ -73,6 +73,11 @@ class ReportProof:
         shape = Shape.of(public, kind, spec)
         return _parse(obj, public, shape)
 
+    @classmethod
+    def from_json_shape(cls, obj: object, public: PaillierPublic, shape: Shape) -> ReportProof:
+        """Parse and check a proof that must have ``shape`` (e.g. ``SlotLayout.shape``)."""
+        return _parse(obj, public, shape)
+
     def size(self) -> int:
         """Bytes of the proof's binary content (what CBOR would carry, framing aside)."""
         width = self.width

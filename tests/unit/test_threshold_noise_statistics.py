@@ -154,9 +154,10 @@ def test_threshold_published_noise_matches_the_claimed_distribution(parties: Two
     claims = set()
     for index in range(RELEASES):
         window = WindowKey(metric, policy.version, index * 60, key.key_id)
+        committed = parties.finisher.committed_noise(parties.store, window, time.time())
         request = ReleaseRequest(metric, policy.version, index * 60, key.key_id, len(REPORTS),
-                                 digest, aggregate, server_noise=parties.finisher.committed_noise(
-                                     parties.store, window, time.time()))
+                                 digest, aggregate, server_noise=committed.ciphertexts,
+                                 server_noise_proof=committed.proof)
         partial = check_result(releaser.release(request).document, parties.pinned, request)
         document, payload = parties.finisher.finish(request, partial)
         result = json.loads(payload)

@@ -97,11 +97,12 @@ class Deployment:
         slots = [encode(policy, v) for v in VALUES[metric]]
         reports = [public.load(public.encrypt(s, spec), spec) for s in slots]
         key = WindowKey(metric, policy.version, window, self.kid)
+        noise = self.finisher.committed_noise(self.store, key, time.time())
         request = ReleaseRequest(
             metric, policy.version, window, self.kid, len(slots),
             report_ids_digest([secrets.token_bytes(16) for _ in slots]),
             tuple(public.dump(public.add_many(reports))),
-            server_noise=self.finisher.committed_noise(self.store, key, time.time()))
+            server_noise=noise.ciphertexts, server_noise_proof=noise.proof)
         return request, [sum(column) for column in zip(*slots, strict=True)]
 
     def partial(self, request: ReleaseRequest) -> VerifiedResult:
@@ -155,7 +156,9 @@ def test_the_server_draws_its_noise_once_per_window(deployment: Deployment) -> N
     restarted = ThresholdFinisher(KeyStore.open(deployment.root / "srv", None),
                                   lambda name, version: deployment.manifest.policy(name))
     key = WindowKey("minutes", first.version, 600, deployment.kid)
-    assert restarted.committed_noise(deployment.store, key, time.time()) == first.server_noise
+    again_noise = restarted.committed_noise(deployment.store, key, time.time())
+    assert again_noise.ciphertexts == first.server_noise
+    assert again_noise.proof == first.server_noise_proof  # the stored proof, not a new one
     # another window gets its own draw
     other, _ = deployment.request("minutes", 660)
     assert other.server_noise != first.server_noise
