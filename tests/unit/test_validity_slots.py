@@ -5,26 +5,15 @@ other ciphertexts, another context or layout, a tampered field) is refused."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from typing import Any
 
 import pytest
 from validity_kit import CONTEXT, seeded_secret
+from validity_kit import forge_slots as forge
 
 from blindsum.shared.errors import InvalidInput, InvalidProof
 from blindsum.shared.packing import pack
 from blindsum.shared.schemes.paillier import PaillierPublic
-from blindsum.shared.validity import (
-    ProofContext,
-    ReportProof,
-    SlotLayout,
-    parse_slots_proof,
-    prove_slots,
-    sigma,
-    statements,
-    verify_slots,
-)
-from blindsum.shared.validity.slots import SLOTS_KIND, slot_clauses
+from blindsum.shared.validity import SlotLayout, parse_slots_proof, prove_slots, verify_slots
 
 # an aggregate-like layout: 31-bit slots, 66 to a plaintext, each slot of the noise <= 2B
 ONE_CHUNK = SlotLayout(count=4, width=31, per=66, max_value=26_266)
@@ -35,37 +24,6 @@ THREE_CHUNKS = SlotLayout(count=5, width=700, per=2, max_value=100)
 @pytest.fixture(scope="module")
 def public() -> PaillierPublic:
     return seeded_secret().public
-
-
-def forge(public: PaillierPublic, layout: SlotLayout, slots: Sequence[int],
-          aux_values: Sequence[int] | None = None, context: ProofContext = CONTEXT
-          ) -> tuple[list[Any], ReportProof]:
-    """A cheater's ciphertexts: ``slots`` packed as given (mod n, so a negative slot wraps),
-    aux ciphertexts of ``aux_values`` (default: the bits of each slot clamped to the range)
-    and the real prover run with the witnesses it would naturally use."""
-    n = int(public.n)
-    chunks = [slots[i:i + layout.per] for i in range(0, len(slots), layout.per)]
-    plaintexts = [sum(v << (layout.width * j) for j, v in enumerate(c)) % n for c in chunks]
-    enc = [public.encrypt_plaintext_with_exponent(m) for m in plaintexts]
-    plan = layout.aux_plan()
-    if aux_values is None:
-        aux_values = []
-        for place, weight in plan:
-            clamped = min(max(slots[place.index], 0), layout.max_value)
-            bits = statements.decompose(clamped, layout.max_value)
-            aux_values.append(bits[len(aux_values) % len(bits)] * weight * place.scale)
-    aux_enc = [public.encrypt_plaintext_with_exponent(v % n) for v in aux_values]
-    cts, aux = [c for c, _ in enc], [b for b, _ in aux_enc]
-    witnesses = [sigma.Witness(1 if v else 0, (a,))
-                 for v, (_, a) in zip(aux_values, aux_enc, strict=True)]
-    for k, (_, a) in enumerate(enc):
-        mine = sum(x for (place, _), (_, x) in zip(plan, aux_enc, strict=True)
-                   if place.chunk == k)
-        witnesses.append(sigma.Witness(0, (a - mine,)))
-    clauses = slot_clauses(public, layout, cts, aux)
-    transcript = statements.transcript(public, SLOTS_KIND, layout.fields(), context, cts, aux)
-    proofs = sigma.prove(public, clauses, witnesses, transcript)
-    return cts, ReportProof(SLOTS_KIND, public.byte_length, tuple(int(b) for b in aux), proofs)
 
 
 @pytest.mark.parametrize(("layout", "slots"), [

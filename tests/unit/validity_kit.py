@@ -18,7 +18,8 @@ import gmpy2
 
 from blindsum.shared.schemes.base import SlotSpec
 from blindsum.shared.schemes.paillier import PaillierSecret
-from blindsum.shared.validity import ProofContext, ReportProof, sigma, statements
+from blindsum.shared.validity import ProofContext, ReportProof, SlotLayout, sigma, statements
+from blindsum.shared.validity.slots import SLOTS_KIND, slot_clauses
 
 CONTEXT = ProofContext("latency", 3, 1_764_075_600, "kid-a", bytes(range(16)))
 
@@ -69,3 +70,34 @@ def forge(public: Any, kind: str, spec: SlotSpec, slots: Sequence[int],
                                        context, cts, aux)
     proofs = sigma.prove(public, clauses, witnesses, transcript)
     return public.dump(cts), ReportProof(kind, public.byte_length, tuple(map(int, aux)), proofs)
+
+
+def forge_slots(public: Any, layout: SlotLayout, slots: Sequence[int],
+          aux_values: Sequence[int] | None = None, context: ProofContext = CONTEXT
+          ) -> tuple[list[Any], ReportProof]:
+    """A cheater's ciphertexts: ``slots`` packed as given (mod n, so a negative slot wraps),
+    aux ciphertexts of ``aux_values`` (default: the bits of each slot clamped to the range)
+    and the real prover run with the witnesses it would naturally use."""
+    n = int(public.n)
+    chunks = [slots[i:i + layout.per] for i in range(0, len(slots), layout.per)]
+    plaintexts = [sum(v << (layout.width * j) for j, v in enumerate(c)) % n for c in chunks]
+    enc = [public.encrypt_plaintext_with_exponent(m) for m in plaintexts]
+    plan = layout.aux_plan()
+    if aux_values is None:
+        aux_values = []
+        for place, weight in plan:
+            clamped = min(max(slots[place.index], 0), layout.max_value)
+            bits = statements.decompose(clamped, layout.max_value)
+            aux_values.append(bits[len(aux_values) % len(bits)] * weight * place.scale)
+    aux_enc = [public.encrypt_plaintext_with_exponent(v % n) for v in aux_values]
+    cts, aux = [c for c, _ in enc], [b for b, _ in aux_enc]
+    witnesses = [sigma.Witness(1 if v else 0, (a,))
+                 for v, (_, a) in zip(aux_values, aux_enc, strict=True)]
+    for k, (_, a) in enumerate(enc):
+        mine = sum(x for (place, _), (_, x) in zip(plan, aux_enc, strict=True)
+                   if place.chunk == k)
+        witnesses.append(sigma.Witness(0, (a - mine,)))
+    clauses = slot_clauses(public, layout, cts, aux)
+    transcript = statements.transcript(public, SLOTS_KIND, layout.fields(), context, cts, aux)
+    proofs = sigma.prove(public, clauses, witnesses, transcript)
+    return cts, ReportProof(SLOTS_KIND, public.byte_length, tuple(int(b) for b in aux), proofs)
