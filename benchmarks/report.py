@@ -168,7 +168,25 @@ def threshold_rows(results: dict[str, Any]) -> list[list[str]]:
                  f"{keygen['ceremony']['median_s']:,.1f} s",
                  f"{_x(ratios['ceremony_over_single_keygen'])} single-key keygen "
                  f"({keygen['single_keygen']['median_s']:,.2f} s)"])
-    return rows
+    return rows + noise_proof_rows(figures)
+
+
+def noise_proof_rows(figures: dict[str, Any]) -> list[list[str]]:
+    """What the noise proofs add to a two-noise release (``benchmarks/noise_proofs.py``)."""
+    proofs = figures.get("noise_proofs")
+    if proofs is None:  # results written before the noise proofs
+        return []
+    timings = proofs["timings"]
+    return [
+        ["two-noise release (4-slot vector), no noise proofs",
+         _ms(timings["release_without_proofs"]["median_s"]), "per release"],
+        ["two-noise release with both noise proofs (prove + verify each)",
+         _ms(timings["release_with_proofs"]["median_s"]),
+         f"{_x(proofs['ratios']['with_over_without'])} the release without"],
+        ["one noise proof: prove / verify",
+         f"{_ms(timings['prove']['median_s'])} / {_ms(timings['verify']['median_s'])}",
+         f"{proofs['proof_bytes']:,} B ({proofs['aux_ciphertexts']} aux ciphertexts)"],
+    ]
 
 
 THRESHOLD_HEADERS = ["per ciphertext", "median", "vs single-key"]

@@ -13,6 +13,9 @@ At the deployment size (3072-bit ``n``, two parties) and per ciphertext of a rel
   whole release cost per ciphertext. The parties run on different machines in a deployment,
   so ``critical_path`` (one ``partial_with_proof`` plus ``combine``) is the wall-clock cost.
 
+``noise_proofs``: what each party's noise proof adds to a two-noise release
+(``benchmarks/noise_proofs.py`` says what each figure covers), under the same key.
+
 Key generation: ``run_ceremony`` (two safe primes, the sharing, verification keys) against
 ``generate_paillier`` (phe's ordinary primes). Safe primes are rarer, so the ceremony's time
 varies a lot from run to run; every sample is kept. Every timed decryption is first checked to
@@ -26,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from blindsum.benchmarks import noise_proofs
 from blindsum.benchmarks.timing import Timing, measure, ratio
 from blindsum.shared.schemes.paillier import generate_paillier
 from blindsum.shared.threshold import Ceremony, combine, partial_decrypt, run_ceremony
@@ -43,6 +47,7 @@ class ThresholdConfig:
     parties: int = 2
     repeat: int = 10
     ceremony_repeat: int = 3
+    noise_proof_repeat: int = 3  # a proven release takes seconds: fewer samples
 
 
 def _timed(operation: Callable[[], object]) -> tuple[float, Any]:
@@ -120,4 +125,5 @@ def run(config: ThresholdConfig) -> dict[str, Any]:
             "ceremony_over_single_keygen": ratio(keygen["ceremony"]["median_s"],
                                                  keygen["single_keygen"]["median_s"]),
         },
+        "noise_proofs": noise_proofs.run(ceremony, config.noise_proof_repeat),
     }
