@@ -105,7 +105,12 @@ OPENAPI: dict[str, Any] = {
                             "server_noise": {"type": "array", "items": _B64, "minItems": 1,
                                              "maxItems": 64,
                                              "description": "the server's encrypted noise "
-                                             "(noise = \"both\" threshold policies)"}}},
+                                             "(noise = \"both\" threshold policies)"},
+                            "server_noise_proof": {
+                                "type": "object",
+                                "description": "its proof of range and knowledge "
+                                "(a validity proof of kind \"slots\", "
+                                "shared/threshold/noise_proof.py)"}}},
         },
     },
 }

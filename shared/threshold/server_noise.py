@@ -33,11 +33,10 @@ What this gives, for each requirement:
     so S cannot adapt ``z_S`` to ``z_K``. Adding an independent ``z_other`` is
     post-processing of the ``(epsilon, delta)``-DP mechanism ``A + z_honest``; truncation at
     ``B`` is per draw, so the certified cost is ``headroom.truncation_cost`` either way.
-    **Gap (issue 9):** nothing proves K knows the plaintext of ``E_K``. A malicious K may
-    send ``E_K = E_S^-1·Enc(2B)`` and cancel S's noise homomorphically (or, as before,
-    substitute any ciphertext). Against such a K the server's noise does not help until
-    ``E_K`` carries a proof of plaintext knowledge (and a range proof); against a K that
-    merely skips or biases its own noise it does.
+    Each party also proves its noise ciphertext encrypts a value in ``[0, 2B]`` per slot
+    that it knows (``noise_proof.py``): K verifies S's before paying, S verifies K's before
+    its partials. So K cannot cancel S's noise homomorphically (``E_K = E_S^-1·Enc(2B)``
+    encrypts ``B - z_S``, which K does not know) nor substitute any other ciphertext.
 (c) Offline verification: step 4, plus every check ``release.verify_published`` did before.
 (d) No second draw: step 1; the key-holder's side is the existing stored statement.
 
