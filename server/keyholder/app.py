@@ -24,6 +24,7 @@ from blindsum.server.keyholder.openapi import OPENAPI
 from blindsum.server.keyholder.service import RELEASE_ROLE, Keyholder
 from blindsum.shared.codec import KEY_ID_PATTERN, ReleaseRequest
 from blindsum.shared.errors import InvalidInput, NotFound
+from blindsum.shared.threshold.noise_proof import MAX_WIRE_ITEMS
 
 public = Blueprint("public", __name__)
 releases = Blueprint("releases", __name__)
@@ -63,7 +64,9 @@ def context(kid: str) -> Response:
 @releases.post("/v1/releases")
 def create_release() -> Response:
     _require_server()
-    data, _ = read_body(max_items=256)  # a release is ~10 fields and <= 64 ciphertexts
+    # a release is ~10 fields and <= 64 ciphertexts, and with noise = "both" the server's
+    # noise proof (``noise_proof.MAX_WIRE_ITEMS`` bounds it)
+    data, _ = read_body(max_items=256 + MAX_WIRE_ITEMS)
     release_request = ReleaseRequest.from_wire(data)
     answer = _holder().releaser().release(release_request)
     return reply(answer.document, status=201 if answer.created else 200)

@@ -86,6 +86,14 @@ Mpz = Any  # gmpy2.mpz; gmpy2 ships no stubs.
 
 KEYHOLDER, SERVER = "keyholder", "server"
 NOISE_PROOF_TAG = "blindsum/threshold/noise-proof/v1"
+# A proof has one aux ciphertext per slot and bit of 2B (60 for a 4-slot vector with
+# 2B ~ 2^15, ~2.3 KB of JSON each at 3072 bits). A release body is bounded by its item count
+# before it is parsed (``server/bodies.py``), so the count a proof may add is bounded too:
+# at most MAX_AUX aux ciphertexts (~19 MB of JSON at 3072 bits), each at most
+# WIRE_ITEMS_PER_AUX JSON values or CBOR items (its own clause: 8 and 18 measured).
+MAX_AUX = 8192
+WIRE_ITEMS_PER_AUX = 24
+MAX_WIRE_ITEMS = WIRE_ITEMS_PER_AUX * (MAX_AUX + 64)  # + the linear clauses, <= 64 chunks
 
 
 def noise_layout(public: ThresholdPublicKey, policy: MetricPolicy) -> SlotLayout:
@@ -118,7 +126,11 @@ def prove_noise(public: ThresholdPublicKey, policy: MetricPolicy, noise: Sequenc
     bound = noise_bound(policy)
     if len(noise) != policy.slot_count or any(abs(z) > bound for z in noise):
         raise InvalidInput(f"noise must be {policy.slot_count} integers within +-{bound}")
-    cts, proof = prove_slots(public.paillier, noise_layout(public, policy),
+    layout = noise_layout(public, policy)
+    if len(layout.aux_plan()) > MAX_AUX:
+        raise InvalidInput(f"metric {policy.name!r}: its noise proof would need "
+                           f"{len(layout.aux_plan())} aux ciphertexts, more than {MAX_AUX}")
+    cts, proof = prove_slots(public.paillier, layout,
                              [int(z) + bound for z in noise], context)
     return cts, proof.to_json()
 

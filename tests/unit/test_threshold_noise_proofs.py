@@ -22,6 +22,8 @@ from blindsum.server.aggregator.release import RETRY_SECONDS, ReleaseDriver
 from blindsum.server.aggregator.store import Store, WindowKey, pack_blobs
 from blindsum.server.aggregator.threshold import ThresholdFinisher
 from blindsum.server.keyholder import ledger
+from blindsum.server.keyholder.app import create_app as create_keyholder_app
+from blindsum.server.keyholder.config import KeyholderConfig
 from blindsum.server.keyholder.service import Keyholder
 from blindsum.server.keystore import KeyStore
 from blindsum.shared.codec import (
@@ -32,6 +34,9 @@ from blindsum.shared.codec import (
     dumps,
     loads,
     report_ids_digest,
+)
+from blindsum.shared.codec import (
+    JSON as codec_json,
 )
 from blindsum.shared.encoding import encode
 from blindsum.shared.errors import InvalidProof, ReleaseRefused, UpstreamError
@@ -113,8 +118,9 @@ class CheatingKeyholder:
 class Deployment:
     def __init__(self, root: Path, bits: int = 2048) -> None:
         self.root = root
-        self.holder, _ = Keyholder.init(root / "kh", None, bits, clock=lambda: 0.0,
-                                        server_dir=root / "srv")
+        self.holder, init = Keyholder.init(root / "kh", None, bits, clock=lambda: 0.0,
+                                           server_dir=root / "srv")
+        self.release_token = init.release_token
         self.holder.add_policies(load_policies_toml(POLICIES))
         self.holder.db.clock = time.time
         self.pinned = self.holder.identity.public_key()
@@ -419,6 +425,25 @@ def test_a_retried_request_carries_the_same_stored_proofs(deployment: Deployment
     # the proof survives the wire in both media
     for media in (JSON, CBOR):
         assert ReleaseRequest.from_wire(loads(dumps(first.to_wire(), media), media)) == first
+
+
+@pytest.mark.parametrize("media", [JSON, CBOR])
+def test_the_server_noise_proof_crosses_the_key_holders_http_route(
+        deployment: Deployment, media: str) -> None:
+    app = create_keyholder_app(KeyholderConfig(deployment.root / "kh", None), deployment.holder)
+    client = app.test_client()
+    headers = {"Authorization": f"Bearer {deployment.release_token}", "Content-Type": media,
+               "Accept": codec_json}
+    window = 1140 if media == JSON else 1200
+    key, _ = deployment.collect("minutes", window)
+    request = deployment.request(key)
+    bare = {k: v for k, v in request.to_wire().items() if k != "server_noise_proof"}
+    refused = client.post("/v1/releases", data=dumps(bare, media), headers=headers)
+    assert refused.status_code >= 400 and "carries no proof" in refused.get_json()["detail"]
+    answer = client.post("/v1/releases", data=dumps(request.to_wire(), media), headers=headers)
+    assert answer.status_code in (200, 201), answer.get_data(as_text=True)[:300]
+    statement = json.loads(answer.get_json()["payload"])
+    assert statement["server_noise_proof"] == request.server_noise_proof
 
 
 @pytest.mark.slow
