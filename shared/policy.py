@@ -29,6 +29,7 @@ Kind = Literal["count", "sum", "mean", "histogram", "vector"]
 SchemeName = Literal["paillier", "ckks"]
 Mechanism = Literal["gaussian", "laplace"]
 NoiseMode = Literal["keyholder", "both"]
+Validity = Literal["proof", "none"]
 
 KINDS: tuple[str, ...] = ("count", "sum", "mean", "histogram", "vector")
 SCHEMES: tuple[str, ...] = ("paillier", "ckks")
@@ -36,6 +37,7 @@ MECHANISMS: tuple[str, ...] = ("gaussian", "laplace")
 # Who adds release noise: the key-holder alone, or (threshold Paillier keys only) the
 # key-holder and the aggregator server, each a full-budget draw (``shared/headroom.py``).
 NOISE_MODES: tuple[str, ...] = ("keyholder", "both")
+VALIDITIES: tuple[str, ...] = ("proof", "none")
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 MAX_SLOTS = 65_536
@@ -135,11 +137,19 @@ class MetricPolicy:
     privacy: Privacy
     description: str = field(default="")
     noise: NoiseMode = "keyholder"
+    # "proof": every report carries a NIZK that it is a valid encoding (shared/validity), the
+    # server refuses any that does not verify; "none": the metric's results trust its clients.
+    validity: Validity = "proof"
 
     @property
     def noise_parties(self) -> tuple[str, ...]:
         """Who adds an independent full-budget noise draw to each release, in fold order."""
         return ("keyholder", "server") if self.noise == "both" else ("keyholder",)
+
+    @property
+    def proven(self) -> bool:
+        """True if every report of this metric must carry a validity proof."""
+        return self.validity == "proof"
 
     @property
     def slot_count(self) -> int:
@@ -244,6 +254,7 @@ _KNOWN_FIELDS = {
     "name", "version", "kind", "scheme", "lower", "upper", "precision", "buckets", "dimension",
     "window_seconds", "late_seconds", "min_contributors", "max_contributors",
     "contributions_per_window", "allow_early_release", "privacy", "description", "noise",
+    "validity",
 }
 _KNOWN_PRIVACY = {"mechanism", "epsilon", "delta", "budget_epsilon", "budget_delta",
                   "budget_period"}
@@ -341,6 +352,7 @@ class _PolicyReader:
             privacy=self.privacy(window_seconds),
             description=description,
             noise=noise,  # type: ignore[arg-type]
+            validity=self.validity(scheme),  # type: ignore[arg-type]
         )
         if policy.slot_count > MAX_SLOTS:
             raise self.fail(f"a report may carry at most {MAX_SLOTS} slots")
@@ -357,6 +369,18 @@ class _PolicyReader:
             # decryption, so a second party's noise could only be added after it
             raise self.fail('noise = "both" needs a threshold Paillier key; a ckks metric '
                             "is noised by the key-holder alone")
+        return str(value)
+
+    def validity(self, scheme: str) -> str:
+        # Paillier reports are proven unless the policy opts out in so many words; CKKS has
+        # no proof system here, so its metrics can only trust their clients.
+        default = "proof" if scheme == "paillier" else "none"
+        value = self.raw.get("validity", default)
+        if value not in VALIDITIES:
+            raise self.fail(f"validity must be one of {list(VALIDITIES)}, got {value!r}")
+        if scheme == "ckks" and value == "proof":
+            raise self.fail('validity = "proof" needs the paillier scheme: CKKS reports '
+                            'carry no validity proofs (use validity = "none")')
         return str(value)
 
     def bounds(self, kind: str) -> tuple[float, float, float]:

@@ -118,3 +118,35 @@ def test_file_without_metrics_is_refused() -> None:
 def test_count_requires_integer_bounds() -> None:
     with pytest.raises(InvalidPolicy, match="a count has"):
         MetricPolicy.from_mapping("c", _policy(kind="count", lower=-1, upper=1))
+
+
+def test_paillier_reports_are_proven_unless_the_policy_opts_out_explicitly() -> None:
+    (default,) = load_policies_toml(SUM_TOML)
+    assert default.validity == "proof" and default.proven
+    opted_out = MetricPolicy.from_mapping("m", _policy(validity="none"))
+    assert opted_out.validity == "none" and not opted_out.proven
+    explicit = MetricPolicy.from_mapping("m", _policy(validity="proof"))
+    assert explicit == MetricPolicy.from_mapping("m", _policy())
+
+
+def test_ckks_trusts_its_clients_by_default_and_refuses_proofs() -> None:
+    ckks = _policy(kind="vector", scheme="ckks", dimension=4)
+    assert MetricPolicy.from_mapping("m", ckks).validity == "none"
+    with pytest.raises(InvalidPolicy, match='validity = "proof" needs the paillier scheme'):
+        MetricPolicy.from_mapping("m", {**ckks, "validity": "proof"})
+
+
+@pytest.mark.parametrize("value", ["yes", True, 1, "", None])
+def test_unknown_validity_is_refused_naming_the_field(value: object) -> None:
+    with pytest.raises(InvalidPolicy, match=r"metric 'm': validity must be one of"):
+        MetricPolicy.from_mapping("m", _policy(validity=value))
+
+
+def test_validity_is_in_the_policy_json_so_the_manifest_signs_it() -> None:
+    policy = MetricPolicy.from_mapping("m", _policy(validity="none"))
+    assert policy.to_json()["validity"] == "none"
+    assert MetricPolicy.from_mapping("m", policy.to_json()) == policy
+    # a body stored before the field existed reads back with the scheme's default
+    old = {k: v for k, v in MetricPolicy.from_mapping("m", _policy()).to_json().items()
+           if k != "validity"}
+    assert MetricPolicy.from_mapping("m", old).validity == "proof"
