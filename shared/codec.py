@@ -38,6 +38,12 @@ MAX_CIPHERTEXT_BYTES = 1 << 20
 # 4096-bit keys: n^2 has 8192 bits, 2467 decimal digits; the bound stops int() from
 # spending quadratic time on a hostile megabyte of digits.
 MAX_DECIMAL_DIGITS = 2500
+# A validity proof's JSON object (shared/validity/codec.py), bounded before its content is
+# checked: an 8-dim vector in 0..1000 at 3072 bits is ~270 KB, a 40-bucket histogram ~47 KB;
+# the bound leaves room for big range proofs (~13 MB for 64 slots in 0..2^40), and the
+# body limit (max_body_bytes) applies first anyway.
+MAX_PROOF_BYTES = 16 << 20
+MAX_PROOF_ITEMS = 1 << 17
 _NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
 KEY_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
@@ -195,9 +201,10 @@ class Report:
     key_id: str
     window: int
     ciphertexts: tuple[bytes | int, ...]
+    proof: dict[str, Any] | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        wire = {
             "id": self.report_id,
             "metric": self.metric,
             "version": self.version,
@@ -205,10 +212,14 @@ class Report:
             "window": self.window,
             "ct": [[str(c), 0] if isinstance(c, int) else c for c in self.ciphertexts],
         }
+        if self.proof is not None:
+            wire["proof"] = self.proof
+        return wire
 
     @classmethod
     def from_wire(cls, data: Any, where: str = "report") -> Report:
-        fields = _Fields(data, where, {"id", "metric", "version", "kid", "window", "ct"})
+        fields = _Fields(data, where, {"id", "metric", "version", "kid", "window", "ct",
+                                       "proof"})
         return cls(
             report_id=fields.blob("id", fields.get("id"), size=REPORT_ID_BYTES),
             metric=fields.text("metric", _NAME),
@@ -216,7 +227,54 @@ class Report:
             key_id=fields.text("kid", KEY_ID_PATTERN),
             window=fields.integer("window", 0, 2**40),
             ciphertexts=fields.ciphertexts("ct"),
+            proof=_proof_object(data.get("proof"), f"{where}.proof"),
         )
+
+
+def proof_size(proof: Any) -> int:
+    """Bytes of text a proof object holds (its strings), near its JSON and CBOR lengths."""
+    if isinstance(proof, str):
+        return len(proof)
+    if isinstance(proof, Mapping):
+        return sum(len(str(k)) + proof_size(v) for k, v in proof.items())
+    if isinstance(proof, list):
+        return sum(proof_size(v) for v in proof)
+    return 8
+
+
+def _proof_object(value: Any, where: str) -> dict[str, Any] | None:
+    """A proof's outer form only: an object of JSON values within ``MAX_PROOF_BYTES`` and
+    ``MAX_PROOF_ITEMS``. Its content needs the key and the metric's spec, so it is checked
+    at ingest (``validity.ReportProof.from_json``)."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidInput(f"{where} must be an object")
+    budget = [MAX_PROOF_ITEMS, MAX_PROOF_BYTES]
+    _bounded(value, budget, where, depth=0)
+    return dict(value)
+
+
+def _bounded(value: Any, budget: list[int], where: str, depth: int) -> None:
+    # iterative bounds would be no shorter; the depth cap keeps the recursion shallow
+    budget[0] -= 1
+    if budget[0] < 0 or depth > 8:
+        raise InvalidInput(f"{where} is larger than {MAX_PROOF_ITEMS} items or nested too deep")
+    if isinstance(value, str):
+        budget[1] -= len(value)
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise InvalidInput(f"{where} has a non-text key")
+            budget[1] -= len(key)
+            _bounded(item, budget, where, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _bounded(item, budget, where, depth + 1)
+    elif isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(f"{where} must hold only JSON values")
+    if budget[1] < 0:
+        raise InvalidInput(f"{where} is larger than {MAX_PROOF_BYTES} bytes")
 
 
 @dataclass(frozen=True)
