@@ -51,6 +51,7 @@ class Telemetry:
     latency: Histogram
     reports: Counter
     refused_batches: Counter
+    refused_proofs: Counter
     releases: Counter
     upstream_errors: Counter
     live: list[Collector]
@@ -71,6 +72,10 @@ class Telemetry:
             refused_batches=Counter("blindsum_refused_batches", "Report batches refused "
                                     "as a whole, by error code", ["reason"],
                                     registry=registry),
+            refused_proofs=Counter("blindsum_refused_proofs", "Reports refused at ingest "
+                                   "for their validity proof, by reason (missing, "
+                                   "unexpected, malformed, invalid)", ["reason"],
+                                   registry=registry),
             releases=Counter("blindsum_releases", "Window releases by outcome (released, "
                              "refused, failed) and code", ["outcome", "reason"],
                              registry=registry),

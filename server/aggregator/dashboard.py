@@ -170,7 +170,8 @@ class MetricState:
         cost = f"ε {privacy.epsilon:g}" + (f", δ {privacy.delta:g}" if privacy.delta else "")
         return (f"{policy.kind}, {shape}; {privacy.mechanism} noise, {cost} per "
                 f"{_window_words(policy.window_seconds)} window; k ≥ {policy.min_contributors}; "
-                f"{policy.scheme}" + (" (trusted clients)" if policy.scheme == "ckks" else ""))
+                f"{policy.scheme}; " + ("every report proven valid" if policy.proven else
+                                         "trusts its clients (validity = none)"))
 
     @property
     def latest(self) -> Window | None:

@@ -7,8 +7,11 @@ Order matters:
    its reports are safe).
 2. Every other report is validated before anything is written: metric and version in the
    verified manifest, a key id the manifest accepts for the metric's scheme, a window that
-   takes reports now, and ciphertexts the scheme accepts (count, length, range, gcd). The
-   first fault refuses the whole batch with a 4xx naming the report. An id repeated within
+   takes reports now, ciphertexts the scheme accepts (count, length, range, gcd), and a
+   validity proof exactly where the metric's policy requires one (``proofs.py``). The
+   first fault refuses the whole batch with a 4xx naming the report. Then the proofs of
+   all the batch's new reports are verified together (the costly step, still before any
+   write); one that fails refuses the batch with 400 ``invalid-proof``. An id repeated within
    the batch is validated too unless it repeats the same report byte for byte; a repeat
    with other content refuses the batch (one id, one report), so nothing in a batch is
    skipped unchecked.
@@ -27,8 +30,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from blindsum.server.aggregator import proofs
 from blindsum.server.aggregator.manifests import ManifestSource
-from blindsum.server.aggregator.store import Store, Transaction, WindowKey, pack_blobs
+from blindsum.server.aggregator.proofs import ProofCounter, ProofItem
+from blindsum.server.aggregator.store import (
+    Store,
+    Transaction,
+    WindowKey,
+    pack_blobs,
+    pack_proof,
+)
 from blindsum.server.aggregator.tokens import TokenRecord
 from blindsum.server.aggregator.windows import check_report_window, due_at
 from blindsum.shared.codec import BatchReceipt, Report, ReportBatch
@@ -42,6 +53,7 @@ from blindsum.shared.errors import (
 from blindsum.shared.manifest import Keyring, slot_spec
 from blindsum.shared.policy import MetricPolicy
 from blindsum.shared.schemes.base import PublicScheme, SlotSpec
+from blindsum.shared.schemes.paillier import PaillierPublic
 
 
 @dataclass(frozen=True)
@@ -82,11 +94,13 @@ class Ingestor:
     """Turns validated report batches into durable reports and window aggregates."""
 
     def __init__(
-        self, store: Store, manifests: ManifestSource, clock: Callable[[], float] = time.time
+        self, store: Store, manifests: ManifestSource, clock: Callable[[], float] = time.time,
+        refused_proofs: ProofCounter = proofs.ignore,
     ) -> None:
         self._store = store
         self._manifests = manifests
         self._clock = clock
+        self._refused_proofs = refused_proofs
 
     def ingest(self, batch: ReportBatch, sender: TokenRecord | None = None) -> BatchReceipt:
         """Validate, store and fold a batch; return once every new report is durable.
@@ -97,6 +111,8 @@ class Ingestor:
         Raises:
             ReportCapExceeded: the sender's cap would be exceeded (nothing is stored).
             InvalidInput / InvalidCiphertext: a report is invalid (named by index).
+            InvalidProof: a report lacks the proof its policy requires, carries one its
+                policy does not take, or its proof does not verify (named by index).
             Conflict: a window was sealed for release or would exceed max_contributors.
             UpstreamError: no verified manifest is available.
         """
@@ -108,11 +124,14 @@ class Ingestor:
         _refuse_conflicting_repeats(checked, first_index)
         if not checked:
             return BatchReceipt(accepted=0, duplicates=len(ids))
+        proofs.verify_batch([_proof_item(c) for c in checked if c.route.policy.proven],
+                            self._refused_proofs)
         sums = _group_sums(checked)
         # everything but the writes happens before the write lock: it is the serial part
         rows = {c.report.report_id: (c.report.report_id, c.report.metric, c.report.version,
                                      c.report.key_id, c.report.window,
-                                     pack_blobs(_canonical(c)), now) for c in checked}
+                                     pack_blobs(_canonical(c)), now,
+                                     pack_proof(c.report.proof)) for c in checked}
         with self._store.transaction() as tx:
             stored = tx.existing_report_ids([c.report.report_id for c in checked])
             fresh = [c for c in checked if c.report.report_id not in stored]
@@ -131,14 +150,14 @@ class Ingestor:
             return []
         keyring = self._manifests.keyring()
         try:
-            return _check_batch(pending, keyring, now)
+            return _check_batch(pending, keyring, now, self._refused_proofs)
         except _ManifestMiss as miss:
             self._manifests.refresh_on_demand()
             newer = self._manifests.keyring()
             if newer is keyring:
                 raise miss.error from None
         try:
-            return _check_batch(pending, newer, now)
+            return _check_batch(pending, newer, now, self._refused_proofs)
         except _ManifestMiss as miss:
             raise miss.error from None
 
@@ -175,7 +194,8 @@ def _refuse_conflicting_repeats(checked: list[_Checked], first_index: dict[bytes
 
 
 def _check_batch(
-    pending: Sequence[tuple[int, Report]], keyring: Keyring, now: float
+    pending: Sequence[tuple[int, Report]], keyring: Keyring, now: float,
+    refused_proofs: ProofCounter,
 ) -> list[_Checked]:
     routes: dict[tuple[str, int, str, int], _Route] = {}
     checked = []
@@ -187,15 +207,24 @@ def _check_batch(
             if route is None:
                 route = routes[lookup] = _route(report, keyring, now)
             loaded = route.scheme.load_deferred(report.ciphertexts, route.spec)
+            proofs.check_presence(report, route.policy, where, refused_proofs)
         except _ManifestMiss as miss:
             error = miss.error
             raise _ManifestMiss(type(error)(f"{where}: {error.detail}")) from None
         except BlindsumError as exc:
-            if exc.status >= 500:
+            if exc.status >= 500 or exc.detail.startswith(where):
                 raise
             raise type(exc)(f"{where}: {exc.detail}") from None
         checked.append(_Checked(index, report, route, loaded))
     return checked
+
+
+def _proof_item(checked: _Checked) -> ProofItem:
+    scheme = checked.route.scheme
+    if not isinstance(scheme, PaillierPublic):  # policy.py allows proofs for Paillier only
+        raise RuntimeError(f"metric {checked.report.metric!r} is proven but not Paillier")
+    return ProofItem(checked.index, checked.report, checked.route.policy, scheme,
+                     checked.route.spec)
 
 
 def _route(report: Report, keyring: Keyring, now: float) -> _Route:

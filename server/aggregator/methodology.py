@@ -137,6 +137,17 @@ def privacy_unit(policy: MetricPolicy) -> Section:
     ))
 
 
+def validity(policy: MetricPolicy) -> str:
+    """One sentence: is every report proven valid, or does the metric trust its clients?"""
+    if policy.proven:
+        return ("Every report is proven valid: it carries a zero-knowledge proof that it "
+                "encrypts a value within this policy's bounds (one bucket for a histogram), "
+                "bound to its metric, version, window, key and report id, and the server "
+                "refuses any report whose proof does not verify.")
+    return ('This metric trusts its clients (validity = "none"): reports carry no validity '
+            "proof, so a dishonest client could put a value outside the bounds into the sum.")
+
+
 def trust(policy: MetricPolicy, threshold: bool = False) -> Section:
     if policy.scheme == "paillier" and threshold:
         sentences = (
@@ -146,6 +157,7 @@ def trust(policy: MetricPolicy, threshold: bool = False) -> Section:
             "At release the key-holder pays from the budget, folds its encrypted noise into "
             "the window's aggregate, and both parties decrypt only that noised ciphertext, "
             "each with a proof of correct decryption: nobody ever sees the exact aggregate.",
+            validity(policy),
             "An individual's value stays private unless the server and the key-holder "
             "collude; invented (Sybil) reports are bounded only by k and differential privacy.",
         )
@@ -154,6 +166,7 @@ def trust(policy: MetricPolicy, threshold: bool = False) -> Section:
             "Reports are encrypted on the device with Paillier. The server only adds "
             "ciphertexts and never holds a decryption key; the key-holder decrypts only "
             "window aggregates, adds the noise and signs the result.",
+            validity(policy),
             "An individual's value stays private unless the server and the key-holder "
             "collude; invented (Sybil) reports are bounded only by k and differential privacy.",
         )

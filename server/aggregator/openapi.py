@@ -141,6 +141,9 @@ def _schemas() -> dict[str, Any]:
                        "description": "start of the report's window, unix seconds"},
             "ct": {"type": "array", "items": _BYTES, "minItems": 1,
                    "maxItems": MAX_CIPHERTEXTS},
+            "proof": {"type": "object", "description": (
+                'the report\'s validity proof (shared/validity/codec.py): required when the '
+                'metric\'s policy has validity = "proof", refused when it has "none"')},
         },
     }
     outcome = {

@@ -13,6 +13,7 @@ from blindsum.server.aggregator.config import AggregatorConfig
 from blindsum.server.aggregator.ingest import Ingestor
 from blindsum.server.aggregator.keyholder_client import KeyholderApi, KeyholderClient
 from blindsum.server.aggregator.manifests import ManifestSource
+from blindsum.server.aggregator.proofs import ProofCounter
 from blindsum.server.aggregator.release import ReleaseDriver
 from blindsum.server.aggregator.retention import SWEEP_INTERVAL_SECONDS, RetentionSweep
 from blindsum.server.aggregator.store import Store
@@ -77,7 +78,7 @@ class Aggregator:
             store=store,
             keyholder=keyholder,
             manifests=manifests,
-            ingestor=Ingestor(store, manifests, clock),
+            ingestor=Ingestor(store, manifests, clock, _proof_counter(telemetry)),
             releases=releases,
             retention=retention,
             ticker=Ticker("blindsum-aggregator", jobs),
@@ -95,6 +96,12 @@ class Aggregator:
         self.ticker.stop()
         self.keyholder.close()
         self.store.close()
+
+
+def _proof_counter(telemetry: Telemetry) -> ProofCounter:
+    def count(reason: str, reports: int) -> None:
+        telemetry.refused_proofs.labels(reason).inc(reports)
+    return count
 
 
 def _manifest_policy(manifests: ManifestSource) -> PolicyLookup:

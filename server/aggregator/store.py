@@ -3,7 +3,8 @@
 Tables:
 
 - ``reports``: every accepted report (id, metric, version, key id, window, its ciphertexts as
-  a CBOR list of byte strings). The primary key on the id makes retries idempotent.
+  a CBOR list of byte strings, and its validity proof as compact JSON, NULL for a metric
+  with ``validity = "none"``). The primary key on the id makes retries idempotent.
 - ``windows``: one row per (metric, version, window, key id) with the running homomorphic
   aggregate, its report count and its state: ``open`` (taking reports), ``sealed`` (claimed
   by a release driver; ``claimed_until`` says when another worker may retry it),
@@ -43,10 +44,11 @@ from typing import Any
 import cbor2
 
 from blindsum.server.sqlite import connect, write_transaction
-from blindsum.shared.codec import ReleaseResult
+from blindsum.shared.codec import ReleaseResult, Report
 
 DB_NAME = "aggregator.db"
-SCHEMA_VERSION = 4  # 3: per-token report caps; 4: the server's committed release noise
+SCHEMA_VERSION = 5  # 3: per-token report caps; 4: the server's committed release noise;
+# 5: report proofs
 STATES = ("open", "sealed", "released", "refused")
 _ID_CHUNK = 500  # ids per "IN (...)": far below SQLite's variable limit
 
@@ -58,7 +60,8 @@ CREATE TABLE IF NOT EXISTS reports (
     key_id TEXT NOT NULL,
     "window" INTEGER NOT NULL,
     ciphertexts BLOB NOT NULL,
-    received_at REAL NOT NULL
+    received_at REAL NOT NULL,
+    proof TEXT
 );
 CREATE INDEX IF NOT EXISTS reports_by_window ON reports (metric, version, "window", key_id);
 CREATE TABLE IF NOT EXISTS windows (
@@ -205,8 +208,13 @@ class StoredResult:
 ResultKey = tuple[str, int, int, str]
 """(metric, window, version, key_id): the order results are listed in"""
 
-ReportRow = tuple[bytes, str, int, str, int, bytes, float]
-"""(report_id, metric, version, key_id, window, ciphertexts CBOR, received_at)"""
+ReportRow = tuple[bytes, str, int, str, int, bytes, float, str | None]
+"""(report_id, metric, version, key_id, window, ciphertexts CBOR, received_at, proof JSON)"""
+
+
+def pack_proof(proof: dict[str, Any] | None) -> str | None:
+    """A report's proof as stored: compact JSON text (it is JSON on the wire too)."""
+    return None if proof is None else json.dumps(proof, separators=(",", ":"))
 
 
 def pack_blobs(blobs: Sequence[bytes]) -> bytes:
@@ -259,7 +267,7 @@ class Transaction:
     def insert_reports(self, rows: Iterable[ReportRow]) -> None:
         self.conn.executemany(
             'INSERT INTO reports (report_id, metric, version, key_id, "window", ciphertexts, '
-            "received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "received_at, proof) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
 
@@ -363,15 +371,17 @@ class Store:
             self.connection().executescript(
                 f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
             )
-            self._add_token_cap_column()
+            self._add_column("tokens", "max_reports_per_window", "INTEGER")
+            # reports stored before proofs existed keep NULL: they were accepted unproven
+            self._add_column("reports", "proof", "TEXT")
 
-    def _add_token_cap_column(self) -> None:
-        """Stores made before per-token caps lack the column (idempotent, race-safe)."""
+    def _add_column(self, table: str, column: str, kind: str) -> None:
+        """Stores made before ``column`` existed lack it (idempotent, race-safe)."""
         conn = self.connection()
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(tokens)")}
-        if "max_reports_per_window" not in columns:
+        columns = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in columns:
             try:
-                conn.execute("ALTER TABLE tokens ADD COLUMN max_reports_per_window INTEGER")
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
             except sqlite3.OperationalError as exc:  # another worker added it first
                 if "duplicate column" not in str(exc):
                     raise
@@ -405,7 +415,7 @@ class Store:
         with self.transaction() as tx:
             tx.conn.execute("PRAGMA secure_delete = ON")
             erased = tx.conn.execute(
-                "UPDATE reports SET ciphertexts = X'' WHERE rowid IN ("
+                "UPDATE reports SET ciphertexts = X'', proof = NULL WHERE rowid IN ("
                 "  SELECT r.rowid FROM reports r JOIN windows w ON w.metric = r.metric"
                 '  AND w.version = r.version AND w."window" = r."window"'
                 "  AND w.key_id = r.key_id"
@@ -465,6 +475,21 @@ class Store:
             f"SELECT report_id FROM reports WHERE {_KEY_MATCH}", _key_params(key)
         )
         return [row[0] for row in rows]
+
+    def window_reports(self, key: WindowKey) -> list[Report]:
+        """The window's stored reports with their proofs, in arrival order (what the
+        key-holder needs to verify and sum them itself). A report whose ciphertexts the
+        retention sweep erased comes back without ciphertexts (``()``) and proof."""
+        rows = self.connection().execute(
+            f"SELECT report_id, ciphertexts, proof FROM reports WHERE {_KEY_MATCH} "
+            "ORDER BY received_at, rowid", _key_params(key)
+        )
+        return [
+            Report(bytes(row[0]), key.metric, key.version, key.key_id, key.window,
+                   unpack_blobs(row[1]) if row[1] else (),
+                   None if row[2] is None else json.loads(row[2]))
+            for row in rows
+        ]
 
     def results(self, metric: str | None = None) -> list[StoredResult]:
         query = ('SELECT metric, version, "window", key_id, document, payload, released_at '

@@ -50,6 +50,7 @@ from blindsum.shared.manifest import slot_spec
 from blindsum.shared.policy import MetricPolicy
 from blindsum.shared.schemes.base import SecretScheme
 from blindsum.shared.signing import identity_string, parse_identity
+from blindsum.shared.validity import ProofContext, proof_kind, prove_report
 
 INGEST = "ingest-token-0123456789"
 ADMIN = "admin-token-0123456789"
@@ -59,15 +60,24 @@ _PRIVACY = {"mechanism": "laplace", "epsilon": 1.0, "budget_epsilon": 100.0}
 
 
 def policies(version: int = 1) -> list[MetricPolicy]:
-    """visits (count, max 5 per window), latency (sum), pages (histogram), embed (CKKS)."""
+    """visits (count, max 5 per window), latency (sum), pages (histogram), embed (CKKS),
+    proven (a count whose reports carry validity proofs)."""
+    # The kit's tests are about ingest, limits, tokens and release, not client validity
+    # (tests/unit/test_aggregator_proofs.py and tests/security/test_report_validity.py
+    # are), so their metrics skip proofs explicitly; "proven" keeps the default.
+    unproven = {"validity": "none"}
     raw: dict[str, dict[str, Any]] = {
         "visits": {"kind": "count", "scheme": "paillier", "window_seconds": HOUR,
-                   "late_seconds": 600, "min_contributors": 2, "max_contributors": 5},
+                   "late_seconds": 600, "min_contributors": 2, "max_contributors": 5,
+                   **unproven},
         "latency": {"kind": "sum", "scheme": "paillier", "lower": 0, "upper": 1000,
                     "window_seconds": HOUR, "late_seconds": 600, "min_contributors": 2,
-                    "max_contributors": 1000, "allow_early_release": True},
+                    "max_contributors": 1000, "allow_early_release": True, **unproven},
         "pages": {"kind": "histogram", "scheme": "paillier", "buckets": [0, 1, 2, 3, 4],
-                  "window_seconds": HOUR, "min_contributors": 2, "max_contributors": 1000},
+                  "window_seconds": HOUR, "min_contributors": 2, "max_contributors": 1000,
+                  **unproven},
+        "proven": {"kind": "count", "scheme": "paillier", "window_seconds": HOUR,
+                   "min_contributors": 2, "max_contributors": 1000},
         "embed": {"kind": "vector", "scheme": "ckks", "lower": 0, "upper": 10,
                   "dimension": 8, "window_seconds": HOUR, "min_contributors": 2,
                   "max_contributors": 1000},
@@ -305,13 +315,21 @@ def make_app(data_dir: Path, keyholder: RunningKeyholder, **overrides: Any) -> F
 def make_report(metric: str, value: object, *, window: int | None = None,
                 key_id: str | None = None, version: int = 1,
                 report_id: bytes | None = None, now: float = T0) -> Report:
-    """A report as an SDK makes it, encrypted under the key-holder's active key."""
+    """A report as an SDK makes it, encrypted under the key-holder's active key (and proven,
+    bound to its own fields, for a metric with ``validity = "proof"``)."""
     spec = policy(metric, version)
     kid = paillier_kid() if spec.scheme == "paillier" else ckks_kid()
-    cts = secret_for(kid).public.encrypt(encode(spec, value), slot_spec(spec))
+    public = secret_for(kid).public
     start = window_start(now, spec.window_seconds) if window is None else window
-    return Report(report_id or secrets.token_bytes(16), metric, version, key_id or kid, start,
-                  tuple(cts))
+    report_id = report_id or secrets.token_bytes(16)
+    key_id = key_id or kid
+    if not spec.proven:
+        cts = public.encrypt(encode(spec, value), slot_spec(spec))
+        return Report(report_id, metric, version, key_id, start, tuple(cts))
+    context = ProofContext(metric, version, start, key_id, report_id)
+    cts, proof = prove_report(public, proof_kind(spec), slot_spec(spec),  # type: ignore[arg-type]
+                              encode(spec, value), context)
+    return Report(report_id, metric, version, key_id, start, tuple(cts), proof.to_json())
 
 
 def batch_body(reports: list[Report], media: str = codec.JSON) -> bytes:

@@ -70,6 +70,17 @@ def test_trend_counts_only_changes_beyond_the_noise() -> None:
     assert rising.trend == "up 30" and rising.spark is not None
 
 
+def test_policy_summary_and_methodology_say_whether_reports_are_proven() -> None:
+    unproven = MetricPolicy.from_mapping("opens", {**POLICY.to_json(), "validity": "none"})
+    for policy, summary, sentence in (
+            (POLICY, "paillier; every report proven valid", "Every report is proven valid"),
+            (unproven, "paillier; trusts its clients (validity = none)",
+             'This metric trusts its clients (validity = "none")')):
+        assert _state([], None, policy=policy).policy_text.endswith(summary)
+        trust = {s.heading: s for s in methodology(policy, "ed25519:x")}["Trust"]
+        assert any(s.startswith(sentence) for s in trust.sentences)
+
+
 def test_a_flagged_aggregate_is_marked_inconsistent() -> None:
     assert _window(800, NOW, consistent=False).view.consistent is False
     assert _window(800, NOW).view.consistent is True
@@ -77,7 +88,7 @@ def test_a_flagged_aggregate_is_marked_inconsistent() -> None:
 
 def test_policy_summary_and_methodology_name_the_weaker_ckks_promise() -> None:
     state = _state([], None, policy=CKKS)
-    assert state.policy_text.endswith("ckks (trusted clients)")
+    assert state.policy_text.endswith("ckks; trusts its clients (validity = none)")
     trust = {s.heading: s for s in methodology(CKKS, "ed25519:x")}["Trust"]
     assert "no validity proofs" in trust.sentences[0]
     cost = {s.heading: s for s in methodology(POLICY, "ed25519:x")}["Privacy cost"]
