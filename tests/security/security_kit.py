@@ -34,6 +34,7 @@ from blindsum.shared.manifest import Manifest, slot_spec
 from blindsum.shared.policy import MetricPolicy
 from blindsum.shared.schemes.paillier import PaillierPublic, PaillierSecret
 from blindsum.shared.signing import parse_identity
+from blindsum.shared.validity import ProofContext, proof_kind, prove_report
 
 PROBLEM_JSON = "application/problem+json"
 TIMEOUT = 30.0
@@ -166,17 +167,20 @@ def paillier_report(
     key_id: str | None = None,
     report_id: bytes | None = None,
 ) -> Report:
-    """A well-formed report, as an honest SDK would build it (or under a chosen key)."""
+    """A well-formed report, as an honest SDK would build it (or under a chosen key):
+    proven, bound to its own fields, when the metric's policy has ``validity = "proof"``."""
     policy = manifest.policy(metric)
     scheme = paillier_scheme(manifest, key_id)
-    return Report(
-        report_id if report_id is not None else secrets.token_bytes(16),
-        metric,
-        policy.version,
-        scheme.key_id,
-        policy.window_start(time.time() if at is None else at),
-        tuple(scheme.encrypt(encode(policy, value), slot_spec(policy))),
-    )
+    report_id = report_id if report_id is not None else secrets.token_bytes(16)
+    window = policy.window_start(time.time() if at is None else at)
+    slots = encode(policy, value)
+    if not policy.proven:
+        cts = scheme.encrypt(slots, slot_spec(policy))
+        return Report(report_id, metric, policy.version, scheme.key_id, window, tuple(cts))
+    context = ProofContext(metric, policy.version, window, scheme.key_id, report_id)
+    cts, proof = prove_report(scheme, proof_kind(policy), slot_spec(policy), slots, context)
+    return Report(report_id, metric, policy.version, scheme.key_id, window, tuple(cts),
+                  proof.to_json())
 
 
 def batch_body(reports: Sequence[Report], media: str = codec.JSON) -> bytes:
