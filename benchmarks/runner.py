@@ -33,6 +33,7 @@ from blindsum.benchmarks import (
     end_to_end,
     ingest,
     ingest_profile,
+    ingest_proofs,
     machine,
     plot,
     report,
@@ -44,6 +45,7 @@ from blindsum.benchmarks import (
 )
 from blindsum.benchmarks.client_cost import ClientCostConfig
 from blindsum.benchmarks.ingest import IngestConfig
+from blindsum.benchmarks.ingest_proofs import IngestProofsConfig
 from blindsum.benchmarks.scaling import ServerValuesConfig
 from blindsum.benchmarks.threshold import ThresholdConfig
 from blindsum.benchmarks.validity import ValidityConfig
@@ -64,6 +66,7 @@ class Sizes:
     server_values: ServerValuesConfig
     threshold: ThresholdConfig
     validity: ValidityConfig
+    ingest_proofs: IngestProofsConfig
 
 
 FULL = Sizes(
@@ -83,6 +86,7 @@ FULL = Sizes(
                                      pool=100),
     threshold=ThresholdConfig(key_bits=3072, parties=2, repeat=10, ceremony_repeat=3),
     validity=ValidityConfig(key_bits=3072, repeat=5, batch=20),
+    ingest_proofs=IngestProofsConfig({"count": 2000, "sum": 200}, batch=100, concurrency=4),
 )
 QUICK = Sizes(
     client=ClientCostConfig(values_per_report=(1, 4, 16), budget_s=0.1, min_repeat=2,
@@ -98,6 +102,8 @@ QUICK = Sizes(
                                      repeats=1, pool=20),
     threshold=ThresholdConfig(key_bits=2048, parties=2, repeat=2, ceremony_repeat=1),
     validity=ValidityConfig(key_bits=2048, repeat=1, batch=2),
+    ingest_proofs=IngestProofsConfig({"count": 40, "sum": 8}, batch=20, concurrency=2,
+                                     key_bits=2048),
 )
 
 
@@ -154,7 +160,11 @@ def _server_side(sizes: Sizes, bound: dict[str, Any], steps: Steps) -> dict[str,
                             sizes.profile_batches) as advance:
                 ingest_results["profile"] = _profile(running, sizes, root)
                 advance(sizes.profile_batches)
-    return {"ingest": ingest_results, "end_to_end": e2e, "server_values": values}
+        with steps.step("ingest with validity proofs vs without", 1) as advance:
+            proofs = ingest_proofs.run(sizes.ingest_proofs, root)
+            advance(1)
+    return {"ingest": ingest_results, "end_to_end": e2e, "server_values": values,
+            "ingest_proofs": proofs}
 
 
 def _profile(running: servers.Servers, sizes: Sizes, tmp: Path) -> dict[str, Any]:

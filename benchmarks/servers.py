@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,13 +84,14 @@ class Servers:
 
 @contextlib.contextmanager
 def running(root: Path, metrics: Sequence[str], vectors: Sequence[tuple[str, str, int]] = (),
-            plain: bool = False, paillier_bits: int = 3072) -> Iterator[Servers]:
+            plain: bool = False, paillier_bits: int = 3072, proven: Collection[str] = (),
+            counts: Collection[str] = ()) -> Iterator[Servers]:
     """Start a deployment (and with ``plain`` the plaintext baseline) in a new folder under
     ``root``, with one metric per name (see ``workload.policy_toml``)."""
     root.mkdir(parents=True, exist_ok=True)
     root = Path(tempfile.mkdtemp(prefix="servers-", dir=root))
     policy_file = root / "bench-policies.toml"
-    policy_file.write_text(policy_toml(metrics, vectors))
+    policy_file.write_text(policy_toml(metrics, vectors, proven, counts))
     with contextlib.ExitStack() as stack:
         deployed = stack.enter_context(deployment(
             root / "deployment", [policy_file], paillier_bits=paillier_bits,

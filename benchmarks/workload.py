@@ -12,7 +12,7 @@ import os
 import random
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -39,11 +39,19 @@ _COMMON = (
 )
 
 
-def policy_toml(names: Sequence[str], vectors: Sequence[tuple[str, str, int]] = ()) -> str:
-    """A policy file: a Paillier ``sum`` metric (session seconds) per name, and a
-    ``vector`` metric of minutes (0..60) per ``(name, scheme, dimension)``."""
+def policy_toml(names: Sequence[str], vectors: Sequence[tuple[str, str, int]] = (),
+                proven: Collection[str] = (), counts: Collection[str] = ()) -> str:
+    """A policy file: a Paillier ``sum`` metric (session seconds) per name (a ``count`` for
+    the names in ``counts``), and a ``vector`` metric of minutes (0..60) per ``(name,
+    scheme, dimension)``. Only the names in ``proven`` take validity proofs: the other
+    benchmarks measure the unproven path (``ingest_proofs.py`` compares the two)."""
+    def validity(name: str) -> str:
+        return "" if name in proven else 'validity = "none"\n'
+
     tables = [
-        f'[metrics.{name}]\nkind = "sum"\nscheme = "paillier"\n'
+        f'[metrics.{name}]\nkind = "count"\nscheme = "paillier"\n{validity(name)}{_COMMON}'
+        if name in counts else
+        f'[metrics.{name}]\nkind = "sum"\nscheme = "paillier"\n{validity(name)}'
         f"lower = 0\nupper = {SUM_UPPER}\nprecision = 1\n{_COMMON}"
         for name in names
     ]
@@ -51,6 +59,7 @@ def policy_toml(names: Sequence[str], vectors: Sequence[tuple[str, str, int]] = 
         f'[metrics.{name}]\nkind = "{"sum" if dimension == 1 else "vector"}"\n'
         f'scheme = "{scheme}"\n'
         + (f"dimension = {dimension}\n" if dimension > 1 else "")
+        + (validity(name) if scheme == "paillier" else "")
         + f"lower = 0\nupper = 60\nprecision = 1\n{_COMMON}"
         for name, scheme, dimension in vectors
     ]

@@ -55,7 +55,9 @@ from blindsum.shared.codec import BatchReceipt, Report, ReportBatch
 from blindsum.shared.encoding import encode
 from blindsum.shared.manifest import Manifest, slot_spec
 from blindsum.shared.policy import MetricPolicy
+from blindsum.shared.schemes.paillier import PaillierPublic
 from blindsum.shared.signing import identity_string, parse_identity
+from blindsum.shared.validity import ProofContext, ReportProof, proof_kind, verify_report
 
 # The fault-injecting peer lives with the SDK unit tests, which use it on its own.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
@@ -189,6 +191,14 @@ class Operator:
             f"WHERE report_id IN ({marks})", wanted)
         return {row[0]: Report(row[0], row[1], row[2], row[3], row[4], unpack_blobs(row[5]))
                 for row in rows}
+
+    def stored_proofs(self, ids: Iterable[bytes]) -> dict[bytes, str | None]:
+        """The stored proof (JSON text, or None) of each report with one of these ids."""
+        wanted = list(ids)
+        marks = ",".join("?" * len(wanted))
+        rows = self._query(f"SELECT report_id, proof FROM reports WHERE report_id IN ({marks})",
+                           wanted)
+        return {row[0]: row[1] for row in rows}
 
     def window_count(self, report: Report) -> int:
         """How many reports the server counted in ``report``'s window aggregate."""
@@ -491,6 +501,34 @@ def test_reports_are_encrypted_under_the_manifest_key_and_sum_to_the_clipped_val
     expected = sum(encode(wait_ms, v)[0] for v in values)
     assert operator.window_sum(wait_ms, reports[0]) == [expected]
     assert expected == (10 + 20.5 + 999 + 1000 + 0) / 0.5
+
+
+PROVEN = {"proven_count": [1, 0, 1], "proven_hist": [0.5, 3, 50], "proven_sum": [7, 99.0, 0],
+          "proven_mean": [-2.5, 9.5, 0], "proven_vector": [[1, 20, 3], [0, 0, 0], [5, 5, 5]]}
+
+
+@pytest.mark.parametrize("media", ["cbor", "json"])
+def test_every_kind_is_proven_by_the_sdk_and_stored_with_its_proof(
+    make_client: MakeClient, operator: Operator, wire: RecordingSession, now: float,
+    media: str,
+) -> None:
+    client = make_client(wire=media)
+    for metric, values in PROVEN.items():
+        for value in values:
+            client.record(metric, value, at=now)
+    assert client.flush() == BatchReceipt(accepted=15, duplicates=0)
+    manifest = client.manifest()
+    public = PaillierPublic.from_json(manifest.active_key("paillier").public)
+    ids = wire.sent_ids()
+    rows = operator.stored_proofs(ids)
+    assert len(rows) == 15 and all(proof is not None for proof in rows.values())
+    for report_id, report in operator.stored(ids).items():
+        policy = manifest.policy(report.metric)
+        kind, spec = proof_kind(policy), slot_spec(policy)
+        proof = ReportProof.from_json(json.loads(rows[report_id]), public, spec, kind)
+        context = ProofContext(report.metric, report.version, report.window, report.key_id,
+                               report_id)
+        verify_report(public, kind, spec, report.ciphertexts, proof, context)
 
 
 def test_a_histogram_is_sent_one_hot(
