@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +17,8 @@ from blindsum.client.limits import ContributionLimiter
 from blindsum.client.queue import DiskQueue, MemoryQueue, ReportQueue
 from blindsum.shared.codec import Report
 from blindsum.shared.policy import MetricPolicy
+from blindsum.shared.schemes.base import SlotSpec
+from blindsum.shared.validity import ProofContext, prove_report
 
 HOUR = 3600
 CLICKS = MetricPolicy.from_mapping("clicks", {
@@ -94,3 +97,19 @@ def test_contribution_counts_survive_reopening_and_forget_old_windows(tmp_path: 
     reopened = ContributionLimiter(path)
     assert reopened.used("clicks", 0) == 0
     reopened.close()
+
+
+def test_a_queued_report_keeps_its_proof_across_a_restart(tmp_path: Path,
+                                                          paillier_secret: Any) -> None:
+    public = paillier_secret.public
+    context = ProofContext("clicks", 1, 0, public.key_id, bytes(16))
+    cts, proof = prove_report(public, "count", SlotSpec(1, 5, 10_000), [3], context)
+    proven = Report(bytes(16), "clicks", 1, public.key_id, 0, tuple(cts), proof.to_json())
+    first = DiskQueue(tmp_path / "q.sqlite")
+    first.append(proven)
+    first.close()
+    again = DiskQueue(tmp_path / "q.sqlite")
+    try:
+        assert again.peek(1) == [proven]
+    finally:
+        again.close()

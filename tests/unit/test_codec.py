@@ -148,3 +148,33 @@ def test_wire_version_must_be_the_integer_one(version: object) -> None:
 def test_phe_exponent_must_be_the_integer_zero(exponent: object) -> None:
     with pytest.raises(InvalidInput, match="exponent 0"):
         ReportBatch.from_wire(_wire(ct=[["12345", exponent]]))
+
+
+PROOF = {"v": 1, "kind": "count", "aux": [],
+         "clauses": [{"e": ["AAAAAAAAAAAAAAAAAAAAAA"], "u": [["AQ"], ["Ag"]],
+                      "s": [["Aw"], ["BA"]]}]}
+
+
+@pytest.mark.parametrize("media", [codec.JSON, codec.CBOR])
+def test_a_report_carries_its_proof_object_in_json_and_cbor(media: str) -> None:
+    proven = report(proof=PROOF)
+    wire = codec.loads(codec.dumps(proven.to_wire(), media), media)
+    assert wire["proof"] == PROOF
+    assert Report.from_wire(wire) == proven
+    assert "proof" not in report().to_wire()  # absent, not null, when there is none
+
+
+@pytest.mark.parametrize(("proof", "message"), [
+    ([1, 2], "report.proof must be an object"),
+    ("proof", "report.proof must be an object"),
+    ({"v": 1, "bad": b"raw"}, "report.proof must hold only JSON values"),
+    ({"v": 1, "deep": [[[[[[[[[["x"]]]]]]]]]]}, "nested too deep"),
+    ({"v": 1, "big": "A" * (codec.MAX_PROOF_BYTES + 1)}, "larger than"),
+    ({"v": 1, "many": [0] * codec.MAX_PROOF_ITEMS}, "larger than"),
+])
+def test_a_proof_that_is_not_a_bounded_json_object_is_refused(proof: object,
+                                                              message: str) -> None:
+    wire = report().to_wire()
+    wire["proof"] = proof
+    with pytest.raises(InvalidInput, match=message):
+        Report.from_wire(wire)
