@@ -124,9 +124,9 @@ class Ingestor:
         _refuse_conflicting_repeats(checked, first_index)
         if not checked:
             return BatchReceipt(accepted=0, duplicates=len(ids))
+        sums = _group_sums(checked)  # first: it names a ciphertext sharing a factor with n
         proofs.verify_batch([_proof_item(c) for c in checked if c.route.policy.proven],
                             self._refused_proofs)
-        sums = _group_sums(checked)
         # everything but the writes happens before the write lock: it is the serial part
         rows = {c.report.report_id: (c.report.report_id, c.report.metric, c.report.version,
                                      c.report.key_id, c.report.window,

@@ -27,6 +27,7 @@ from blindsum.shared.encoding import clipped_value, encode
 from blindsum.shared.errors import ManifestError
 from blindsum.shared.manifest import slot_spec
 from blindsum.shared.signing import identity_string
+from blindsum.shared.validity import ProofContext, proof_kind, prove_report
 
 POLICIES = Path(__file__).parent.parent / "policies"
 INSTALLS = 40
@@ -148,7 +149,8 @@ def test_second_release_of_a_window_is_refused_by_the_keyholder(deployed) -> Non
 
 
 def _one_report(sdk: Client, metric: str, value: Any, window_time: float) -> Report:
-    """A hand-built Paillier report, for tests that need to replay or tamper with one."""
+    """A hand-built Paillier report (proven like the SDK's, when the metric says so), for
+    tests that need to replay or tamper with one."""
     from blindsum.shared.schemes.paillier import PaillierPublic
 
     manifest = sdk.manifest()
@@ -156,8 +158,15 @@ def _one_report(sdk: Client, metric: str, value: Any, window_time: float) -> Rep
     key = manifest.active_key(policy.scheme)
     scheme = PaillierPublic.from_json(key.public)
     window = policy.window_start(window_time)
-    return Report(secrets.token_bytes(16), metric, policy.version, key.key_id, window,
-                  tuple(scheme.encrypt(encode(policy, value), slot_spec(policy))))
+    report_id = secrets.token_bytes(16)
+    if not policy.proven:
+        return Report(report_id, metric, policy.version, key.key_id, window,
+                      tuple(scheme.encrypt(encode(policy, value), slot_spec(policy))))
+    context = ProofContext(metric, policy.version, window, key.key_id, report_id)
+    cts, proof = prove_report(scheme, proof_kind(policy), slot_spec(policy),
+                              encode(policy, value), context)
+    return Report(report_id, metric, policy.version, key.key_id, window, tuple(cts),
+                  proof.to_json())
 
 
 def test_retried_batch_is_counted_once(deployed) -> None:
@@ -206,8 +215,9 @@ def test_malformed_bodies_get_4xx_and_change_nothing(deployed, body, media, mess
 
 
 def _tampered(report: Report, ciphertexts: tuple[bytes, ...]) -> Report:
+    # the proof stays: the ciphertext checks, which come first, must refuse the report
     return Report(secrets.token_bytes(16), report.metric, report.version, report.key_id,
-                  report.window, ciphertexts)
+                  report.window, ciphertexts, report.proof)
 
 
 def test_malformed_ciphertexts_get_4xx_and_change_no_aggregate(deployed) -> None:

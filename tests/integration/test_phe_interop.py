@@ -34,7 +34,7 @@ def b64url_decode(text: str) -> bytes:
 
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    with deployment(tmp_path_factory.mktemp("interop"), [POLICIES / "paillier.toml"],
+    with deployment(tmp_path_factory.mktemp("interop"), [POLICIES / "interop.toml"],
                     paillier_bits=2048) as running:
         yield running
 

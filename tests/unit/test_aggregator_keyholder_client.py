@@ -90,7 +90,7 @@ def _request(count: int = 2, spec: MetricPolicy | None = None,
 
 def test_manifest_is_verified_against_the_pinned_identity(client: KeyholderClient) -> None:
     manifest = client.fetch_manifest()
-    assert set(manifest.policies) == {"visits", "latency", "pages", "embed"}
+    assert set(manifest.policies) == {"visits", "latency", "pages", "embed", "proven"}
 
 
 def test_manifest_signed_by_another_identity_is_refused(tmp_path: Path) -> None:
