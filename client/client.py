@@ -85,6 +85,11 @@ MANIFEST_RETRY_SECONDS = 60.0
 # Ciphertext bytes per upload: half the server's default body limit (64 MiB), since CKKS
 # reports are ~66 KB each. A 413 halves the batch further.
 MAX_BATCH_BYTES = 32 * 1024 * 1024
+# Proof bytes per upload. The server verifies a batch before answering, at roughly 1 ms
+# per KB of proof at 3072 bits (benchmarks/validity.py: a sum's 42 KB in ~50 ms, an
+# 8-coordinate vector's 270 KB in ~150 ms), so 4 MiB keeps that near 5 s, far inside the
+# read timeout, where 1,000 proven sums in one batch would take ~50 s.
+MAX_BATCH_PROOF_BYTES = 4 * 1024 * 1024
 # A 429 without Retry-After defers sending this long.
 RATE_LIMITED_PAUSE = 60.0
 
@@ -576,15 +581,19 @@ def _refused_for_good(refusal: BlindsumError, batch: list[Report]) -> list[Dropp
                           f"the server refused it for good: {refusal.detail}")]
 
 
-def _within_bytes(batch: list[Report], limit: int) -> list[Report]:
-    """The longest head of ``batch`` whose ciphertexts and proofs fit in ``limit`` bytes (at
-    least one). A proof is far larger than its ciphertexts (a 40-bucket histogram's ~47 KB
-    of JSON, an 8-coordinate vector's ~270 KB), so it is counted too."""
-    total = 0
+def _within_bytes(batch: list[Report], limit: int,
+                  proof_limit: int = MAX_BATCH_PROOF_BYTES) -> list[Report]:
+    """The longest head of ``batch`` whose ciphertexts and proofs fit in ``limit`` bytes and
+    whose proofs fit in ``proof_limit`` (at least one report). A proof is far larger than
+    its ciphertexts (a 40-bucket histogram's ~47 KB of JSON, an 8-coordinate vector's
+    ~270 KB), and its bytes are what the server spends time verifying."""
+    total = proofs = 0
     for index, report in enumerate(batch):
+        proof = 0 if report.proof is None else codec.proof_size(report.proof)
         total += sum(len(ct) if isinstance(ct, bytes) else 0 for ct in report.ciphertexts)
-        total += 0 if report.proof is None else codec.proof_size(report.proof)
-        if total > limit and index > 0:
+        total += proof
+        proofs += proof
+        if (total > limit or proofs > proof_limit) and index > 0:
             return batch[:index]
     return batch
 

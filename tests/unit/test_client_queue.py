@@ -6,6 +6,7 @@ specified against the real services in tests/integration/test_sdk.py.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -113,3 +114,14 @@ def test_a_queued_report_keeps_its_proof_across_a_restart(tmp_path: Path,
         assert again.peek(1) == [proven]
     finally:
         again.close()
+
+
+def test_batches_are_split_by_proof_bytes_as_well_as_by_ciphertext_bytes() -> None:
+    from blindsum.client.client import MAX_BATCH_PROOF_BYTES, _within_bytes
+
+    proof = {"v": 1, "aux": ["A" * (MAX_BATCH_PROOF_BYTES // 3)]}  # ~a third of the budget
+    proven = [dataclasses.replace(report(n), proof=proof) for n in range(5)]
+    assert _within_bytes(proven, 1 << 40) == proven[:2]
+    assert _within_bytes(proven, MAX_BATCH_PROOF_BYTES // 4) == proven[:1]  # at least one
+    plain = [report(n) for n in range(5)]
+    assert _within_bytes(plain, 1 << 40) == plain
