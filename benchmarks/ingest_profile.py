@@ -24,7 +24,7 @@ from typing import Any
 
 import gmpy2
 
-from blindsum.server.aggregator.store import pack_blobs
+from blindsum.server.aggregator.store import pack_blobs, pack_proof
 from blindsum.server.processes import Deployment
 from blindsum.shared import codec
 from blindsum.shared.codec import ReportBatch
@@ -276,8 +276,8 @@ def _store_batch(store: Any, reports: Sequence[Any], rows: Sequence[bytes]
     tx = transaction.__enter__()
     started = time.perf_counter()
     try:
-        tx.insert_reports((r.report_id, r.metric, r.version, r.key_id, r.window, blob, now)
-                          for r, blob in zip(reports, rows, strict=True))
+        tx.insert_reports((r.report_id, r.metric, r.version, r.key_id, r.window, blob, now,
+                           pack_proof(r.proof)) for r, blob in zip(reports, rows, strict=True))
     except BaseException as exc:
         transaction.__exit__(type(exc), exc, exc.__traceback__)
         raise

@@ -148,7 +148,7 @@ class Deployment:
         aggregate = public.dump(public.add_many([public.load(r, spec) for r in reports]))
         with self.store.transaction() as tx:
             tx.insert_reports([(secrets.token_bytes(16), metric, policy.version, self.kid,
-                                window, pack_blobs(r), 0.0) for r in reports])
+                                window, pack_blobs(r), 0.0, None) for r in reports])
             tx.create_window(key, aggregate, len(reports), 0.0, 0.0)
         return key, [sum(column) for column in zip(*slots, strict=True)]
 
