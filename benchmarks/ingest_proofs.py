@@ -7,6 +7,11 @@ metric with ``validity = "proof"`` (the server verifies each batch's proofs toge
 (the unproven path), with the server CPU per report and the ratio. Proven reports cannot
 recycle ciphertexts under fresh ids (a proof is bound to its report id), so each one is
 proven fresh, in one process per core, before the clock starts.
+
+Measured here (2 cores, 3072 bits, batches of 50, 2 connections; ``python -m
+blindsum.benchmarks.ingest_proofs``): a count 334 reports/s proven vs 4,407 unproven
+(ratio 0.076; server CPU 5.6 ms vs 0.28 ms per report); a sum in 0..3600 43 vs 3,799
+(ratio 0.011; 22 ms vs 0.33 ms per report). Verification, not HTTP or SQLite, is the cost.
 """
 
 from __future__ import annotations
