@@ -33,6 +33,8 @@ MEDIA_TYPES = (JSON, CBOR)
 REPORT_ID_BYTES = 16
 DIGEST_BYTES = 32
 MAX_BATCH_REPORTS = 5000
+# proofs make forwarded reports large (a 40-bucket histogram's is ~47 KB of JSON)
+MAX_FORWARDED_REPORTS = 500
 MAX_CIPHERTEXTS = 64
 MAX_CIPHERTEXT_BYTES = 1 << 20
 # 4096-bit keys: n^2 has 8192 bits, 2467 decimal digits; the bound stops int() from
@@ -293,6 +295,62 @@ class ReportBatch:
         return cls(
             tuple(Report.from_wire(r, f"batch.reports[{i}]") for i, r in enumerate(reports))
         )
+
+
+@dataclass(frozen=True)
+class WindowReports:
+    """A batch of one window's reports, forwarded by the server to a threshold key-holder,
+    which verifies each report again and keeps its own aggregate and count."""
+
+    metric: str
+    version: int
+    window: int
+    key_id: str
+    reports: tuple[Report, ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"v": WIRE_VERSION, "metric": self.metric, "version": self.version,
+                "window": self.window, "kid": self.key_id,
+                "reports": [r.to_wire() for r in self.reports]}
+
+    @classmethod
+    def from_wire(cls, data: Any) -> WindowReports:
+        fields = _Fields(data, "window reports", {"metric", "version", "window", "kid",
+                                                  "reports"})
+        metric, version = fields.text("metric", _NAME), fields.integer("version", 1, 2**31 - 1)
+        window, key_id = fields.integer("window", 0, 2**40), fields.text("kid", KEY_ID_PATTERN)
+        raw = fields.get("reports")
+        if not isinstance(raw, list) or not 1 <= len(raw) <= MAX_FORWARDED_REPORTS:
+            raise InvalidInput(
+                f"window reports.reports must be a list of 1..{MAX_FORWARDED_REPORTS} reports")
+        reports = tuple(Report.from_wire(r, f"window reports.reports[{i}]")
+                        for i, r in enumerate(raw))
+        for index, report in enumerate(reports):
+            if (report.metric, report.version, report.window, report.key_id) != \
+                    (metric, version, window, key_id):
+                raise InvalidInput(f"window reports.reports[{index}] belongs to another "
+                                   "window, metric version or key")
+        return cls(metric, version, window, key_id, reports)
+
+
+@dataclass(frozen=True)
+class IntakeReceipt:
+    """The key-holder's account of a window after a forwarded batch."""
+
+    accepted: int
+    duplicates: int
+    report_count: int
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"v": WIRE_VERSION, "accepted": self.accepted, "duplicates": self.duplicates,
+                "report_count": self.report_count}
+
+    @classmethod
+    def from_wire(cls, data: Any) -> IntakeReceipt:
+        fields = _Fields(data, "intake receipt", {"accepted", "duplicates", "report_count"})
+        return cls(fields.integer("accepted", 0, MAX_FORWARDED_REPORTS),
+                   fields.integer("duplicates", 0, MAX_FORWARDED_REPORTS),
+                   fields.integer("report_count", 0, 2**40))
 
 
 @dataclass(frozen=True)

@@ -25,13 +25,20 @@ from urllib.parse import quote
 import requests
 
 from blindsum.shared import codec
-from blindsum.shared.codec import RELEASE_RESULT_TYPE, ReleaseRequest, ReleaseResult
+from blindsum.shared.codec import (
+    RELEASE_RESULT_TYPE,
+    IntakeReceipt,
+    ReleaseRequest,
+    ReleaseResult,
+    WindowReports,
+)
 from blindsum.shared.errors import (
     AlreadyReleased,
     BlindsumError,
     Conflict,
     InvalidCiphertext,
     InvalidInput,
+    InvalidProof,
     ManifestError,
     NotFound,
     ReleaseRefused,
@@ -71,6 +78,8 @@ class KeyholderApi(Protocol):
     def fetch_context(self, key_id: str) -> bytes: ...
 
     def release(self, request: ReleaseRequest) -> VerifiedResult: ...
+
+    def forward_reports(self, batch: WindowReports) -> IntakeReceipt: ...
 
     def audit_head(self) -> tuple[dict[str, str], dict[str, Any]]: ...
 
@@ -198,6 +207,26 @@ class KeyholderClient:
             return self._stored_result(request)
         return check_result(_json_body(response, "release result"), self.pinned, request)
 
+    def forward_reports(self, batch: WindowReports) -> IntakeReceipt:
+        """Hand a threshold window's reports to the key-holder, which verifies them again
+        and keeps its own sum and count (a batch sent twice adds nothing the second time).
+
+        Raises:
+            InvalidProof / InvalidCiphertext: the key-holder refuses a report (by index).
+            ReleaseRefused / Conflict: the window cannot take reports (unknown metric or
+                key, already paid for with other reports, over max_contributors).
+            UpstreamError: the key-holder cannot be reached or fails.
+        """
+        response = self._call(
+            "POST", "/v1/windows/reports", body=codec.dumps(batch.to_wire(), self._media),
+            content_type=self._media, accept=codec.JSON, auth=True,
+            timeout=RELEASE_READ_TIMEOUT)
+        try:
+            return IntakeReceipt.from_wire(_json_body(response, "intake receipt"))
+        except InvalidInput as exc:
+            raise UpstreamError(f"the key-holder's intake receipt is malformed: "
+                                f"{exc.detail}") from None
+
     def audit_head(self) -> tuple[dict[str, str], dict[str, Any]]:
         """The key-holder's signed audit-chain head and its verified payload."""
         response = self._call("GET", "/v1/audit/head", accept=codec.JSON, auth=True)
@@ -269,7 +298,7 @@ def _json_body(response: requests.Response, what: str) -> Any:
 # decrypt to valid sums holds a malformed report: final, like a refusal); anything else is a
 # failure of the upstream call as far as our callers are concerned.
 _PASSED_ON: tuple[type[BlindsumError], ...] = (
-    ReleaseRefused, Conflict, NotFound, InvalidCiphertext,
+    ReleaseRefused, Conflict, NotFound, InvalidCiphertext, InvalidProof,
 )
 
 

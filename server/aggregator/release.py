@@ -44,12 +44,20 @@ from typing import Any, Literal
 from blindsum.server.aggregator.keyholder_client import KeyholderApi
 from blindsum.server.aggregator.store import Store, WindowKey, WindowRow
 from blindsum.server.aggregator.threshold import ServerNoise, ThresholdFinisher
-from blindsum.shared.codec import ReleaseRequest, report_ids_digest
+from blindsum.shared import codec
+from blindsum.shared.codec import (
+    MAX_FORWARDED_REPORTS,
+    ReleaseRequest,
+    Report,
+    WindowReports,
+    report_ids_digest,
+)
 from blindsum.shared.errors import (
     AlreadyReleased,
     BlindsumError,
     Conflict,
     InvalidCiphertext,
+    InvalidProof,
     KeyStoreError,
     ManifestError,
     NotFound,
@@ -60,6 +68,8 @@ from blindsum.shared.errors import (
 )
 from blindsum.shared.threshold.release import PARTIAL_TYPE
 
+# Forwarded batches stay far below the key-holder's body limit (64 MiB by default).
+FORWARD_BATCH_BYTES = 8 * 1024 * 1024
 LEASE_SECONDS = 300.0  # longer than a release call may take (connect + read timeouts)
 RETRY_SECONDS = 15.0
 # Released a little after the window is due, so a key-holder whose clock lags ours by
@@ -182,12 +192,17 @@ class ReleaseDriver:
             server_noise_proof=noise.proof,
         )
         try:
+            if self._finisher is not None and self._finisher.holds_share(key.key_id):
+                self._forward(key)
             result = self._keyholder.release(request)
         except UpstreamError as exc:  # unreachable: no head to fetch either
             return self._failed(row, early, exc.code, exc.detail, sent=True)
         except (ReleaseInProgress, ManifestError) as exc:
             return self._after_attempt(self._failed(row, early, exc.code, exc.detail, sent=True))
-        except (ReleaseRefused, AlreadyReleased, ReleaseInterrupted, InvalidCiphertext) as exc:
+        except (ReleaseRefused, AlreadyReleased, ReleaseInterrupted, InvalidCiphertext,
+                InvalidProof, Conflict) as exc:
+            # (InvalidProof, Conflict: the key-holder's intake refused a forwarded report or
+            # the window for good; retrying would only be refused again)
             return self._after_attempt(self._refused(row, early, exc))
         except BlindsumError as exc:
             return self._after_attempt(self._failed(row, early, exc.code, exc.detail, sent=True))
@@ -210,6 +225,26 @@ class ReleaseDriver:
         log.info("released %s (%d reports)", key.describe(), row.report_count)
         return self._after_attempt(
             ReleaseOutcome(key, row.report_count, "released", payload=json.loads(payload_text)))
+
+    def _forward(self, key: WindowKey) -> None:
+        """Send a threshold window's reports to the key-holder, which verifies them again
+        and releases only its own sum (``server/keyholder/intake.py``). Idempotent, so a
+        retried release simply forwards again."""
+        batch: list[Report] = []
+        size = 0
+        for report in self._store.window_reports(key):
+            weight = len(codec.dumps(report.to_wire(), codec.CBOR))
+            if batch and (size + weight > FORWARD_BATCH_BYTES
+                          or len(batch) == MAX_FORWARDED_REPORTS):
+                self._keyholder.forward_reports(
+                    WindowReports(key.metric, key.version, key.window, key.key_id,
+                                  tuple(batch)))
+                batch, size = [], 0
+            batch.append(report)
+            size += weight
+        if batch:
+            self._keyholder.forward_reports(
+                WindowReports(key.metric, key.version, key.window, key.key_id, tuple(batch)))
 
     def _after_attempt(self, outcome: ReleaseOutcome) -> ReleaseOutcome:
         """Keep the key-holder's signed audit head (best effort: a failure is only logged)."""

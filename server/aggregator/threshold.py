@@ -28,7 +28,7 @@ from blindsum.server.aggregator.store import Store, WindowKey
 from blindsum.server.keystore import KeyStore
 from blindsum.server.noise import bounded_noise, noise_plan
 from blindsum.shared.codec import ReleaseRequest, release_digest
-from blindsum.shared.errors import InvalidProof, UpstreamError
+from blindsum.shared.errors import InvalidProof, KeyStoreError, UpstreamError
 from blindsum.shared.manifest import slot_spec
 from blindsum.shared.policy import MetricPolicy
 from blindsum.shared.threshold.decryption import partial_decrypt
@@ -70,6 +70,14 @@ class ThresholdFinisher:
             if share is None:
                 share = self._shares[key_id] = self._keystore.read_share(key_id, SERVER_PARTY)
             return share
+
+    def holds_share(self, key_id: str) -> bool:
+        """Whether ``key_id`` is a threshold key this server holds a share of."""
+        try:
+            self.share(key_id)
+        except KeyStoreError:
+            return False
+        return True
 
     def committed_noise(self, store: Store, key: WindowKey, now: float) -> ServerNoise:
         """Our encrypted noise for ``key``'s release and its proof: the stored ones, or a

@@ -22,7 +22,7 @@ from blindsum.server.keyholder import audit, ledger
 from blindsum.server.keyholder.config import KeyholderConfig
 from blindsum.server.keyholder.openapi import OPENAPI
 from blindsum.server.keyholder.service import RELEASE_ROLE, Keyholder
-from blindsum.shared.codec import KEY_ID_PATTERN, ReleaseRequest
+from blindsum.shared.codec import KEY_ID_PATTERN, ReleaseRequest, WindowReports
 from blindsum.shared.errors import InvalidInput, NotFound
 from blindsum.shared.threshold.noise_proof import MAX_WIRE_ITEMS
 
@@ -70,6 +70,21 @@ def create_release() -> Response:
     release_request = ReleaseRequest.from_wire(data)
     answer = _holder().releaser().release(release_request)
     return reply(answer.document, status=201 if answer.created else 200)
+
+
+# Proofs are deep JSON (a clause per bucket or bit, lists of group elements): the item cap
+# is generous and the body's byte cap (``max_body_bytes``) is what bounds the work.
+MAX_FORWARDED_ITEMS = 1_000_000
+
+
+@releases.post("/v1/windows/reports")
+def forward_reports() -> Response:
+    """A threshold window's reports, forwarded by the server before it asks for the release:
+    verified again here and summed into the key-holder's own account (``intake.py``)."""
+    _require_server()
+    data, _ = read_body(max_items=MAX_FORWARDED_ITEMS)
+    receipt = _holder().intake().accept(WindowReports.from_wire(data))
+    return reply(receipt.to_wire())
 
 
 @releases.get("/v1/releases/<metric>/<int:version>/<int:window>")

@@ -46,6 +46,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from blindsum.server.keyholder import audit, ledger, threshold
 from blindsum.server.keyholder.accounting import Spend
 from blindsum.server.keyholder.cost import noise_plan, release_cost
+from blindsum.server.keyholder.intake import Intake
 from blindsum.server.keyholder.store import KeyholderDB
 from blindsum.server.noise import NoisePlan
 from blindsum.shared.codec import RELEASE_RESULT_TYPE, ReleaseRequest, ReleaseResult, release_digest
@@ -105,6 +106,9 @@ class Releaser:
     # called in the paying transaction when that payment spent the budget of its period,
     # so the key-holder pauses the metric in its manifest (exhaustion is never silent)
     on_exhausted: Callable[[sqlite3.Connection], None] | None = None
+    # a threshold window is released only as the key-holder's own verified sum
+    # (``intake.py``); None only for tests of single-key releases
+    intake: Intake | None = None
 
     def release(self, request: ReleaseRequest) -> ReleaseAnswer:
         """Release one window, or raise the public reason it may not be released."""
@@ -156,6 +160,10 @@ class Releaser:
                 secret = self.secret_for(policy.scheme, request.key_id)
                 # Well-formedness of the bytes is public; it is checked before paying.
                 _check_decryptable(secret, policy, request)
+                if isinstance(secret, KeyShare):
+                    if self.intake is None:
+                        raise ReleaseRefused("threshold windows need the key-holder's intake")
+                    self.intake.check_release(conn, request)
                 cost = release_cost(policy)
                 state = ledger.budget(conn, policy, at=request.window)
                 if not state.allows(cost):

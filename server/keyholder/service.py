@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from blindsum.server.http import token_digest
 from blindsum.server.keyholder import audit, caps, ledger
+from blindsum.server.keyholder.intake import Intake
 from blindsum.server.keyholder.release import Releaser
 from blindsum.server.keyholder.store import KeyholderDB, KeyRecord
 from blindsum.server.keystore import KeyStore
@@ -287,7 +288,11 @@ class Keyholder:
 
     def releaser(self) -> Releaser:
         return Releaser(self.db, self.identity, self.secret_for, self.db.clock,
-                        on_exhausted=self._issue_manifest)
+                        on_exhausted=self._issue_manifest, intake=self.intake())
+
+    def intake(self) -> Intake:
+        """The key-holder's own account of threshold windows (forwarded, verified reports)."""
+        return Intake(self.db, self.secret_for)
 
 
 def _paused(conn: sqlite3.Connection, policies: list[MetricPolicy], now: float) -> list[Pause]:

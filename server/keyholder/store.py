@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from blindsum.server.keyholder import audit, ledger
+from blindsum.server.keyholder import audit, intake, ledger
 from blindsum.server.keyholder.cost import release_cost
 from blindsum.server.sqlite import connect, write_transaction
 from blindsum.shared.errors import InvalidPolicy, KeyStoreError
@@ -61,7 +61,7 @@ CREATE TABLE IF NOT EXISTS tokens (
     label TEXT NOT NULL,
     created_at REAL NOT NULL
 );
-""" + ledger.SCHEMA + audit.SCHEMA
+""" + ledger.SCHEMA + audit.SCHEMA + intake.SCHEMA
 
 
 @dataclass(frozen=True)

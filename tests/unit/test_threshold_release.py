@@ -20,7 +20,14 @@ from blindsum.server.keyholder import threshold as kh_threshold
 from blindsum.server.keyholder.release import noise_plan
 from blindsum.server.keyholder.service import Keyholder
 from blindsum.server.keystore import KeyStore
-from blindsum.shared.codec import ReleaseRequest, b64decode, b64encode, report_ids_digest
+from blindsum.shared.codec import (
+    ReleaseRequest,
+    Report,
+    WindowReports,
+    b64decode,
+    b64encode,
+    report_ids_digest,
+)
 from blindsum.shared.encoding import encode
 from blindsum.shared.errors import InvalidInput, InvalidProof, ManifestError, ReleaseInterrupted
 from blindsum.shared.headroom import noise_bound
@@ -30,6 +37,7 @@ from blindsum.shared.schemes.paillier import PaillierPublic
 from blindsum.shared.signing import sign_document
 from blindsum.shared.threshold import PartialDecryption, combine, partial_decrypt
 from blindsum.shared.threshold.release import PartialRelease, verify_published
+from blindsum.shared.validity import ProofContext, proof_kind, prove_report
 
 POLICIES = """
 [metrics.minutes]
@@ -74,9 +82,19 @@ class Deployment:
         spec = slot_spec(policy)
         values = VALUES[metric] if values is None else values
         slots = [encode(policy, v) for v in values]
-        reports = [public.load(public.encrypt(s, spec), spec) for s in slots]
-        aggregate = tuple(public.dump(public.add_many(reports)))
-        digest = report_ids_digest([secrets.token_bytes(16) for _ in values])
+        reports = []
+        for s in slots:  # each proven valid, as the SDK sends them
+            report_id = secrets.token_bytes(16)
+            context = ProofContext(metric, policy.version, window, self.kid, report_id)
+            blobs, proof = prove_report(public, proof_kind(policy), spec, s, context)
+            reports.append(Report(report_id, metric, policy.version, self.kid, window,
+                                  tuple(blobs), proof.to_json()))
+        # the server forwards the window's reports: the key-holder sums them itself
+        self.holder.intake().accept(
+            WindowReports(metric, policy.version, window, self.kid, tuple(reports)))
+        aggregate = tuple(public.dump(public.add_many(
+            [public.load(list(r.ciphertexts), spec) for r in reports])))
+        digest = report_ids_digest([r.report_id for r in reports])
         truth = [sum(column) for column in zip(*slots, strict=True)]
         return ReleaseRequest(metric, policy.version, window, self.kid, len(values), digest,
                               aggregate), truth
