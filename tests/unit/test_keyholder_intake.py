@@ -17,7 +17,7 @@ from validity_kit import forge
 
 from blindsum.server.keyholder import ledger
 from blindsum.server.keyholder.service import Keyholder
-from blindsum.shared.codec import Report, ReleaseRequest, WindowReports, report_ids_digest
+from blindsum.shared.codec import ReleaseRequest, Report, WindowReports, report_ids_digest
 from blindsum.shared.encoding import encode
 from blindsum.shared.errors import (
     Conflict,
