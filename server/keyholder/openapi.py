@@ -51,6 +51,20 @@ OPENAPI: dict[str, Any] = {
                           "400": _PROBLEM, "401": _PROBLEM, "403": _PROBLEM,
                           "409": _PROBLEM, "413": _PROBLEM, "415": _PROBLEM,
                           "422": _PROBLEM, "429": _PROBLEM}}},
+        "/v1/windows/reports": {"post": {
+            "summary": "A threshold window's reports, forwarded by the server before it asks "
+                       "for the release: every proof is verified again, each report id "
+                       "counted once, and only this sum is ever released",
+            "security": _BEARER,
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/Forwarded"}},
+                "application/cbor": {"schema": {"$ref": "#/components/schemas/Forwarded"}}}},
+            "responses": {"200": {"description": "the window's account after this batch",
+                                  "content": {"application/json": {"schema": {
+                                      "$ref": "#/components/schemas/IntakeReceipt"}}}},
+                          "400": _PROBLEM, "401": _PROBLEM, "403": _PROBLEM,
+                          "409": _PROBLEM, "413": _PROBLEM, "415": _PROBLEM,
+                          "422": _PROBLEM, "429": _PROBLEM}}},
         "/v1/releases/{metric}/{version}/{window}": {"get": {
             "summary": "A past release's signed result",
             "security": _BEARER,
@@ -88,6 +102,22 @@ OPENAPI: dict[str, Any] = {
                                "properties": {"payload": {"type": "string"},
                                               "signer": {"type": "string"},
                                               "signature": _B64}},
+            "Forwarded": {"type": "object", "additionalProperties": False,
+                          "required": ["metric", "version", "window", "kid", "reports"],
+                          "properties": {
+                              "v": {"type": "integer", "enum": [1]},
+                              "metric": {"type": "string",
+                                         "pattern": "^[a-z][a-z0-9_.-]{0,63}$"},
+                              "version": {"type": "integer", "minimum": 1},
+                              "window": {"type": "integer", "minimum": 0},
+                              "kid": {"type": "string"},
+                              "reports": {"type": "array", "minItems": 1, "maxItems": 500,
+                                          "items": {"type": "object", "description":
+                                                    "a report as the SDK sends it, with "
+                                                    "its validity proof"}}}},
+            "IntakeReceipt": {"type": "object", "properties": {
+                "v": {"type": "integer"}, "accepted": {"type": "integer"},
+                "duplicates": {"type": "integer"}, "report_count": {"type": "integer"}}},
             "Release": {"type": "object", "additionalProperties": False,
                         "required": ["metric", "version", "window", "kid", "report_count",
                                      "report_ids_digest", "aggregate"],

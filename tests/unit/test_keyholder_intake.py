@@ -179,7 +179,7 @@ def test_a_release_must_be_exactly_the_window_the_keyholder_summed(kh: Holder) -
     reports = [kh.report("taps", v, window) for v in (1, 0, 1)]
     kh.send("taps", reports, window)
     releaser = kh.holder.releaser()
-    padded = reports + [kh.report("taps", 0, window)]  # never forwarded
+    padded = [*reports, kh.report("taps", 0, window)]  # never forwarded
     lies = {
         "count": kh.request("taps", reports, window, report_count=4),
         "ids": kh.request("taps", reports, window,
