@@ -107,7 +107,16 @@ class _FixedBaseTable:
     """``h**a mod m`` by 8-bit windows over precomputed powers of ``h``.
 
     ``exponent_bits`` is the randomiser length (``random_power``); the table holds rows for
-    exponents of up to ``power_bits`` (``power``), at least ``exponent_bits``.
+    exponents of up to ``power_bits`` (``power``), at least ``exponent_bits``. Row ``j`` holds
+    ``h**(k * 256**j)`` for ``k = 0..256``.
+
+    Secret exponents (randomisers, proof nonces: ``secret_power``) are read in *bijective*
+    base 256: ``a + C`` with ``C = sum(256**j)`` has exactly ``rows`` digits, each in
+    ``1..256`` (digit ``d = ((t - 1) mod 256) + 1``, no branch), so every step multiplies by
+    a full-size table entry, never by the stored 1 that a zero byte of plain base 256 would
+    pick (GMP multiplies by 1 much faster: a timing signal on the exponent's zero bytes);
+    one multiplication by ``h**-C`` undoes the offset. The sequence of operations and the
+    operands' sizes are the same for every exponent of the range.
     """
 
     def __init__(self, h: Mpz, modulus: Mpz, exponent_bits: int, power_bits: int = 0) -> None:
@@ -120,12 +129,19 @@ class _FixedBaseTable:
         base = h
         for _ in range(self.rows):
             row = [gmpy2.mpz(1), base]
-            for _ in range(2, 1 << _WINDOW_BITS):
+            for _ in range(2, (1 << _WINDOW_BITS) + 1):
                 row.append(row[-1] * base % modulus)
             table.append(row)
-            base = row[-1] * base % modulus  # h**(2**(8(j+1))) = h**(255 * 2**8j) * h**(2**8j)
+            base = row[-1]  # h**(256 * 256**j) = h**(256**(j+1))
         self.table = table
         self.top = base  # h**(2**(8*rows)): longer exponents continue from here
+        # h**-C for each prefix length: C_r = sum(256**j, j < r)
+        self._unoffset: dict[int, Mpz] = {}
+        for rows in {self.random_rows, self.rows}:
+            offset = gmpy2.mpz(1)
+            for j in range(rows):
+                offset = offset * table[j][1] % modulus
+            self._unoffset[rows] = gmpy2.invert(offset, modulus)
 
     def random_power(self) -> Mpz:
         """``h**a`` for a fresh uniform ``exponent_bits``-bit ``a``."""
@@ -134,10 +150,17 @@ class _FixedBaseTable:
     def power_with_exponent(self) -> tuple[Mpz, Mpz]:
         """``(h**a, a)`` for a fresh uniform ``exponent_bits``-bit ``a``."""
         a = secrets.randbits(self.exponent_bits)
-        return self._power(a, self.random_rows), gmpy2.mpz(a)
+        return self._secret_power(a, self.random_rows), gmpy2.mpz(a)
+
+    def secret_power(self, a: int) -> Mpz:
+        """``h**a`` for a secret ``0 <= a < 2**(8*rows)`` (see the class docstring)."""
+        a = int(a)
+        if a < 0 or a.bit_length() > self.rows * _WINDOW_BITS:
+            raise InvalidInput(f"secret exponent must be in 0..2^{self.rows * _WINDOW_BITS}-1")
+        return self._secret_power(a, self.rows)
 
     def power(self, s: int) -> Mpz:
-        """``h**s`` for any ``s >= 0`` (one multiplication per byte within the table)."""
+        """``h**s`` for any public ``s >= 0`` (one multiplication per byte in the table)."""
         if s < 0:
             raise InvalidInput("fixed-base exponent must be >= 0")
         s = int(s)
@@ -149,14 +172,23 @@ class _FixedBaseTable:
             return low * gmpy2.powmod(self.top, s >> bits, self.modulus) % self.modulus
         return self._power(s, self.rows)
 
-    def _power(self, a: int, rows: int) -> Mpz:
-        digits = a.to_bytes(rows, "little")
+    def _power(self, s: int, rows: int) -> Mpz:
+        """Plain base-256 digits: for public exponents only."""
+        digits = s.to_bytes(rows, "little")
         table, modulus = self.table, self.modulus
-        # One multiplication per row and no branch on the secret digits (a zero digit
-        # multiplies by the stored 1), keeping the code path independent of ``a``.
         result = table[0][digits[0]]
         for j in range(1, rows):
             result = result * table[j][digits[j]] % modulus
+        return result
+
+    def _secret_power(self, a: int, rows: int) -> Mpz:
+        table, modulus = self.table, self.modulus
+        t = a + ((1 << (_WINDOW_BITS * rows)) - 1) // 255  # a + C_rows
+        result = self._unoffset[rows]
+        for j in range(rows):
+            digit = (t - 1) % 256 + 1
+            t = (t - digit) >> _WINDOW_BITS
+            result = result * table[j][digit] % modulus
         return result
 
 
@@ -321,6 +353,16 @@ class PaillierPublic(PublicScheme):
     def power(self, s: int) -> Mpz:
         """``h**s mod n**2`` for a public ``s >= 0`` (a proof response) from the table."""
         return self._randomiser_table().power(s)
+
+    def secret_power(self, a: int) -> Mpz:
+        """``h**a mod n**2`` for a secret ``a`` (a proof nonce) of at most ``power_bits``:
+        the table's operation sequence does not depend on ``a`` (``_FixedBaseTable``)."""
+        return self._randomiser_table().secret_power(a)
+
+    @property
+    def power_bits(self) -> int:
+        """Longest exponent the table covers."""
+        return self._randomiser_table().rows * _WINDOW_BITS
 
     def fill_pool(self, count: int) -> int:
         """Precompute up to ``count`` spare randomisers (e.g. while the app is idle).

@@ -613,3 +613,47 @@ def test_pooled_randomisers_keep_their_exponents(public: PaillierPublic) -> None
         c, a = fresh.encrypt_plaintext_with_exponent(7)
         assert c == (1 + 7 * fresh.n) * fresh.power(a) % fresh.nsquare
     assert fresh.pooled == 0
+
+
+# -- the fixed-base table's secret exponents ---------------------------------------------------
+
+
+def test_secret_powers_agree_with_powmod_at_every_edge(public: PaillierPublic) -> None:
+    import secrets as _secrets
+
+    bits = public.power_bits
+    edges = [0, 1, 255, 256, 257, 2**bits - 1, 2**(bits - 1), int.from_bytes(
+        bytes([0, 0, 7] * (bits // 24)), "little"),  # runs of zero bytes
+        *(_secrets.randbits(bits) for _ in range(20))]
+    h, nsq = public.h, public.nsquare
+    for a in edges:
+        assert public.secret_power(a) == gmpy2.powmod(h, a, nsq), a
+        assert public.secret_power(a) == public.power(a)
+
+
+def test_a_secret_exponent_never_selects_the_stored_one(public: PaillierPublic) -> None:
+    """Every step of ``secret_power`` multiplies by a full-size table entry: the bijective
+    digits of a + C are all in 1..256 (a zero byte would pick the stored 1)."""
+    table = public._randomiser_table()
+    picked: list[int] = []
+    original = table.table
+    try:
+        class Row(list):  # records the digits read, to check none is 0
+            def __getitem__(self, index: Any) -> Any:
+                picked.append(index)
+                return list.__getitem__(self, index)
+
+        table.table = [Row(row) for row in original]
+        for a in (0, 2**(table.rows * 8) - 1, 256**5):
+            picked.clear()
+            table.secret_power(a)
+            assert len(picked) == table.rows and min(picked) >= 1 and max(picked) <= 256
+    finally:
+        table.table = original
+
+
+def test_secret_power_refuses_exponents_beyond_the_table(public: PaillierPublic) -> None:
+    with pytest.raises(InvalidInput, match="secret exponent"):
+        public.secret_power(2**public.power_bits)
+    with pytest.raises(InvalidInput, match="secret exponent"):
+        public.secret_power(-1)
