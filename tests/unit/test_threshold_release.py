@@ -4,7 +4,6 @@ checks and combination, and offline verification of what is published."""
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import gmpy2
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from threshold_kit import forward, proven_reports
 
 from blindsum.server.aggregator.keyholder_client import VerifiedResult, check_result
 from blindsum.server.aggregator.threshold import ThresholdFinisher
@@ -22,22 +22,18 @@ from blindsum.server.keyholder.service import Keyholder
 from blindsum.server.keystore import KeyStore
 from blindsum.shared.codec import (
     ReleaseRequest,
-    Report,
-    WindowReports,
     b64decode,
     b64encode,
-    report_ids_digest,
 )
 from blindsum.shared.encoding import encode
 from blindsum.shared.errors import InvalidInput, InvalidProof, ManifestError, ReleaseInterrupted
 from blindsum.shared.headroom import noise_bound
-from blindsum.shared.manifest import Manifest, slot_spec
+from blindsum.shared.manifest import Manifest
 from blindsum.shared.policy import load_policies_toml
 from blindsum.shared.schemes.paillier import PaillierPublic
 from blindsum.shared.signing import sign_document
 from blindsum.shared.threshold import PartialDecryption, combine, partial_decrypt
 from blindsum.shared.threshold.release import PartialRelease, verify_published
-from blindsum.shared.validity import ProofContext, proof_kind, prove_report
 
 POLICIES = """
 [metrics.minutes]
@@ -79,25 +75,14 @@ class Deployment:
         """A window's request, built the way the SDK and the server build theirs."""
         policy = self.manifest.policy(metric)
         public = PaillierPublic.from_json(self.manifest.key(self.kid).public)  # SDK's view
-        spec = slot_spec(policy)
         values = VALUES[metric] if values is None else values
         slots = [encode(policy, v) for v in values]
-        reports = []
-        for s in slots:  # each proven valid, as the SDK sends them
-            report_id = secrets.token_bytes(16)
-            context = ProofContext(metric, policy.version, window, self.kid, report_id)
-            blobs, proof = prove_report(public, proof_kind(policy), spec, s, context)
-            reports.append(Report(report_id, metric, policy.version, self.kid, window,
-                                  tuple(blobs), proof.to_json()))
-        # the server forwards the window's reports: the key-holder sums them itself
-        self.holder.intake().accept(
-            WindowReports(metric, policy.version, window, self.kid, tuple(reports)))
-        aggregate = tuple(public.dump(public.add_many(
-            [public.load(list(r.ciphertexts), spec) for r in reports])))
-        digest = report_ids_digest([r.report_id for r in reports])
+        # proven like the SDK's, forwarded like the server's: the key-holder sums them itself
+        held = forward(self.holder, public, policy,
+                       proven_reports(public, policy, self.kid, window, slots))
         truth = [sum(column) for column in zip(*slots, strict=True)]
-        return ReleaseRequest(metric, policy.version, window, self.kid, len(values), digest,
-                              aggregate), truth
+        return ReleaseRequest(metric, policy.version, window, self.kid, len(values),
+                              held.report_ids_digest, held.aggregate), truth
 
     def partial(self, request: ReleaseRequest) -> VerifiedResult:
         return check_result(self.releaser.release(request).document, self.pinned, request)

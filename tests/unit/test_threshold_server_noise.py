@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from threshold_kit import forward, proven_reports
 
 from blindsum.server.aggregator.keyholder_client import VerifiedResult, check_result
 from blindsum.server.aggregator.methodology import methodology
@@ -93,16 +94,14 @@ class Deployment:
         """A window's request as the server builds it, with its committed noise."""
         policy = self.manifest.policy(metric)
         public = PaillierPublic.from_json(self.manifest.key(self.kid).public)
-        spec = slot_spec(policy)
         slots = [encode(policy, v) for v in VALUES[metric]]
-        reports = [public.load(public.encrypt(s, spec), spec) for s in slots]
+        held = forward(self.holder, public, policy,
+                       proven_reports(public, policy, self.kid, window, slots))
         key = WindowKey(metric, policy.version, window, self.kid)
         noise = self.finisher.committed_noise(self.store, key, time.time())
         request = ReleaseRequest(
-            metric, policy.version, window, self.kid, len(slots),
-            report_ids_digest([secrets.token_bytes(16) for _ in slots]),
-            tuple(public.dump(public.add_many(reports))),
-            server_noise=noise.ciphertexts, server_noise_proof=noise.proof)
+            metric, policy.version, window, self.kid, len(slots), held.report_ids_digest,
+            held.aggregate, server_noise=noise.ciphertexts, server_noise_proof=noise.proof)
         return request, [sum(column) for column in zip(*slots, strict=True)]
 
     def partial(self, request: ReleaseRequest) -> VerifiedResult:
@@ -170,9 +169,11 @@ def test_a_retried_two_noise_release_is_answered_again_without_a_second_draw_or_
     policy = deployment.manifest.policy("pages")
     before = ledger.budget(deployment.holder.db.conn, policy).spent_epsilon
     first = deployment.releaser.release(request)
-    retry, _ = deployment.request("pages", 720)  # rebuilt after a lost answer
+    # rebuilt after a lost answer: the server's stored noise for the window, not a new draw
+    retry = deployment.finisher.committed_noise(
+        deployment.store, WindowKey("pages", policy.version, 720, deployment.kid), time.time())
     again = deployment.releaser.release(
-        ReleaseRequest(**{**request.__dict__, "server_noise": retry.server_noise}))
+        ReleaseRequest(**{**request.__dict__, "server_noise": retry.ciphertexts}))
     assert first.created and not again.created
     assert again.document == first.document
     assert ledger.budget(deployment.holder.db.conn, policy).spent_epsilon == \
