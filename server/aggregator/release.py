@@ -233,6 +233,8 @@ class ReleaseDriver:
         batch: list[Report] = []
         size = 0
         for report in self._store.window_reports(key):
+            if not report.ciphertexts:
+                continue  # erased by retention after the key-holder already held it
             weight = len(codec.dumps(report.to_wire(), codec.CBOR))
             if batch and (size + weight > FORWARD_BATCH_BYTES
                           or len(batch) == MAX_FORWARDED_REPORTS):

@@ -470,14 +470,6 @@ class Store:
         )
         return [_window_row(row) for row in rows]
 
-    def window_reports(self, key: WindowKey) -> list[Report]:
-        """The window's stored reports, in id order (what a threshold key-holder is sent)."""
-        rows = self.connection().execute(
-            f"SELECT report_id, ciphertexts FROM reports WHERE {_KEY_MATCH} "
-            "ORDER BY report_id", _key_params(key))
-        return [Report(row[0], key.metric, key.version, key.key_id, key.window,
-                       unpack_blobs(row[1])) for row in rows]
-
     def report_ids(self, key: WindowKey) -> list[bytes]:
         rows = self.connection().execute(
             f"SELECT report_id FROM reports WHERE {_KEY_MATCH}", _key_params(key)

@@ -83,11 +83,6 @@ Mpz = Any  # gmpy2.mpz
 _KEY = "metric = ? AND version = ? AND window = ? AND kid = ?"
 
 
-def validity_of(policy: MetricPolicy) -> str:
-    """``"proof"`` when the policy's reports must carry validity proofs."""
-    return str(getattr(policy, "validity", "proof" if policy.scheme == "paillier" else "none"))
-
-
 @dataclass(frozen=True)
 class WindowAccount:
     """What the key-holder itself holds for one window."""
@@ -119,7 +114,7 @@ class Intake:
         spec = slot_spec(policy)
         loaded = [self._load(public, spec, index, report)
                   for index, report in enumerate(batch.reports)]
-        if validity_of(policy) == "proof":
+        if policy.proven:
             self._verify(public, policy, batch.reports)
         with self.db.write() as conn:
             return self._add(conn, batch, policy, public, loaded)

@@ -7,7 +7,6 @@ tampered or stripped proof — with nothing published and the budget paid once."
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 
 import gmpy2
 import pytest
+from threshold_kit import proven_reports
 from validity_kit import forge_slots
 
 from blindsum.server.aggregator.keyholder_client import VerifiedResult, check_result
@@ -29,7 +29,9 @@ from blindsum.server.keystore import KeyStore
 from blindsum.shared.codec import (
     CBOR,
     JSON,
+    IntakeReceipt,
     ReleaseRequest,
+    WindowReports,
     b64decode,
     dumps,
     loads,
@@ -103,6 +105,7 @@ class CheatingKeyholder:
     with its own identity (``tamper``; None answers honestly)."""
 
     def __init__(self, holder: Keyholder, pinned: Any) -> None:
+        self.holder = holder
         self.releaser = holder.releaser()
         self.pinned = pinned
         self.tamper: Tamper | None = None
@@ -110,6 +113,9 @@ class CheatingKeyholder:
     def release(self, request: ReleaseRequest) -> VerifiedResult:
         result = check_result(self.releaser.release(request).document, self.pinned, request)
         return result if self.tamper is None else self.tamper(result)
+
+    def forward_reports(self, batch: WindowReports) -> IntakeReceipt:
+        return self.holder.intake().accept(batch)
 
     def audit_head(self) -> tuple[dict[str, str], dict[str, Any]]:
         raise UpstreamError("no audit heads in this test")  # best effort: only logged
@@ -143,19 +149,25 @@ class Deployment:
         public = PaillierPublic.from_json(self.manifest.key(self.kid).public)
         spec = slot_spec(policy)
         slots = [encode(policy, v) for v in VALUES[metric]]
-        reports = [public.encrypt(s, spec) for s in slots]
+        reports = proven_reports(public, policy, self.kid, window, slots)
         key = WindowKey(metric, policy.version, window, self.kid)
-        aggregate = public.dump(public.add_many([public.load(r, spec) for r in reports]))
+        aggregate = public.dump(public.add_many(
+            [public.load(list(r.ciphertexts), spec) for r in reports]))
         with self.store.transaction() as tx:
-            tx.insert_reports([(secrets.token_bytes(16), metric, policy.version, self.kid,
-                                window, pack_blobs(r), 0.0, None) for r in reports])
+            tx.insert_reports([(r.report_id, metric, policy.version, self.kid, window,
+                                pack_blobs(r.ciphertexts), 0.0, json.dumps(r.proof))
+                               for r in reports])
             tx.create_window(key, aggregate, len(reports), 0.0, 0.0)
         return key, [sum(column) for column in zip(*slots, strict=True)]
 
     def request(self, key: WindowKey) -> ReleaseRequest:
-        """The request the release driver sends for ``key`` (same fields, same noise)."""
+        """The request the release driver sends for ``key`` (same fields, same noise),
+        after forwarding the window's reports as the driver does."""
         row = self.store.window(key)
         assert row is not None
+        self.holder.intake().accept(WindowReports(key.metric, key.version, key.window,
+                                                  key.key_id,
+                                                  tuple(self.store.window_reports(key))))
         noise = self.finisher.committed_noise(self.store, key, time.time())
         return ReleaseRequest(key.metric, key.version, key.window, key.key_id,
                               row.report_count, report_ids_digest(self.store.report_ids(key)),
