@@ -235,7 +235,7 @@ def _setting_up(console: Console, threshold: bool) -> Iterator[None]:
         progress.update(task, total=1, completed=1)
 
 
-def run_demo(clients: int = 1000, scheme: str = "both", as_json: bool = False,
+def run_demo(clients: int = 200, scheme: str = "both", as_json: bool = False,
              keep_serving: bool = False, paillier_bits: int = 3072, tls: bool = True,
              threshold: bool = True) -> int:
     # With --json, stdout carries only the JSON object; the narrative goes to stderr.
