@@ -36,6 +36,7 @@ from blindsum.server.processes import Deployment
 from blindsum.shared import codec
 from blindsum.shared.codec import Report
 from blindsum.shared.manifest import Manifest, slot_spec
+from blindsum.shared.schemes.paillier import PaillierPublic
 from blindsum.shared.validity import ProofContext, proof_kind
 
 COUNT, OTHER, HIST, SUM, UNPROVEN = ("sec_valid_count", "sec_valid_other", "sec_valid_hist",
@@ -56,6 +57,12 @@ def _forged(manifest: Manifest, metric: str, slots: list[int]) -> Report:
                            report.report_id)
     cts, proof = forge(public, proof_kind(policy), slot_spec(policy), slots, context)
     return dataclasses.replace(report, ciphertexts=tuple(cts), proof=proof.to_json())
+
+
+def _width(manifest: Manifest, metric: str) -> int:
+    """Bits per packed slot: a value of 2^width carries into the next slot."""
+    public = PaillierPublic.from_json(manifest.active_key("paillier").public)
+    return public.layout(slot_spec(manifest.policy(metric)))[0]
 
 
 def _stored_ids(dep: Deployment) -> set[bytes]:
@@ -83,6 +90,12 @@ def _replayed(manifest: Manifest, change: str) -> Report:
 CHEATS: dict[str, Callable[[Manifest], Report]] = {
     "count encrypting 2": lambda m: _forged(m, COUNT, [2]),
     "count encrypting -1": lambda m: _forged(m, COUNT, [-1]),
+    "count encrypting 1000": lambda m: _forged(m, COUNT, [1000]),
+    "histogram with a negative bucket": lambda m: _forged(m, HIST, [-1, 1, 1, 0]),
+    "histogram with no bucket set": lambda m: _forged(m, HIST, [0, 0, 0, 0]),
+    "histogram slot overflowing into its neighbour": lambda m: _forged(
+        m, HIST, [(1 << _width(m, HIST)) + 1, 0, 0, 0]),
+    "sum below zero": lambda m: _forged(m, SUM, [-5]),
     "histogram with two buckets": lambda m: _forged(m, HIST, [0, 1, 1, 0]),
     "sum above its bound": lambda m: _forged(m, SUM, [101]),
     "proof replayed under another report id": lambda m: _replayed(m, "report id"),
