@@ -52,8 +52,8 @@ def test_index_lists_every_metric_with_every_column_on_screen(
     page.goto(dashboard_url + "/")
     assert page.title() == "blindsum: published results"
     rows = page.locator("table.stack tbody tr")
-    assert rows.count() == 4
-    for name in ("embed", "latency", "pages", "visits"):
+    assert rows.count() == 5  # the kit's proven count has nothing published yet
+    for name in ("embed", "latency", "pages", "proven", "visits"):
         link = page.get_by_role("link", name=name, exact=True)
         assert link.is_visible() and link.get_attribute("href") == f"/metrics/{name}"
     for column in ("latest value", "trend", "state", "budget", "policy"):
@@ -135,7 +135,9 @@ def test_vector_page_draws_every_coordinate(page: Any, dashboard_url: str,
                                             artifacts: Path) -> None:
     page.goto(dashboard_url + "/metrics/embed")
     assert page.locator("svg.chart").first.locator("g.slot").count() == 8
-    assert page.get_by_text("trusts its clients").is_visible()  # CKKS: the weaker promise
+    # CKKS: the weaker promise, in the policy summary and in the methodology's trust section
+    assert page.get_by_text("trusts its clients").first.is_visible()
+    assert page.get_by_text("Reports are encrypted on the device with CKKS").is_visible()
     _assert_on_screen(page)
     _shot(page, artifacts, "embed")
 
@@ -151,10 +153,10 @@ def test_keyboard_skips_to_the_content_and_reaches_the_metric_links(
     assert page.url.endswith("#main")
     assert page.locator(":focus").get_attribute("id") == "main"  # focus moved past the header
     names = []
-    for _ in range(4):
+    for _ in range(5):
         page.keyboard.press("Tab")
         names.append(page.locator(":focus").inner_text())
-    assert names == ["embed", "latency", "pages", "visits"]
+    assert names == ["embed", "latency", "pages", "proven", "visits"]
 
 
 def test_charts_and_tables_have_accessible_names(page: Any, dashboard_url: str) -> None:
