@@ -40,9 +40,10 @@ from blindsum.shared.threshold.release import verify_published
 pytestmark = pytest.mark.slow
 
 # A threshold release with its noise proofs (one per party: a bit proof per noise bit of
-# every slot) costs seconds on a busy machine: 50 wide releases give 1200 samples per metric,
-# enough for the chi-square tests and a 95% +- 2% coverage check (about 3 standard errors).
-RELEASES = 50
+# every slot) costs seconds on a busy machine: 25 wide releases give 600 samples per metric,
+# enough for the chi-square tests (one draw against two is told apart at p < 1e-6) and a
+# 95% +- 3% coverage check (3.4 standard errors).
+RELEASES = 25
 DIMENSION = 24
 POLICIES = f"""
 [metrics.gauss_vec]
@@ -188,5 +189,5 @@ def test_threshold_published_noise_matches_the_claimed_distribution(parties: Two
     if policy.noise == "both":  # the test can tell one draw from two
         assert _chi_square_p(samples, plan, 1) < 1e-6
     coverage = sum(covered) / len(covered)
-    assert abs(coverage - 0.95) <= 0.02, coverage
+    assert abs(coverage - 0.95) <= 0.03, coverage
     assert abs(samples.mean()) <= 6 * samples.std() / math.sqrt(len(samples))
