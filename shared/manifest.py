@@ -4,6 +4,13 @@ The key-holder issues it; SDKs and the server accept it only if it verifies agai
 pinned key-holder identity, so neither a server nor the network can swap in its own key or
 loosen a policy. CKKS public contexts are too large to inline (~130 KB), so the manifest
 carries their SHA-256 and the context bytes travel separately, checked against that digest.
+
+For every Paillier key and Paillier metric the manifest also states the report layout
+(``layouts``: slot width, slots per plaintext, the noise headroom a threshold key reserves,
+and the randomiser exponent length a validity proof is bounded by). The SDK computes the
+same figures itself; they are there for apps that build reports without it
+(docs/INTEROP.md), and ``verify`` refuses a manifest whose layouts disagree with its keys and
+policies, so the two can never drift apart.
 """
 
 from __future__ import annotations
@@ -62,6 +69,59 @@ class Pause:
 
 
 @dataclass(frozen=True)
+class Layout:
+    """How reports of one metric are laid out under one Paillier key (see the module doc).
+
+    ``fields()`` is the tuple a validity proof's transcript binds (statements.spec_fields).
+    """
+
+    metric: str
+    version: int
+    key_id: str
+    slots: int
+    slot_max: int
+    max_contributors: int
+    headroom: int
+    width: int
+    per: int
+    exponent_bits: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"metric": self.metric, "version": self.version, "kid": self.key_id,
+                "slots": self.slots, "slot_max": self.slot_max,
+                "max_contributors": self.max_contributors, "headroom": self.headroom,
+                "width": self.width, "per": self.per, "exponent_bits": self.exponent_bits}
+
+    def fields(self) -> tuple[int, ...]:
+        return (self.slots, self.slot_max, self.max_contributors, self.headroom, self.width,
+                self.per)
+
+
+def layouts(keys: list[KeyEntry] | tuple[KeyEntry, ...],
+            policies: Mapping[str, MetricPolicy] | list[MetricPolicy]) -> list[Layout]:
+    """Every (Paillier key, Paillier metric) layout that fits, in key then metric order."""
+    from blindsum.shared.schemes.paillier import PaillierPublic
+
+    listed = list(policies.values()) if isinstance(policies, Mapping) else list(policies)
+    out = []
+    for entry in keys:
+        if entry.scheme != "paillier":
+            continue
+        public = PaillierPublic.from_json(entry.public)
+        for policy in listed:
+            if policy.scheme != "paillier":
+                continue
+            spec = slot_spec(policy)
+            if public.capacity_error(spec):
+                continue  # e.g. an old key too small for a new policy: no report can use it
+            width, per = public.layout(spec)
+            out.append(Layout(policy.name, policy.version, entry.key_id, spec.count,
+                              spec.max_value, spec.max_contributors, spec.headroom, width,
+                              per, public.exponent_bits))
+    return out
+
+
+@dataclass(frozen=True)
 class Manifest:
     """A verified manifest. Build with ``Manifest.verify`` (or ``issue`` at the key-holder)."""
 
@@ -116,6 +176,7 @@ class Manifest:
             "issued_at": int(time.time()),
             "keys": [k.to_json() for k in keys],
             "policies": [p.to_json() for p in policies],
+            "layouts": [layout.to_json() for layout in layouts(keys, policies)],
         }
         if paused:  # absent when nothing is paused: older SDKs read such manifests as before
             payload["paused"] = [p.to_json() for p in paused]
@@ -143,10 +204,17 @@ class Manifest:
                 if until is not None and (isinstance(until, bool) or not isinstance(until, int)):
                     raise ValueError(f"paused metric {raw['metric']!r} has a bad until")
                 paused[str(raw["metric"])] = Pause(str(raw["metric"]), str(raw["reason"]), until)
+            if "layouts" in body:  # absent from manifests issued before layouts were listed
+                _check_layouts(body["layouts"], layouts(keys, policies))
             return cls(int(body["serial"]), int(body["issued_at"]), keys, policies, document,
                        paused)
         except (KeyError, TypeError, ValueError, BlindsumError) as exc:
             raise ManifestError(f"manifest contents are invalid: {exc}") from None
+
+
+def _check_layouts(listed: Any, expected: list[Layout]) -> None:
+    if listed != [layout.to_json() for layout in expected]:
+        raise ValueError("its layouts do not match its keys and policies")
 
 
 def _key_entry(raw: Any) -> KeyEntry:

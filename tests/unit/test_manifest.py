@@ -92,3 +92,32 @@ def test_a_paused_metric_round_trips_and_refuses_records_until_its_pause_ends(
     again.check_not_paused(name, 86_400 * 2)  # the next period has a whole budget again
     manifest.check_not_paused(name, 0)  # nothing is paused in a manifest without the field
     assert "paused" not in json.loads(manifest.document["payload"])  # the v1 form, unchanged
+
+
+def test_manifest_lists_each_paillier_metric_layout_as_the_key_computes_it(manifest) -> None:
+    from blindsum.shared.manifest import slot_spec
+    from blindsum.shared.schemes.paillier import PaillierPublic
+
+    listed = json.loads(manifest.document["payload"])["layouts"]
+    public = PaillierPublic.from_json(manifest.active_key("paillier").public)
+    paillier = [p for p in manifest.policies.values() if p.scheme == "paillier"]
+    assert paillier and len(listed) == len(paillier)
+    for entry in listed:
+        policy = manifest.policy(entry["metric"])
+        spec = slot_spec(policy)
+        assert (entry["width"], entry["per"]) == public.layout(spec)
+        assert (entry["slots"], entry["slot_max"], entry["max_contributors"],
+                entry["headroom"]) == (spec.count, spec.max_value, spec.max_contributors,
+                                       spec.headroom)
+        assert entry["exponent_bits"] == public.exponent_bits
+        assert (entry["kid"], entry["version"]) == ("pai-test", policy.version)
+
+
+def test_a_signed_manifest_whose_layout_disagrees_with_its_key_is_rejected(manifest,
+                                                                           identity) -> None:
+    payload = json.loads(manifest.document["payload"])
+    payload["layouts"][0]["width"] += 1  # signed by the right identity, but wrong
+    with pytest.raises(ManifestError, match="layouts do not match"):
+        Manifest.verify(sign_document(identity, payload), identity.public_key())
+    del payload["layouts"]  # an older manifest without layouts still verifies
+    assert Manifest.verify(sign_document(identity, payload), identity.public_key()).policies
