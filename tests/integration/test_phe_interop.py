@@ -6,31 +6,21 @@ follows, run against real services on loopback.
 
 from __future__ import annotations
 
-import base64
-import json
-import secrets
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import phe
 import pytest
 import requests
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from phe_app import b64url_decode, phe_report, verified_manifest
+from phe_app import post as post_reports
+from phe_app import release_and_fetch as release
 
 from blindsum.server.processes import Deployment, deployment
 
-# phe alone cannot make validity proofs: these metrics opt out (docs/INTEROP.md)
+# phe alone, without a prover, cannot make validity proofs: these metrics opt out
+# (docs/INTEROP.md step 4; test_phe_proven_interop.py runs step 5)
 INTEROP_POLICIES = Path(__file__).parent / "interop_policies.toml"
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def b64url_decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 @pytest.fixture(scope="module")
@@ -40,53 +30,12 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
         yield running
 
 
-def verified_manifest(server: str, identity: str) -> dict[str, Any]:
-    doc = requests.get(f"{server}/v1/manifest", timeout=30).json()
-    key = Ed25519PublicKey.from_public_bytes(b64url_decode(identity.removeprefix("ed25519:")))
-    key.verify(b64url_decode(doc["signature"]), doc["payload"].encode())
-    return json.loads(doc["payload"])
-
-
-def encode(policy: dict[str, Any], value: float) -> list[int]:
-    if policy["kind"] == "histogram":
-        edges = policy["buckets"]
-        index = max(0, min(len(edges) - 2, sum(1 for e in edges if e <= value) - 1))
-        return [1 if i == index else 0 for i in range(len(edges) - 1)]
-    clipped = min(max(value, policy["lower"]), policy["upper"])
-    return [round((clipped - policy["lower"]) / policy["precision"])]
-
-
-def phe_report(manifest: dict[str, Any], metric: str, value: float) -> dict[str, Any]:
-    policy = next(p for p in manifest["policies"] if p["name"] == metric)
-    key = next(k for k in manifest["keys"]
-               if k["scheme"] == "paillier" and k["status"] == "active")
-    public_key = phe.PaillierPublicKey(int.from_bytes(b64url_decode(key["public"]["n"]), "big"))
-    slots = encode(policy, value)
-    slot_max = 1 if policy["kind"] == "histogram" else round(
-        (policy["upper"] - policy["lower"]) / policy["precision"])
-    width = (slot_max * policy["max_contributors"]).bit_length()
-    plaintext = sum(slot << (i * width) for i, slot in enumerate(slots))
-    encrypted = public_key.encrypt(plaintext)
-    window = int(time.time()) // policy["window_seconds"] * policy["window_seconds"]
-    return {"id": b64url(secrets.token_bytes(16)), "metric": metric,
-            "version": policy["version"], "kid": key["kid"], "window": window,
-            "ct": [[str(encrypted.ciphertext()), encrypted.exponent]]}
-
-
 def post(deployed: Deployment, reports: list[dict[str, Any]]) -> requests.Response:
-    return requests.post(f"{deployed.server.url}/v1/reports", json={"v": 1, "reports": reports},
-                         headers={"Authorization": f"Bearer {deployed.ingest_token}"},
-                         timeout=60)
+    return post_reports(deployed.server.url, deployed.ingest_token, reports)
 
 
 def release_and_fetch(deployed: Deployment, metric: str) -> dict[str, Any]:
-    response = requests.post(f"{deployed.server.url}/v1/windows/release",
-                             json={"metric": metric}, timeout=120,
-                             headers={"Authorization": f"Bearer {deployed.admin_token}"})
-    assert response.status_code == 200 and response.json()["refused"] == [], response.text
-    (result,) = requests.get(f"{deployed.server.url}/v1/published/{metric}",
-                             timeout=30).json()["results"]
-    return result
+    return release(deployed.server.url, deployed.admin_token, metric)
 
 
 def test_phe_user_reports_a_sum_with_decimal_ciphertexts(deployed) -> None:
