@@ -559,7 +559,7 @@ def _encrypt(policy: MetricPolicy, scheme: PublicScheme, slots: list[int],
     if policy.proven and isinstance(scheme, PaillierPublic):
         context = ProofContext(policy.name, policy.version, window, scheme.key_id, report_id)
         ciphertexts, proven = prove_report(scheme, proof_kind(policy), spec, slots, context)
-        proof = proven.to_json()
+        proof = proven.to_wire()
     elif policy.proven:
         raise InvalidInput(f"metric {policy.name!r} requires proofs, which only Paillier has")
     else:

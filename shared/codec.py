@@ -234,8 +234,8 @@ class Report:
 
 
 def proof_size(proof: Any) -> int:
-    """Bytes of text a proof object holds (its strings), near its JSON and CBOR lengths."""
-    if isinstance(proof, str):
+    """Bytes a proof object holds (its strings and byte strings), near its encoded length."""
+    if isinstance(proof, str | bytes):
         return len(proof)
     if isinstance(proof, Mapping):
         return sum(len(str(k)) + proof_size(v) for k, v in proof.items())
@@ -262,7 +262,7 @@ def _bounded(value: Any, budget: list[int], where: str, depth: int) -> None:
     budget[0] -= 1
     if budget[0] < 0 or depth > 8:
         raise InvalidInput(f"{where} is larger than {MAX_PROOF_ITEMS} items or nested too deep")
-    if isinstance(value, str):
+    if isinstance(value, str | bytes):
         budget[1] -= len(value)
     elif isinstance(value, Mapping):
         for key, item in value.items():

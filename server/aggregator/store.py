@@ -44,6 +44,7 @@ from typing import Any
 import cbor2
 
 from blindsum.server.sqlite import connect, write_transaction
+from blindsum.shared import codec
 from blindsum.shared.codec import ReleaseResult, Report
 
 DB_NAME = "aggregator.db"
@@ -213,8 +214,9 @@ ReportRow = tuple[bytes, str, int, str, int, bytes, float, str | None]
 
 
 def pack_proof(proof: dict[str, Any] | None) -> str | None:
-    """A report's proof as stored: compact JSON text (it is JSON on the wire too)."""
-    return None if proof is None else json.dumps(proof, separators=(",", ":"))
+    """A report's proof as stored: compact JSON text, byte strings (from CBOR) as base64url,
+    the form the key-holder is forwarded either way."""
+    return None if proof is None else codec.dumps(proof).decode()
 
 
 def pack_blobs(blobs: Sequence[bytes]) -> bytes:

@@ -1,6 +1,7 @@
 """The validity proof's typed wire object: one ``to_json``, one strict ``from_json``.
 
-JSON form (all byte strings unpadded base64url, as in ``shared/codec.py``)::
+Wire form (``to_wire``: byte strings as bytes, so CBOR carries them raw; ``shared/codec.py``'s
+JSON encoding spells each as unpadded base64url, which ``to_json`` gives directly)::
 
     {"v": 1, "kind": "histogram",
      "aux": [<byte_length(n^2) bytes>, ...],            # range kinds: one per slot and bit
@@ -51,20 +52,26 @@ class ReportProof:
     aux: tuple[int, ...]
     clauses: tuple[ClauseProof, ...]
 
-    def to_json(self) -> dict[str, Any]:
+    def to_wire(self) -> dict[str, Any]:
+        """The proof with raw byte strings: CBOR carries them as they are (a quarter smaller
+        than base64 text), JSON as base64url (``shared.codec.dumps``)."""
         width = self.width
         return {
             "v": WIRE_VERSION,
             "kind": self.kind,
-            "aux": [_b64(int(b).to_bytes(width, "big")) for b in self.aux],
+            "aux": [int(b).to_bytes(width, "big") for b in self.aux],
             "clauses": [
-                {"e": [_b64(e.to_bytes(_CHALLENGE_BYTES, "big")) for e in c.challenges],
-                 "u": [[_b64(int(u).to_bytes(width, "big")) for u in branch]
+                {"e": [e.to_bytes(_CHALLENGE_BYTES, "big") for e in c.challenges],
+                 "u": [[int(u).to_bytes(width, "big") for u in branch]
                        for branch in c.commitments],
-                 "s": [[_b64(_minimal(s)) for s in branch] for branch in c.responses]}
+                 "s": [[_minimal(s) for s in branch] for branch in c.responses]}
                 for c in self.clauses
             ],
         }
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form: every byte string as unpadded base64url text."""
+        return _as_text(self.to_wire())
 
     @classmethod
     def from_json(cls, obj: object, public: PaillierPublic, spec: SlotSpec,
@@ -218,9 +225,21 @@ def _check_unit(value: object, public: PaillierPublic, field: str) -> None:
         raise InvalidProof(f"{field} is not a unit mod n^2")
 
 
+def _as_text(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return _b64(value)
+    if isinstance(value, dict):
+        return {k: _as_text(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_text(v) for v in value]
+    return value
+
+
 def _bytes(text: object, field: str) -> bytes:
+    if isinstance(text, bytes):  # CBOR's raw byte string
+        return text
     if not isinstance(text, str) or not _B64.fullmatch(text) or len(text) % 4 == 1:
-        raise InvalidProof(f"{field} must be unpadded base64url text")
+        raise InvalidProof(f"{field} must be bytes (CBOR) or unpadded base64url text")
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):

@@ -414,3 +414,20 @@ def test_small_order_elements_are_nth_residues_so_they_cannot_change_a_plaintext
     cts, proof = prove_report(public, "count", COUNT, [1], CONTEXT)
     flipped = public.dump([public.load(cts, COUNT)[0] * minus_one % nsq])
     _rejected(public, "count", COUNT, flipped, proof)
+
+
+def test_simulated_branches_from_openings_equal_the_general_simulation(public) -> None:
+    # A false branch's commitment made from the prover's opening (one table power) must be
+    # the very value the general simulator computes for the same (e, s): h^s * D^-e.
+    nsq = public.nsquare
+    for m, other in ((0, 1), (1, 0), (5, 3)):
+        c, a = public.encrypt_plaintext_with_exponent(m)
+        true = (sigma.Element(c, m),)
+        false = (sigma.Element(c, other),)
+        e = gmpy2.mpz(2**127 + 12345)
+        us, ss = sigma._simulate_opened(public, false, true, (a,), int(e),
+                                        public.exponent_bits)
+        general = public.power(ss[0]) * sigma.element_power(public, false[0], -int(e)) % nsq
+        assert us[0] == general
+        assert public.power(ss[0]) == us[0] * sigma.element_power(public, false[0], int(e)) % nsq
+        assert ss[0] < 1 << sigma.nonce_bits(public.exponent_bits)
