@@ -85,7 +85,6 @@ The transcript (bound by the caller) and every commitment are hashed with SHA-25
 from __future__ import annotations
 
 import hashlib
-import math
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -337,16 +336,26 @@ def check_batch(public: PaillierPublic, eqs: Sequence[Equation]) -> bool:
     for eq in eqs:
         rho = secrets.randbits(BATCH_WEIGHT_BITS)
         total_s += rho * eq.s
-        u_terms.append((eq.u, rho))
+        u_terms.append((gmpy2.mpz(eq.u), rho))  # once, not at every bucket multiplication
         weight = rho * eq.e
         key = int(eq.element.base)
         bases[key] = eq.element.base
         base_exponents[key] = base_exponents.get(key, 0) + weight
         shift_sum += weight * eq.element.shift
-    right = multi_power(u_terms, nsq)
-    right = right * multi_power([(bases[k], x) for k, x in base_exponents.items()], nsq) % nsq
+    # one multi-exponentiation: the 64-bit u terms share the low windows' bucket sums with
+    # the bases' 192-bit terms
+    right = multi_power([*u_terms, *((bases[k], x) for k, x in base_exponents.items())], nsq)
     right = right * ((1 - shift_sum * n) % nsq) % nsq
     return public.power(total_s) == right
+
+
+def _window_bits(lengths: Sequence[int], bits: int) -> int:
+    """The window ``c`` minimising Pippenger's multiplications for these exponent lengths:
+    one per term and window its exponent reaches, plus ``2^(c+1)`` per window for the bucket
+    sums (short exponents, such as the 64-bit weights of ``u`` terms, reach few windows)."""
+    def cost(c: int) -> int:
+        return sum(-(-n // c) for n in lengths) + -(-bits // c) * (2 << c)
+    return min(range(2, 13), key=cost)
 
 
 def multi_power(pairs: Sequence[tuple[Mpz, int]], modulus: Mpz) -> Mpz:
@@ -364,9 +373,10 @@ def multi_power(pairs: Sequence[tuple[Mpz, int]], modulus: Mpz) -> Mpz:
         for base, x in pairs:
             out = out * gmpy2.powmod(base, x, modulus) % modulus
         return out
-    c = max(2, min(12, int(math.log2(len(pairs))) - 2))
+    lengths = [x.bit_length() for _, x in pairs]
+    bits = max(lengths)
+    c = _window_bits(lengths, bits)
     mask = (1 << c) - 1
-    bits = max(x.bit_length() for _, x in pairs)
     result = None
     for window in range(-(-bits // c) - 1, -1, -1):
         if result is not None:
