@@ -164,3 +164,15 @@ def test_a_budget_with_delta_is_described_as_the_zcdp_ledger_books_it() -> None:
     assert cost.sentences[2].endswith("The budget renews every day.")
     # the key-holder's own count of releases left wins over epsilons adding up
     assert Budget("opens", 4.0, 4.0, 0.0, 4, left=30).releases_left(1.0) == 30
+
+
+def test_methodology_states_the_privacy_unit_and_what_is_public() -> None:
+    three = MetricPolicy.from_mapping("opens", {**POLICY.to_json(), "contributions_per_window": 3})
+    unit = {s.heading: s for s in methodology(three, "ed25519:x")}["Privacy unit"]
+    assert unit.sentences[0].startswith("One install's reports in one window: at most 3 "
+                                        "reports, and the sensitivity above is that of 3")
+    assert unit.sentences[0].endswith("the number of reports in a window is public.")
+    assert "state file" in unit.sentences[1] and "report cap" in unit.sentences[1]
+    one = {s.heading: s for s in methodology(POLICY, "ed25519:x")}["Privacy unit"]
+    assert "at most 1 report, and the sensitivity above is that of 1 report," in (
+        one.sentences[0])
