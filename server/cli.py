@@ -148,7 +148,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_keyholder_policy_add(args: argparse.Namespace) -> int:
     from blindsum.server.keyholder.config import load_config
     from blindsum.server.keyholder.service import Keyholder
-    from blindsum.server.planning.commands import previews, read_text, show_previews
+    from blindsum.server.planning.commands import check_budgets, previews, read_text, show_previews
     from blindsum.shared.policy import load_policies_toml, load_unit_budget_toml
 
     config = load_config(_keyholder_overrides(args))
@@ -160,7 +160,10 @@ def cmd_keyholder_policy_add(args: argparse.Namespace) -> int:
     holder = Keyholder.open(config.data_dir, config.passphrase)
     added = holder.add_policies(policies, unit, raise_cap=args.raise_cap)
     unchanged = [p.name for p in policies if p.name not in added]
-    show_previews(items, as_json=args.json)
+    # what every registered metric now spends of the per-device budget in force
+    in_force = holder.db.unit_budget()
+    use = None if in_force is None else check_budgets(holder.db.current_policies(), in_force)
+    show_previews(items, as_json=args.json, use=use)
     if not args.json:
         print(f"added: {', '.join(added) or 'none'}; already registered: "
               f"{', '.join(unchanged) or 'none'}")

@@ -27,7 +27,13 @@ log = logging.getLogger("blindsum.aggregator.budget")
 
 @dataclass(frozen=True)
 class Budget:
-    """One metric's lifetime budget (epsilon, basic composition) at the key-holder."""
+    """One metric's budget at the key-holder, for its current period (or its lifetime).
+
+    ``spent_epsilon`` is what the releases so far are certified at: the key-holder's
+    ``epsilon``, the tighter of basic composition and the zCDP total converted once
+    (``accounting`` says which). An older key-holder that states only the basic sum is read
+    as ``basic``.
+    """
 
     metric: str
     budget_epsilon: float
@@ -36,6 +42,7 @@ class Budget:
     releases: int
     # the key-holder's own count (its zCDP ledger admits more than epsilons adding up)
     left: int | None = None
+    accounting: str = "basic"
 
     def releases_left(self, epsilon: float) -> int:
         """Releases of ``epsilon`` each the remaining budget can still pay for."""
@@ -47,18 +54,23 @@ class Budget:
         return max(math.floor(self.remaining_epsilon / epsilon * (1 + 1e-9) + 1e-9), 0)
 
 
-def _parse(body: object) -> dict[str, Budget] | None:
+def parse_budgets(body: object) -> dict[str, Budget] | None:
+    """The budgets of a key-holder's ``GET /v1/budget`` answer; None if it is not one."""
     if not isinstance(body, dict) or not isinstance(body.get("metrics"), list):
         return None
     out = {}
     for item in body["metrics"]:
         try:
+            # "epsilon" is the certified spend; "spent_epsilon" only adds the epsilons up
+            # (942 for a zCDP budget of 48 that is spent), so it is the fallback only
+            certified = item.get("epsilon")
             budget = Budget(str(item["metric"]), float(item["budget_epsilon"]),
-                            float(item["spent_epsilon"]), float(item["remaining_epsilon"]),
-                            int(item["releases"]),
+                            float(item["spent_epsilon"] if certified is None else certified),
+                            float(item["remaining_epsilon"]), int(item["releases"]),
                             None if item.get("releases_left") is None
-                            else int(item["releases_left"]))
-        except (KeyError, TypeError, ValueError):
+                            else int(item["releases_left"]),
+                            "basic" if certified is None else str(item.get("accounting")))
+        except (AttributeError, KeyError, TypeError, ValueError):
             return None
         out[budget.metric] = budget
     return out
@@ -98,7 +110,7 @@ class BudgetSource:
             log.warning("budget unavailable: the key-holder answered %d", response.status_code)
             return None
         try:
-            states = _parse(json.loads(response.content))
+            states = parse_budgets(json.loads(response.content))
         except ValueError:
             states = None
         if states is None:

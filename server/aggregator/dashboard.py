@@ -27,6 +27,7 @@ from blindsum.server.aggregator.methodology import Section, methodology
 from blindsum.server.aggregator.presentation import View
 from blindsum.server.aggregator.published import view_of
 from blindsum.server.aggregator.store import StoredResult
+from blindsum.shared.manifest import Pause
 from blindsum.shared.policy import MetricPolicy
 
 SPARK_WINDOWS = 24
@@ -126,13 +127,18 @@ class MetricState:
     budget_known: bool
     now: float
     windows: list[Window] = field(default_factory=list)
+    pause: Pause | None = None  # the signed manifest's pause, with its reason
+
+    @property
+    def _paused(self) -> Pause | None:
+        return self.pause if self.pause is not None and self.pause.active(self.now) else None
 
     @property
     def state(self) -> str:
         if self.policy is None:
             return "retired"
-        if self.budget is not None and self.budget.releases_left(
-                self.policy.privacy.epsilon) == 0:
+        if self._paused is not None or (self.budget is not None and self.budget.releases_left(
+                self.policy.privacy.epsilon) == 0):
             return "paused: budget spent"
         return "collecting"
 
@@ -140,6 +146,10 @@ class MetricState:
     def state_detail(self) -> str:
         if self.policy is None:
             return "no longer in the manifest: nothing more is collected or released"
+        pause = self._paused
+        if pause is not None:  # SDKs read the same words when they refuse to record
+            until = "for good" if pause.until is None else f"until {_utc(pause.until)}"
+            return f"paused {until}: {pause.reason}"
         if self.state != "collecting":
             return "the key-holder releases nothing more for this metric"
         start = self.policy.window_start(self.now)
@@ -152,8 +162,9 @@ class MetricState:
             return ("budget unknown (the key-holder did not answer)" if not self.budget_known
                     else "no budget entry")
         left = self.budget.releases_left(self.policy.privacy.epsilon)
-        return (f"ε {self.budget.spent_epsilon:g} of {self.budget.budget_epsilon:g} spent; "
-                f"{left} release{'s' if left != 1 else ''} left")
+        how = " (zCDP, converted once)" if self.budget.accounting == "zcdp" else ""
+        return (f"ε {self.budget.spent_epsilon:.4g} of {self.budget.budget_epsilon:g} spent"
+                f"{how}; {left} release{'s' if left != 1 else ''} left")
 
     @property
     def policy_text(self) -> str:

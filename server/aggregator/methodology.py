@@ -129,11 +129,16 @@ def windows(policy: MetricPolicy) -> Section:
 
 def privacy_unit(policy: MetricPolicy) -> Section:
     per = policy.contributions_per_window
+    reports = f"{per} report{'s' if per != 1 else ''}"
     return Section("Privacy unit", (
-        "One report: neighbouring datasets differ by substituting one report, and the number "
-        "of reports in a window is public.",
-        f"An install may send {per} report{'s' if per != 1 else ''} per window (enforced by "
-        "the SDK); the sensitivity above accounts for it.",
+        f"One install's reports in one window: at most {reports}, and the sensitivity above "
+        f"is that of {reports}, so neighbouring datasets differ by substituting all of one "
+        "install's reports to a window. What is protected is the values; the number of "
+        "reports in a window is public.",
+        "The SDK keeps its per-window counts in a state file, so an app restart or a second "
+        "client of the same install does not reset them; a client that ignores the limit is "
+        "protected per report only, and an ingest token's report cap bounds what it can "
+        "send.",
     ))
 
 

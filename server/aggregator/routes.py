@@ -308,9 +308,12 @@ def _metric_state(name: str, results: list[StoredResult],
                   budgets: dict[str, Budget] | None) -> MetricState:
     service = aggregator()
     manifests = service.manifests
-    policy = manifests.manifest().policies.get(name) if manifests.loaded else None
+    manifest = manifests.manifest() if manifests.loaded else None
+    policy = manifest.policies.get(name) if manifest is not None else None
+    pause = manifest.paused.get(name) if manifest is not None else None
     return MetricState(name, policy, None if budgets is None else budgets.get(name),
-                       budgets is not None, service.clock(), windows_of(results, _policy_for))
+                       budgets is not None, service.clock(), windows_of(results, _policy_for),
+                       pause)
 
 
 @dashboard.get("/")

@@ -1,7 +1,9 @@
 """The planning commands behind ``blindsum explore`` and ``blindsum keyholder policy check``.
 
 Both read a policy file and nothing else (no key-holder, no data directory); ``explore``
-writes only its PNG plots, into the folder it is given.
+writes only its PNG plots, into the folder it is given. ``policy check`` refuses what
+``policy add`` would refuse about budgets, for the file's metrics alone (``policy add`` also
+counts the metrics already registered against the per-device budget).
 """
 
 from __future__ import annotations
@@ -9,11 +11,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import Progress
 
+from blindsum.server.keyholder import caps
+from blindsum.server.keyholder.accounting import Spend
 from blindsum.server.planning.accuracy import (
     DEFAULT_EPSILONS,
     Exploration,
@@ -31,7 +36,13 @@ from blindsum.server.planning.render import (
 )
 from blindsum.server.planning.sample import Sample, Simulation, read_sample, simulate
 from blindsum.shared.errors import InvalidConfig, InvalidInput
-from blindsum.shared.policy import MetricPolicy, load_policies_toml
+from blindsum.shared.policy import (
+    MetricPolicy,
+    UnitBudget,
+    describe_period,
+    load_policies_toml,
+    load_unit_budget_toml,
+)
 
 
 def read_text(path: str, what: str) -> str:
@@ -52,20 +63,64 @@ def previews(policies: list[MetricPolicy], contributors: int | None) -> list[Pre
     return [preview(p, contributors) for p in policies]
 
 
-def show_previews(items: list[Preview], as_json: bool) -> int:
+@dataclass(frozen=True)
+class UnitUse:
+    """What ``policies`` spend of the per-device budget ``unit`` in one of its periods."""
+
+    unit: UnitBudget
+    spend: Spend
+    metrics: int
+
+    def to_json(self) -> dict[str, object]:
+        accounting, epsilon, delta = self.spend.guarantee(self.unit.delta)
+        return {**self.unit.to_json(), "metrics": self.metrics,
+                "releases": self.spend.releases, "accounting": accounting,
+                "spent_epsilon": epsilon, "spent_delta": delta}
+
+    def __str__(self) -> str:
+        used = self.to_json()
+        return (f"per-device budget ({self.unit.epsilon:g}, {self.unit.delta:.3g}) per "
+                f"{describe_period(self.unit.period)}: {self.metrics} metric(s), "
+                f"{self.spend.releases} releases in one period cost epsilon "
+                f"{used['spent_epsilon']:.4g} at delta {used['spent_delta']:.3g} "
+                f"({used['accounting']}), {used['spent_epsilon'] / self.unit.epsilon:.0%} "
+                "of it")
+
+
+def check_budgets(policies: list[MetricPolicy], unit: UnitBudget | None) -> UnitUse | None:
+    """Refuse what registration refuses about budgets (a renewing budget too small for its
+    period, a set over its per-device budget), for these policies alone.
+
+    Raises:
+        InvalidPolicy: saying which metric (or the set) and by how much.
+    """
+    for policy in policies:
+        caps.check_metric_budget(policy)
+    if unit is None:
+        return None
+    return UnitUse(unit, caps.check_unit_budget(policies, unit), len(policies))
+
+
+def show_previews(items: list[Preview], as_json: bool, use: UnitUse | None = None) -> int:
     """Print the previews (table and warnings, or JSON); return how many warnings."""
     if as_json:
-        print(json.dumps({"metrics": [item.to_json() for item in items]}))
+        print(json.dumps({"metrics": [item.to_json() for item in items],
+                          "unit_budget": None if use is None else use.to_json()}))
         return sum(len(item.warnings) for item in items)
     console = Console()
     for table in preview_tables(items):
         console.print(table)
+    if use is not None:
+        print(use)
     return print_warnings(console, items)
 
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
-    items = previews(read_policies(args.file), args.contributors)
-    warnings = show_previews(items, args.json)
+    text = read_text(args.file, "policy file")
+    policies = load_policies_toml(text)
+    use = check_budgets(policies, load_unit_budget_toml(text))
+    items = previews(policies, args.contributors)
+    warnings = show_previews(items, args.json, use)
     if not args.json:
         print(f"{len(items)} metric(s) valid; {warnings} warning(s)")
     return 1 if warnings and args.strict else 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from blindsum.server.planning.accuracy import Accuracy, Lifetime, accuracy, lifetime
-from blindsum.shared.policy import MetricPolicy
+from blindsum.shared.policy import MetricPolicy, describe_period
 
 # Thresholds: an epsilon above ~2 per release lets one release change the odds of any
 # statement about a report by more than e**2 ~ 7x; a budget above 10 by e**10 ~ 22,000x.
@@ -65,9 +65,11 @@ def _privacy_warnings(policy: MetricPolicy, contributors: int, life: Lifetime
             f"epsilon {privacy.epsilon:g} per release is above {MAX_RELEASE_EPSILON:g}: "
             "each window says a lot about each report")))
     if privacy.budget_epsilon > MAX_BUDGET_EPSILON:
+        span = (f"every {describe_period(privacy.budget_period)}" if privacy.renews
+                else "over the metric's life")
         found.append(Advice("privacy", (
             f"budget_epsilon {privacy.budget_epsilon:g} is above {MAX_BUDGET_EPSILON:g}: "
-            "little privacy is left over the metric's life")))
+            f"little privacy is left {span}")))
     if privacy.delta > 0 and privacy.delta >= 1 / contributors:
         found.append(Advice("privacy", (
             f"delta {privacy.delta:g} is at least 1/{contributors} (the expected reports): "

@@ -1,7 +1,7 @@
 """A metric whose budget is spent is paused in the manifest, and SDKs stop sending it.
 
 Against the real services: the release goes to the key-holder, the pause reaches SDKs
-through the server's relayed manifest, and the budget endpoint says so.
+through the server's relayed manifest, and the budget endpoint and the dashboard say so.
 """
 
 from __future__ import annotations
@@ -37,6 +37,11 @@ def budget_row(dep: Deployment) -> dict:
     answer.raise_for_status()
     (row,) = [m for m in answer.json()["metrics"] if m["metric"] == METRIC]
     return row
+
+
+def dashboard_page(dep: Deployment) -> str:
+    answer = requests.get(f"{dep.server.url}/metrics/{METRIC}", verify=dep.verify, timeout=30)
+    return answer.text if answer.status_code == 200 else ""
 
 
 def test_a_spent_budget_pauses_the_metric_and_sdks_stop_sending_it(
@@ -81,3 +86,6 @@ def test_a_spent_budget_pauses_the_metric_and_sdks_stop_sending_it(
         assert sdk.pending == 1
     finally:
         sdk.close()
+    # the public dashboard says so too, in the manifest's words
+    assert wait_until(lambda: f"paused for good: {paused.reason}" in dashboard_page(deployed),
+                      timeout=60, interval=1.0)

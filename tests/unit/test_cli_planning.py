@@ -42,6 +42,21 @@ upper = 1
 privacy = { mechanism = "laplace", epsilon = 1.0, budget_epsilon = 2.0 }
 """
 
+HOURLY = """
+[budget]
+epsilon = 30
+delta = 0
+period = "day"
+
+[metrics.hourly]
+kind = "count"
+scheme = "paillier"
+upper = 1
+window_seconds = 3600
+min_contributors = 20
+privacy = { mechanism = "laplace", epsilon = 1.0, budget_epsilon = 24.0, budget_period = "day" }
+"""
+
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     try:
@@ -113,6 +128,64 @@ def test_policy_check_refuses_bad_files_with_exit_2(capsys, tmp_path: Path, text
     code, out, err = run(capsys, "keyholder", "policy", "check", path)
     assert code == 2 and words in err and "Traceback" not in err and out == ""
     assert list(in_empty_dir.iterdir()) == []
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    (("budget_epsilon = 24.0", "budget_epsilon = 20.0"),
+     "cannot pay for the 24 windows in one: they cost epsilon 24 at delta 0 (basic), 4 (20%) "
+     "over 20"),
+    (("epsilon = 30", "epsilon = 20"),
+     "exceed the per-device budget (20, 0) per day: in one period they cost epsilon 24 at "
+     "delta 0 (basic), 4 (20%) over 20 [hourly 24 x epsilon 1]"),
+])
+def test_policy_check_refuses_the_budgets_policy_add_would_refuse(
+    capsys, tmp_path: Path, change: tuple[str, str], words: str, in_empty_dir: Path
+) -> None:
+    path = write(tmp_path, "p.toml", HOURLY.replace(*change, 1))
+    code, out, err = run(capsys, "keyholder", "policy", "check", path)
+    assert code == 2 and words in err and out == ""
+    assert list(in_empty_dir.iterdir()) == []
+
+
+def test_policy_check_states_what_a_period_spends_of_the_per_device_budget(
+    capsys, tmp_path: Path
+) -> None:
+    path = write(tmp_path, "p.toml", HOURLY)
+    code, out, _ = run(capsys, "keyholder", "policy", "check", path)
+    assert code == 0
+    assert ("per-device budget (30, 0) per day: 1 metric(s), 24 releases in one period cost "
+            "epsilon 24 at delta 0 (basic), 80% of it") in out
+    code, out, _ = run(capsys, "keyholder", "policy", "check", path, "--json")
+    answer = json.loads(out)
+    (warning,) = answer["metrics"][0]["warnings"]  # a renewing budget is judged per period
+    assert warning["message"] == "budget_epsilon 24 is above 10: little privacy is left every day"
+    use = answer["unit_budget"]
+    assert use["spent_epsilon"] == pytest.approx(24.0)  # sums rounded up: an upper bound
+    assert {k: v for k, v in use.items() if k != "spent_epsilon"} == {
+        "epsilon": 30.0, "delta": 0.0, "period": 86400, "metrics": 1, "releases": 24,
+        "accounting": "basic", "spent_delta": 0.0}
+
+
+def test_policy_add_states_what_the_registered_set_spends_of_the_per_device_budget(
+    capsys, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "kh"
+    assert main(["keyholder", "init", "--data-dir", str(data_dir), "--paillier-bits", "2048",
+                 "--json"]) == 0
+    capsys.readouterr()
+    code, out, _ = run(capsys, "keyholder", "policy", "add", "--data-dir", str(data_dir),
+                       write(tmp_path, "hourly.toml", HOURLY))
+    assert code == 0 and "added: hourly" in out
+    assert "per-device budget (30, 0) per day: 1 metric(s)" in out and "80% of it" in out
+    # the budget stays in force: a later file without [budget] is counted against it
+    more = (HOURLY.split("[metrics.hourly]")[1].replace("epsilon = 1.0", "epsilon = 0.25")
+            .replace("budget_epsilon = 24.0", "budget_epsilon = 6.0"))
+    code, out, _ = run(capsys, "keyholder", "policy", "add", "--data-dir", str(data_dir),
+                       write(tmp_path, "more.toml", "[metrics.more]" + more), "--json")
+    assert code == 0
+    use = json.loads(out)["unit_budget"]
+    assert (use["metrics"], use["releases"]) == (2, 48)
+    assert use["spent_epsilon"] == pytest.approx(30.0)
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from typing import Any
 
-from blindsum.server.aggregator.budget import Budget
+from blindsum.server.aggregator.budget import Budget, parse_budgets
 from blindsum.server.aggregator.dashboard import MetricState, Window
 from blindsum.server.aggregator.methodology import methodology
 from blindsum.server.aggregator.presentation import build_view
 from blindsum.server.aggregator.store import StoredResult
+from blindsum.server.keyholder import ledger
+from blindsum.server.keyholder.cost import release_cost
+from blindsum.shared.manifest import Pause
 from blindsum.shared.policy import MetricPolicy
 
 HOUR = 3600
@@ -47,6 +52,60 @@ def test_a_spent_budget_pauses_the_metric_instead_of_hiding_it() -> None:
     assert state.budget_text == "ε 2 of 2 spent; 0 releases left"
     assert "releases nothing more" in state.state_detail
     assert state.latest_text.startswith("800 (95%: 794 to 806)")
+
+
+def keyholder_budget_answer(policy: MetricPolicy, releases: int) -> object:
+    """The key-holder's ``GET /v1/budget`` body after ``releases`` booked releases."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.executescript(ledger.SCHEMA)
+    cost = release_cost(policy)
+    for n in range(releases):
+        ledger.pay(conn, metric=policy.name, version=policy.version, window=n * HOUR,
+                   key_id="k1", report_count=20, report_ids_digest="00",
+                   request_digest=str(n), epsilon=cost.epsilon, delta=cost.delta,
+                   rho=cost.rho, paid_seq=n + 1)
+    return json.loads(json.dumps({"metrics": [ledger.budget(conn, policy).to_json()]}))
+
+
+def test_a_zcdp_budget_shows_the_certified_epsilon_not_the_sum_of_epsilons() -> None:
+    session = MetricPolicy.from_mapping("session_seconds", {
+        "kind": "sum", "scheme": "paillier", "lower": 0, "upper": 3600,
+        "privacy": {"mechanism": "gaussian", "epsilon": 1.0, "delta": 1e-7,
+                    "budget_epsilon": 48.0}})
+    answer = keyholder_budget_answer(session, 100)
+    (row,) = answer["metrics"]  # type: ignore[index]
+    assert row["spent_epsilon"] == 100 and row["accounting"] == "zcdp"
+    budget = parse_budgets(answer)["session_seconds"]  # type: ignore[index]
+    state = MetricState("session_seconds", session, budget, True, NOW)
+    # 100 releases of epsilon 1 are certified at ~10.9 (zCDP at delta 4.8e-6), not 100
+    assert state.state == "collecting"
+    assert state.budget_text == (f"ε {row['epsilon']:.4g} of 48 spent (zCDP, converted "
+                                 f"once); {row['releases_left']} releases left")
+    assert 10 < row["epsilon"] < 12 and row["releases_left"] == 842
+
+
+def test_an_older_keyholders_budget_is_read_as_basic_composition() -> None:
+    old = {"metrics": [{"metric": "opens", "budget_epsilon": 2.0, "spent_epsilon": 0.5,
+                        "remaining_epsilon": 1.5, "releases": 1}]}
+    budget = parse_budgets(old)["opens"]  # type: ignore[index]
+    assert (budget.spent_epsilon, budget.accounting) == (0.5, "basic")
+    assert parse_budgets({"metrics": [7]}) is None
+
+
+def test_a_paused_metric_states_the_manifests_reason_and_until_when() -> None:
+    reason = ("its privacy budget (2, 0) per day is spent (4 releases, epsilon 2 by basic "
+              "composition)")
+    pause = Pause("opens", reason, NOW + HOUR)
+    spent = Budget("opens", 2.0, 2.0, 0.0, 4)
+    state = MetricState("opens", POLICY, spent, True, NOW, [], pause)
+    assert state.state == "paused: budget spent"
+    assert state.state_detail == "paused until 2023-11-14 23:13 UTC: " + reason
+    for_good = MetricState("opens", POLICY, None, False, NOW, [], Pause("opens", reason, None))
+    assert for_good.state == "paused: budget spent"  # even with the ledger unreachable
+    assert for_good.state_detail == "paused for good: " + reason
+    renewed = MetricState("opens", POLICY, Budget("opens", 2.0, 0.0, 2.0, 0), True,
+                          NOW + HOUR, [], pause)
+    assert renewed.state == "collecting"  # the period renewed: the pause has lapsed
 
 
 def test_a_collecting_metric_states_its_current_window_and_releases_left() -> None:
@@ -105,3 +164,15 @@ def test_a_budget_with_delta_is_described_as_the_zcdp_ledger_books_it() -> None:
     assert cost.sentences[2].endswith("The budget renews every day.")
     # the key-holder's own count of releases left wins over epsilons adding up
     assert Budget("opens", 4.0, 4.0, 0.0, 4, left=30).releases_left(1.0) == 30
+
+
+def test_methodology_states_the_privacy_unit_and_what_is_public() -> None:
+    three = MetricPolicy.from_mapping("opens", {**POLICY.to_json(), "contributions_per_window": 3})
+    unit = {s.heading: s for s in methodology(three, "ed25519:x")}["Privacy unit"]
+    assert unit.sentences[0].startswith("One install's reports in one window: at most 3 "
+                                        "reports, and the sensitivity above is that of 3")
+    assert unit.sentences[0].endswith("the number of reports in a window is public.")
+    assert "state file" in unit.sentences[1] and "report cap" in unit.sentences[1]
+    one = {s.heading: s for s in methodology(POLICY, "ed25519:x")}["Privacy unit"]
+    assert "at most 1 report, and the sensitivity above is that of 1 report," in (
+        one.sentences[0])

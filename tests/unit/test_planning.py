@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import secrets
 import time
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from blindsum.server.cli import main
 from blindsum.server.keyholder import accounting
 from blindsum.server.keyholder.release import noise_plan
 from blindsum.server.keyholder.service import Keyholder
@@ -60,10 +62,32 @@ buckets = [0, 10, 100, 1000]
 min_contributors = 3
 window_seconds = 60
 privacy = { mechanism = "gaussian", epsilon = 25.0, delta = 1e-8, budget_epsilon = 400 }
+
+[metrics.features]
+kind = "vector"
+scheme = "ckks"
+dimension = 3
+lower = 0
+upper = 30
+precision = 1
+min_contributors = 3
+window_seconds = 60
+privacy = { mechanism = "gaussian", epsilon = 20.0, delta = 1e-7, budget_epsilon = 400 }
+
+[metrics.crash_free]
+kind = "mean"
+scheme = "ckks"
+lower = 0
+upper = 1
+precision = 0.01
+min_contributors = 3
+window_seconds = 60
+privacy = { mechanism = "laplace", epsilon = 30.0, budget_epsilon = 400 }
 """
 # Three reports per window and a large epsilon: the noise is small against the value domain,
 # so at least one end of a published interval is not clipped to the domain.
-REPORTS = {"minutes": [5, 60, 17], "temperature": [-3.5, 21.0, 35.5], "latency": [3, 50, 999]}
+REPORTS = {"minutes": [5, 60, 17], "temperature": [-3.5, 21.0, 35.5], "latency": [3, 50, 999],
+           "features": [[1, 20, 3], [0, 15, 30], [5, 5, 5]], "crash_free": [0.9, 0.5, 0.75]}
 
 
 def policy_from(text: str, name: str = "m") -> MetricPolicy:
@@ -122,15 +146,27 @@ def published_half_width(holder: Keyholder, metric: str) -> tuple[float, int]:
     return widths[0], result["report_count"]
 
 
-@pytest.mark.parametrize("metric", ["minutes", "temperature", "latency"])
-def test_explore_half_width_is_the_one_the_keyholder_publishes(holder: Keyholder,
-                                                               metric: str) -> None:
+@pytest.mark.parametrize("metric", ["minutes", "temperature", "latency", "features",
+                                    "crash_free"])
+def test_explore_half_width_is_the_one_the_keyholder_publishes(
+    holder: Keyholder, metric: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     policy = holder.db.policy(metric, 1)
     assert policy is not None
     published, count = published_half_width(holder, metric)
     exploration = explore(policy, [policy.privacy.epsilon], [count])
     assert exploration.at(policy.privacy.epsilon, count).half_width == pytest.approx(
         published, rel=1e-12)
+    # ...and so does the command an operator runs on the policy file
+    (tmp_path / "policies.toml").write_text(POLICIES)
+    capsys.readouterr()
+    assert main(["explore", str(tmp_path / "policies.toml"), "--metric", metric,
+                 "--epsilon", str(policy.privacy.epsilon), "--contributors", str(count),
+                 "--no-plots", "--json"]) == 0
+    (shown,) = json.loads(capsys.readouterr().out)["metrics"]
+    (row,) = [r for r in shown["rows"] if r["epsilon"] == policy.privacy.epsilon]
+    assert row["contributors"] == count
+    assert row["half_width"] == pytest.approx(published, rel=1e-12)
 
 
 def test_a_means_interval_narrows_with_reports_a_sums_does_not() -> None:
