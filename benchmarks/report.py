@@ -204,13 +204,38 @@ def validity_rows(results: dict[str, Any]) -> list[list[str]]:
             _ms(per["verify_each"]["median_s"]),
             _ms(per["batch_verify"]["median_s"]),
             f"{case['proof_bytes']:,} B ({_x(ratios['proof_bytes_over_ciphertext_bytes'])})",
+            _report_size(case),
         ])
     return rows
 
 
+def _report_size(case: dict[str, Any]) -> str:
+    if "report_cbor_bytes" not in case:  # results from before wire sizes were measured
+        return "-"
+    text = f"{case['report_cbor_bytes']:,} B"
+    prio3 = case.get("prio3")
+    if prio3:
+        text += f" ({_x(prio3['ours_over_prio3'])} {prio3['case']}'s {prio3['bytes']} B)"
+    return text
+
+
 VALIDITY_HEADERS = ["report kind", "encrypt, no proof", "encrypt + prove (vs encrypt)",
                     "verify (vs encrypt)", "verify each equation", "batched verify / report",
-                    "proof size (vs ciphertexts)"]
+                    "proof size (vs ciphertexts)", "report, CBOR (vs Prio3)"]
+
+
+def throughput_rows(results: dict[str, Any]) -> list[list[str]]:
+    rows = []
+    for name, rate in results["validity"].get("throughput", {}).items():
+        rows.append([name, f"{rate['batch']:,}",
+                     f"{rate['one_process_reports_per_s']:,.0f}/s",
+                     f"{rate['all_processes_reports_per_s']:,.0f}/s ({rate['processes']})",
+                     f"{rate['unproven_load_reports_per_s']:,.0f}/s"])
+    return rows
+
+
+THROUGHPUT_HEADERS = ["report kind", "batch", "verify, one process",
+                      "verify, all processes (count)", "unproven path: load + check"]
 
 
 def target_rows(results: dict[str, Any]) -> list[list[str]]:
@@ -252,6 +277,8 @@ def render(results: dict[str, Any], console: Console) -> None:
     console.print(_table(f"Client validity proofs (Paillier {results['validity']['key_bits']}"
                          f"-bit, per report; batch of {results['validity']['batch']})",
                          VALIDITY_HEADERS, validity_rows(results)))
+    console.print(_table("Validity proof verification throughput (batched, forked processes)",
+                         THROUGHPUT_HEADERS, throughput_rows(results)))
     targets = _table("Targets", TARGET_HEADERS, target_rows(results))
     console.print(targets)
     if results["quick"]:
@@ -290,5 +317,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"**Client validity proofs** (Paillier {results['validity']['key_bits']}-bit, per "
         f"report; batch of {results['validity']['batch']})", "",
         _markdown(VALIDITY_HEADERS, validity_rows(results)), "",
+        "**Validity proof verification throughput** (batched, forked processes)", "",
+        _markdown(THROUGHPUT_HEADERS, throughput_rows(results)), "",
     ]
     return "\n".join(parts)

@@ -85,7 +85,7 @@ FULL = Sizes(
                                      batch={"paillier": 1000, "ckks": 200}, repeats=3,
                                      pool=100),
     threshold=ThresholdConfig(key_bits=3072, parties=2, repeat=10, ceremony_repeat=3),
-    validity=ValidityConfig(key_bits=3072, repeat=5, batch=20),
+    validity=ValidityConfig(key_bits=3072, repeat=5, batch=20, throughput_batch=500),
     ingest_proofs=IngestProofsConfig({"count": 2000, "sum": 200}, batch=100, concurrency=4),
 )
 QUICK = Sizes(
@@ -101,7 +101,7 @@ QUICK = Sizes(
                                      "ckks": 200}, batch={"paillier": 1000, "ckks": 100},
                                      repeats=1, pool=20),
     threshold=ThresholdConfig(key_bits=2048, parties=2, repeat=2, ceremony_repeat=1),
-    validity=ValidityConfig(key_bits=2048, repeat=1, batch=2),
+    validity=ValidityConfig(key_bits=2048, repeat=1, batch=2, throughput_batch=10),
     ingest_proofs=IngestProofsConfig({"count": 40, "sum": 8}, batch=20, concurrency=2,
                                      key_bits=2048),
 )

@@ -56,6 +56,29 @@ def _end_to_end(results: dict[str, Any]) -> tuple[float, str]:
     return run["total_s"], f"{run['clients']:,} clients"
 
 
+def _prove_ms(case: str) -> Callable[[dict[str, Any]], tuple[float, str]]:
+    def measured(results: dict[str, Any]) -> tuple[float, str]:
+        validity = results["validity"]
+        seconds = validity["kinds"][case]["per_report"]["prove"]["median_s"]
+        return seconds * 1e3, f"{validity['key_bits']}-bit key, median"
+    return measured
+
+
+def _report_bytes(case: str) -> Callable[[dict[str, Any]], tuple[float, str]]:
+    def measured(results: dict[str, Any]) -> tuple[float, str]:
+        return (results["validity"]["kinds"][case]["report_cbor_bytes"],
+                "whole report, CBOR as the SDK sends it")
+    return measured
+
+
+def _verify_rate(case: str) -> Callable[[dict[str, Any]], tuple[float, str]]:
+    def measured(results: dict[str, Any]) -> tuple[float, str]:
+        rate = results["validity"]["throughput"][case]
+        return (rate["all_processes_reports_per_s"],
+                f"{rate['processes']} processes, batches of {rate['batch']}")
+    return measured
+
+
 TARGETS: tuple[Target, ...] = (
     Target("client_speedup_1_value",
            "Paillier 3072-bit client vs phe.encrypt, 1-value report", 30, "x faster", True,
@@ -75,6 +98,23 @@ TARGETS: tuple[Target, ...] = (
     Target("end_to_end_100k_clients",
            "100,000 clients, first report to published result (client encryption excluded)",
            120, "s", False, _end_to_end),
+    Target("validity_prove_count", "client: encrypt + prove, count", 10, "ms", False,
+           _prove_ms("count")),
+    Target("validity_prove_histogram_7", "client: encrypt + prove, 7-bucket histogram", 40,
+           "ms", False, _prove_ms("histogram_7")),
+    Target("validity_prove_sum_12bit", "client: encrypt + prove, sum with a 12-bit range", 50,
+           "ms", False, _prove_ms("sum_12bit")),
+    Target("validity_bytes_count", "bytes per proven report, count", 2000, "B", False,
+           _report_bytes("count")),
+    Target("validity_bytes_histogram_7", "bytes per proven report, 7-bucket histogram", 4000,
+           "B", False, _report_bytes("histogram_7")),
+    Target("validity_bytes_sum_12bit", "bytes per proven report, 12-bit sum", 8000, "B",
+           False, _report_bytes("sum_12bit")),
+    Target("validity_verify_count", "verification throughput, count reports, both cores",
+           2000, "reports/s", True, _verify_rate("count")),
+    Target("validity_verify_histogram_7",
+           "verification throughput, 7-bucket histogram reports, both cores", 400,
+           "reports/s", True, _verify_rate("histogram_7")),
 )
 
 

@@ -27,6 +27,14 @@ TARGET_NAMES = {
     "ingest_reports_per_s",
     "ingest_percent_of_compute_bound",
     "end_to_end_100k_clients",
+    "validity_prove_count",
+    "validity_prove_histogram_7",
+    "validity_prove_sum_12bit",
+    "validity_bytes_count",
+    "validity_bytes_histogram_7",
+    "validity_bytes_sum_12bit",
+    "validity_verify_count",
+    "validity_verify_histogram_7",
 }
 
 
@@ -37,7 +45,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any],
     completed = subprocess.run(
         [sys.executable, "-m", "blindsum.server.cli", "bench", "--quick", "--json",
          "--output", str(output)],
-        capture_output=True, text=True, timeout=240, check=False,
+        capture_output=True, text=True, timeout=420, check=False,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     return json.loads(completed.stdout), output
@@ -351,7 +359,19 @@ def test_validity_ratios_are_the_ratios_of_the_raw_medians(quick_run: Any) -> No
     results, output = quick_run
     figures = results["validity"]
     assert figures["key_bits"] == 2048
-    assert set(figures["kinds"]) == {"count", "histogram_40", "sum_0_3600", "vector_8x1000"}
+    assert set(figures["kinds"]) == {"count", "histogram_7", "histogram_40", "sum_12bit",
+                                     "sum_0_3600", "vector_8x1000"}
+    for case in figures["kinds"].values():
+        # a whole report is its ciphertexts and proof plus framing, smaller in CBOR
+        assert case["ciphertext_bytes"] + case["proof_bytes"] < case["report_cbor_bytes"] \
+            < case["report_json_bytes"]
+        if "prio3" in case:
+            assert _close(case["prio3"]["ours_over_prio3"],
+                          case["report_cbor_bytes"] / case["prio3"]["bytes"])
+    for rate in figures["throughput"].values():
+        assert rate["batch"] == 10 and rate["processes"] == 2
+        assert 0 < rate["one_process_reports_per_s"] < rate["unproven_load_reports_per_s"]
+        assert rate["all_processes_reports_per_s"] > 0
     for case in figures["kinds"].values():
         per, ratios = case["per_report"], case["ratios"]
         encrypt = per["encrypt"]["median_s"]
@@ -360,4 +380,5 @@ def test_validity_ratios_are_the_ratios_of_the_raw_medians(quick_run: Any) -> No
         assert _close(ratios["batch_verify_over_verify"],
                       per["batch_verify"]["median_s"] / per["verify"]["median_s"])
         assert case["proof_bytes"] > case["ciphertext_bytes"] > 0
-    assert "**Client validity proofs**" in (output / "summary.md").read_text()
+    summary = (output / "summary.md").read_text()
+    assert "**Client validity proofs**" in summary and "verification throughput" in summary
