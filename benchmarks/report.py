@@ -205,8 +205,18 @@ def validity_rows(results: dict[str, Any]) -> list[list[str]]:
             _ms(per["batch_verify"]["median_s"]),
             f"{case['proof_bytes']:,} B ({_x(ratios['proof_bytes_over_ciphertext_bytes'])})",
             _report_size(case),
+            _compact(case),
         ])
     return rows
+
+
+def _compact(case: dict[str, Any]) -> str:
+    if "compact_report_cbor_bytes" not in case:
+        return "-"
+    per = case["per_report"]
+    return (f"{case['compact_report_cbor_bytes']:,} B; prove "
+            f"{_ms(per['compact_prove']['median_s'])}, verify "
+            f"{_ms(per['compact_verify']['median_s'])}")
 
 
 def _report_size(case: dict[str, Any]) -> str:
@@ -221,7 +231,8 @@ def _report_size(case: dict[str, Any]) -> str:
 
 VALIDITY_HEADERS = ["report kind", "encrypt, no proof", "encrypt + prove (vs encrypt)",
                     "verify (vs encrypt)", "verify each equation", "batched verify / report",
-                    "proof size (vs ciphertexts)", "report, CBOR (vs Prio3)"]
+                    "proof size (vs ciphertexts)", "report, CBOR (vs Prio3)",
+                    "compact form: report, prove, verify"]
 
 
 def throughput_rows(results: dict[str, Any]) -> list[list[str]]:

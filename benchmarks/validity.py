@@ -15,6 +15,9 @@ At the deployment size (3072-bit ``n``) and per kind (count; a 40-bucket histogr
 - ``report_cbor_bytes`` / ``report_json_bytes``: the whole report as the SDK sends it (CBOR,
   proofs as raw byte strings) and in the JSON form, beside Prio3's published per-report
   sizes (libprio-rs PR 127: 208 B count, 432 B 10-bucket histogram, 960 B 32-bit sum);
+- ``compact_prove`` / ``compact_verify`` / ``compact_report_cbor_bytes``: the same for the
+  compact form (``proof_form = "compact"``: challenges instead of commitments, verified one
+  report at a time);
 - ``throughput``: ``verify_reports`` over ``throughput_batch`` reports per kind, in one
   process and in ``processes`` forked processes at once (each verifying its own copy: the
   server's and the key-holder's gunicorn workers do the same), as reports per second of
@@ -103,11 +106,15 @@ def _case(public: PaillierPublic, kind: str, spec: SlotSpec, slots: list[int],
     batch = measure(lambda: verify_reports(public, kind, spec, items), repeat=max(1, repeat // 2))
     per_report = Timing(tuple(s / config.batch for s in batch.samples))
     ops["batch_verify"] = per_report
+    compact_cts, compact = prove_report(public, kind, spec, slots, CONTEXT, "compact")
+    verify_report(public, kind, spec, compact_cts, compact, CONTEXT)
+    ops["compact_prove"] = measure(
+        lambda: prove_report(public, kind, spec, slots, CONTEXT, "compact"), repeat=repeat)
+    ops["compact_verify"] = measure(
+        lambda: verify_report(public, kind, spec, compact_cts, compact, CONTEXT), repeat=repeat)
     encrypt = ops["encrypt"].median
-    wire = codec.Report(CONTEXT.report_id, CONTEXT.metric, CONTEXT.version, CONTEXT.key_id,
-                        CONTEXT.window_start, tuple(cts), proof.to_wire()).to_wire()
-    sizes = {"report_cbor_bytes": len(codec.dumps(wire, codec.CBOR)),
-             "report_json_bytes": len(codec.dumps(wire, codec.JSON))}
+    sizes = {**_wire_sizes("report", cts, proof),
+             **_wire_sizes("compact_report", compact_cts, compact)}
     return {**sizes,
         "kind": kind,
         "slots": spec.count,
@@ -126,6 +133,13 @@ def _case(public: PaillierPublic, kind: str, spec: SlotSpec, slots: list[int],
                                                        sum(len(c) for c in cts)),
         },
     }
+
+
+def _wire_sizes(name: str, cts: list[bytes], proof: Any) -> dict[str, int]:
+    wire = codec.Report(CONTEXT.report_id, CONTEXT.metric, CONTEXT.version, CONTEXT.key_id,
+                        CONTEXT.window_start, tuple(cts), proof.to_wire()).to_wire()
+    return {f"{name}_cbor_bytes": len(codec.dumps(wire, codec.CBOR)),
+            f"{name}_json_bytes": len(codec.dumps(wire, codec.JSON))}
 
 
 _SHARED: tuple[Any, ...] = ()  # what forked workers verify (set before the pool forks)
@@ -176,8 +190,10 @@ def run(config: ValidityConfig) -> dict[str, Any]:
     kinds = {name: _case(public, kind, spec, slots, config)
              for name, (kind, spec, slots) in CASES.items()}
     for name, (size, what) in PRIO3_BYTES.items():
-        kinds[name]["prio3"] = {"bytes": size, "case": what,
-                                "ours_over_prio3": kinds[name]["report_cbor_bytes"] / size}
+        kinds[name]["prio3"] = {
+            "bytes": size, "case": what,
+            "ours_over_prio3": kinds[name]["report_cbor_bytes"] / size,
+            "compact_over_prio3": kinds[name]["compact_report_cbor_bytes"] / size}
     return {
         "key_bits": config.key_bits,
         "batch": config.batch,

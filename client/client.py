@@ -549,16 +549,17 @@ _NAMED_REPORT = re.compile(r"batch\.reports\[(\d+)\]")
 
 def _encrypt(policy: MetricPolicy, scheme: PublicScheme, slots: list[int],
              window: int) -> Report:
-    """The report of ``slots``, proven when the policy says so: the costly step of ``record``.
-    Measured at 3072 bits (benchmarks/validity.py) proving takes ~28 ms for a count (20x
-    its encryption), ~0.2 s for a 40-bucket histogram, ~0.6 s for a sum in 0..3600 and
-    ~2.6 s for an 8-coordinate vector in 0..1000, on the calling thread."""
+    """The report of ``slots``, proven (in the policy's ``proof_form``) when the policy says
+    so: the costly step of ``record``, on the calling thread. benchmarks/validity.py
+    measures it per kind at 3072 bits (a few ms for a count or a small histogram, tens of
+    ms for a 12-bit sum, seconds for an 8-coordinate vector in 0..1000)."""
     report_id = secrets.token_bytes(REPORT_ID_BYTES)
     spec = slot_spec(policy)
     proof = None
     if policy.proven and isinstance(scheme, PaillierPublic):
         context = ProofContext(policy.name, policy.version, window, scheme.key_id, report_id)
-        ciphertexts, proven = prove_report(scheme, proof_kind(policy), spec, slots, context)
+        ciphertexts, proven = prove_report(scheme, proof_kind(policy), spec, slots, context,
+                                           policy.proof_form)
         proof = proven.to_wire()
     elif policy.proven:
         raise InvalidInput(f"metric {policy.name!r} requires proofs, which only Paillier has")

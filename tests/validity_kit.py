@@ -34,11 +34,12 @@ def seeded_secret(bits: int = 2048, seed: int = 7, key_id: str = "kid-a") -> Pai
 
 
 def forge(public: Any, kind: str, spec: SlotSpec, slots: Sequence[int],
-          context: ProofContext = CONTEXT, aux_values: Sequence[int] | None = None
-          ) -> tuple[list[bytes], ReportProof]:
+          context: ProofContext = CONTEXT, aux_values: Sequence[int] | None = None,
+          form: str = "batched") -> tuple[list[bytes], ReportProof]:
     """A cheater's report: ``slots`` packed as given (negative and oversized values wrap mod
     n, as a hostile client's would), aux ciphertexts of ``aux_values`` (default: the bits of
-    each slot clamped to the range), and the prover run with the natural witnesses."""
+    each slot clamped to the range), and the prover run with the natural witnesses, in the
+    batched or the compact wire form."""
     n = int(public.n)
     width, per = public.layout(spec)
     chunks = [slots[i:i + per] for i in range(0, len(slots), per)]
@@ -69,6 +70,10 @@ def forge(public: Any, kind: str, spec: SlotSpec, slots: Sequence[int],
     transcript = statements.transcript(public, kind, statements.spec_fields(public, spec),
                                        context, cts, aux)
     proofs = sigma.prove(public, clauses, witnesses, transcript)
+    if form == "compact":
+        return public.dump(cts), ReportProof(kind, public.byte_length, tuple(map(int, aux)),
+                                             sigma.compact(public, proofs, transcript),
+                                             "compact")
     return public.dump(cts), ReportProof(kind, public.byte_length, tuple(map(int, aux)), proofs)
 
 

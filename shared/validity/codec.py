@@ -9,6 +9,10 @@ JSON encoding spells each as unpadded base64url, which ``to_json`` gives directl
                   "u": [[<byte_length(n^2) bytes>, ...], ...],   # per branch, per conjunct
                   "s": [[<minimal big-endian unsigned>, ...], ...]}, ...]}
 
+The compact form (``sigma.compact``) adds ``"form": "compact"`` and its clauses carry every
+branch's challenge and no commitments: ``{"e": [<16 bytes> x branches], "s": [[...], ...]}``.
+The batched form is spelled by the field's absence, so each proof still has one spelling.
+
 Group elements and challenges have fixed lengths; a response is the minimal big-endian
 encoding of an integer below its clause's bound (no leading zero byte), so every proof has
 exactly one spelling. ``from_json`` takes the public key, spec and kind and checks every
@@ -33,9 +37,12 @@ from ..errors import InvalidProof
 from ..schemes.base import SlotSpec
 from ..schemes.paillier import PaillierPublic
 from . import statements
-from .sigma import CHALLENGE_BITS, ClauseProof, response_bits
+from .sigma import CHALLENGE_BITS, ClauseProof, CompactClauseProof, response_bits
 
 WIRE_VERSION = 1
+BATCHED = "batched"
+COMPACT = "compact"
+FORMS = (BATCHED, COMPACT)
 _B64 = re.compile(r"[A-Za-z0-9_-]*")
 _CHALLENGE_BYTES = CHALLENGE_BITS // 8
 
@@ -50,24 +57,28 @@ class ReportProof:
     kind: str
     width: int
     aux: tuple[int, ...]
-    clauses: tuple[ClauseProof, ...]
+    clauses: tuple[ClauseProof, ...] | tuple[CompactClauseProof, ...]
+    form: str = BATCHED
 
     def to_wire(self) -> dict[str, Any]:
         """The proof with raw byte strings: CBOR carries them as they are (a quarter smaller
         than base64 text), JSON as base64url (``shared.codec.dumps``)."""
         width = self.width
-        return {
-            "v": WIRE_VERSION,
-            "kind": self.kind,
-            "aux": [int(b).to_bytes(width, "big") for b in self.aux],
-            "clauses": [
-                {"e": [e.to_bytes(_CHALLENGE_BYTES, "big") for e in c.challenges],
-                 "u": [[int(u).to_bytes(width, "big") for u in branch]
-                       for branch in c.commitments],
-                 "s": [[_minimal(s) for s in branch] for branch in c.responses]}
-                for c in self.clauses
-            ],
-        }
+        clauses = []
+        for c in self.clauses:
+            item: dict[str, Any] = {"e": [e.to_bytes(_CHALLENGE_BYTES, "big")
+                                          for e in c.challenges]}
+            if isinstance(c, ClauseProof):
+                item["u"] = [[int(u).to_bytes(width, "big") for u in branch]
+                             for branch in c.commitments]
+            item["s"] = [[_minimal(s) for s in branch] for branch in c.responses]
+            clauses.append(item)
+        wire: dict[str, Any] = {"v": WIRE_VERSION, "kind": self.kind}
+        if self.form == COMPACT:
+            wire["form"] = COMPACT
+        wire["aux"] = [int(b).to_bytes(width, "big") for b in self.aux]
+        wire["clauses"] = clauses
+        return wire
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form: every byte string as unpadded base64url text."""
@@ -78,12 +89,12 @@ class ReportProof:
                   kind: str) -> ReportProof:
         """Parse and check a proof for ``kind``/``spec`` under ``public`` (``InvalidProof``)."""
         shape = Shape.of(public, kind, spec)
-        return _parse(obj, public, shape)
+        return _parse(obj, public, shape, FORMS)
 
     @classmethod
     def from_json_shape(cls, obj: object, public: PaillierPublic, shape: Shape) -> ReportProof:
-        """Parse and check a proof that must have ``shape`` (e.g. ``SlotLayout.shape``)."""
-        return _parse(obj, public, shape)
+        """Parse and check a batched proof that must have ``shape`` (e.g. ``SlotLayout``'s)."""
+        return _parse(obj, public, shape, (BATCHED,))
 
     def size(self) -> int:
         """Bytes of the proof's binary content (what CBOR would carry, framing aside)."""
@@ -91,7 +102,8 @@ class ReportProof:
         total = width * len(self.aux)
         for c in self.clauses:
             total += _CHALLENGE_BYTES * len(c.challenges)
-            total += sum(width * len(b) for b in c.commitments)
+            if isinstance(c, ClauseProof):
+                total += sum(width * len(b) for b in c.commitments)
             total += sum(len(_minimal(s)) for b in c.responses for s in b)
         return total
 
@@ -130,14 +142,20 @@ class Shape:
                    + ((1, 1, response_bits(statements._linear_bits(public, terms))),))
 
 
-def check_proof(proof: object, public: PaillierPublic, shape: Shape) -> ReportProof:
-    """The checks ``from_json`` makes, on a proof object (``InvalidProof`` naming the field)."""
+def check_proof(proof: object, public: PaillierPublic, shape: Shape,
+                forms: tuple[str, ...] = (BATCHED,)) -> ReportProof:
+    """The checks ``from_json`` makes, on a proof object (``InvalidProof`` naming the field).
+    ``forms``: the wire forms the caller verifies (reports: both; ranges and slots:
+    batched)."""
     if not isinstance(proof, ReportProof):
         raise InvalidProof("proof must be a ReportProof")
     if proof.width != public.byte_length:
         raise InvalidProof(f"proof.width is {proof.width}, expected {public.byte_length}")
     if proof.kind != shape.kind:
         raise InvalidProof(f'proof.kind is "{proof.kind}", expected "{shape.kind}"')
+    if proof.form not in forms:
+        raise InvalidProof(f"proof.form must be one of {list(forms)}")
+    compact = proof.form == COMPACT
     _check_list(proof.aux, shape.aux, "proof.aux", tuple)
     for i, b in enumerate(proof.aux):
         _check_unit(b, public, f"proof.aux[{i}]")
@@ -145,12 +163,17 @@ def check_proof(proof: object, public: PaillierPublic, shape: Shape) -> ReportPr
     for i, (clause, (branches, conjuncts, bits)) in enumerate(zip(proof.clauses,
                                                                   shape.clauses, strict=True)):
         where = f"proof.clauses[{i}]"
-        if not isinstance(clause, ClauseProof):
-            raise InvalidProof(f"{where} must be a ClauseProof")
-        _check_list(clause.challenges, branches - 1, f"{where}.e", tuple)
+        expected = CompactClauseProof if compact else ClauseProof
+        if not isinstance(clause, expected):
+            raise InvalidProof(f"{where} must be a {expected.__name__}")
+        _check_list(clause.challenges, branches if compact else branches - 1, f"{where}.e",
+                    tuple)
         for j, e in enumerate(clause.challenges):
             _check_int(e, 1 << CHALLENGE_BITS, f"{where}.e[{j}]")
-        for name, rows in (("u", clause.commitments), ("s", clause.responses)):
+        named: list[tuple[str, Any]] = [("s", clause.responses)]
+        if isinstance(clause, ClauseProof):
+            named.insert(0, ("u", clause.commitments))
+        for name, rows in named:
             _check_list(rows, branches, f"{where}.{name}", tuple)
             for b, row in enumerate(rows):
                 _check_list(row, conjuncts, f"{where}.{name}[{b}]", tuple)
@@ -163,13 +186,17 @@ def check_proof(proof: object, public: PaillierPublic, shape: Shape) -> ReportPr
     return proof
 
 
-def _parse(obj: object, public: PaillierPublic, shape: Shape) -> ReportProof:
+def _parse(obj: object, public: PaillierPublic, shape: Shape,
+           forms: tuple[str, ...]) -> ReportProof:
     if not isinstance(obj, Mapping):
         raise InvalidProof("proof must be a JSON object")
     keys = set(obj)
-    if keys != {"v", "kind", "aux", "clauses"}:
-        raise InvalidProof(f"proof must have exactly the fields v, kind, aux, clauses; "
-                           f"got {sorted(map(str, keys))}")
+    compact = "form" in obj
+    if keys != {"v", "kind", "aux", "clauses"} | ({"form"} if compact else set()):
+        raise InvalidProof(f"proof must have exactly the fields v, kind, aux, clauses (and "
+                           f"form, for a compact proof); got {sorted(map(str, keys))}")
+    if compact and obj["form"] != COMPACT:
+        raise InvalidProof(f'proof.form must be "{COMPACT}" (a batched proof has no form)')
     if obj["v"] != WIRE_VERSION or isinstance(obj["v"], bool):
         raise InvalidProof(f"proof.v must be {WIRE_VERSION}")
     if obj["kind"] != shape.kind:
@@ -181,11 +208,14 @@ def _parse(obj: object, public: PaillierPublic, shape: Shape) -> ReportProof:
     for i, item in enumerate(_list(obj["clauses"], len(shape.clauses), "proof.clauses")):
         where = f"proof.clauses[{i}]"
         branches, conjuncts, bits = shape.clauses[i]
-        if not isinstance(item, Mapping) or set(item) != {"e", "u", "s"}:
-            raise InvalidProof(f"{where} must be an object with exactly e, u, s")
+        fields = {"e", "s"} if compact else {"e", "u", "s"}
+        if not isinstance(item, Mapping) or set(item) != fields:
+            raise InvalidProof(f"{where} must be an object with exactly "
+                               f"{', '.join(sorted(fields))}")
+        count = branches if compact else branches - 1
         es = tuple(_fixed(t, _CHALLENGE_BYTES, f"{where}.e[{j}]")
-                   for j, t in enumerate(_list(item["e"], branches - 1, f"{where}.e")))
-        us = tuple(
+                   for j, t in enumerate(_list(item["e"], count, f"{where}.e")))
+        us = () if compact else tuple(
             tuple(_fixed(t, width, f"{where}.u[{b}][{j}]")
                   for j, t in enumerate(_list(row, conjuncts, f"{where}.u[{b}]")))
             for b, row in enumerate(_list(item["u"], branches, f"{where}.u")))
@@ -193,8 +223,10 @@ def _parse(obj: object, public: PaillierPublic, shape: Shape) -> ReportProof:
             tuple(_response(t, bits, f"{where}.s[{b}][{j}]")
                   for j, t in enumerate(_list(row, conjuncts, f"{where}.s[{b}]")))
             for b, row in enumerate(_list(item["s"], branches, f"{where}.s")))
-        clauses.append(ClauseProof(es, us, ss))
-    return check_proof(ReportProof(shape.kind, width, aux_values, tuple(clauses)), public, shape)
+        clauses.append(CompactClauseProof(es, ss) if compact else ClauseProof(es, us, ss))
+    proof = ReportProof(shape.kind, width, aux_values, tuple(clauses),  # type: ignore[arg-type]
+                        COMPACT if compact else BATCHED)
+    return check_proof(proof, public, shape, forms)
 
 
 def _list(value: object, length: int, field: str) -> list[Any]:

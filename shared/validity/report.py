@@ -20,7 +20,7 @@ from ..packing import chunk_slots, pack
 from ..schemes.base import SlotSpec
 from ..schemes.paillier import PaillierPublic
 from . import sigma, statements
-from .codec import ReportProof, Shape, check_proof
+from .codec import BATCHED, COMPACT, FORMS, ReportProof, Shape, check_proof
 from .statements import ProofContext
 
 Mpz = Any
@@ -36,8 +36,11 @@ def proof_kind(policy: Any) -> str:
 
 
 def prove_report(public: PaillierPublic, kind: str, spec: SlotSpec, slots: Sequence[int],
-                 context: ProofContext) -> tuple[list[bytes], ReportProof]:
-    """Encrypt ``slots`` and prove they are a valid ``kind`` encoding, bound to ``context``.
+                 context: ProofContext, form: str = BATCHED
+                 ) -> tuple[list[bytes], ReportProof]:
+    """Encrypt ``slots`` and prove they are a valid ``kind`` encoding, bound to ``context``,
+    in ``form`` (``"batched"``: verifiable in a random combination with other reports;
+    ``"compact"``: challenges instead of commitments, see ``sigma.py``).
 
     Raises:
         InvalidInput: the slots are not a valid encoding (wrong length, a value outside
@@ -45,6 +48,8 @@ def prove_report(public: PaillierPublic, kind: str, spec: SlotSpec, slots: Seque
     """
     statements.check_kind(kind, spec)
     _check_slots(kind, spec, slots)
+    if form not in FORMS:
+        raise InvalidInput(f"proof form must be one of {list(FORMS)}")
     width, per = public.layout(spec)
     chunks = chunk_slots(list(slots), per)
     encrypted = [public.encrypt_plaintext_with_exponent(pack(chunk, width)) for chunk in chunks]
@@ -63,7 +68,11 @@ def prove_report(public: PaillierPublic, kind: str, spec: SlotSpec, slots: Seque
     fields = statements.spec_fields(public, spec)
     transcript = statements.transcript(public, kind, fields, context, cts, aux)
     proofs = sigma.prove(public, clauses, witnesses, transcript)
-    proof = ReportProof(kind, public.byte_length, tuple(int(b) for b in aux), proofs)
+    if form == COMPACT:
+        proof = ReportProof(kind, public.byte_length, tuple(int(b) for b in aux),
+                            sigma.compact(public, proofs, transcript), COMPACT)
+    else:
+        proof = ReportProof(kind, public.byte_length, tuple(int(b) for b in aux), proofs)
     return public.dump(cts), proof
 
 
@@ -96,17 +105,24 @@ def _witnesses(public: PaillierPublic, kind: str, spec: SlotSpec, slots: Sequenc
 
 
 def _equations(public: PaillierPublic, kind: str, spec: SlotSpec, ciphertexts: object,
-               proof: object, context: ProofContext) -> list[sigma.Equation]:
+               proof: object, context: ProofContext) -> list[sigma.Equation] | None:
+    """A batched proof's group equations; None once a compact proof has fully verified
+    (it cannot join a batch). ``InvalidProof`` for anything that fails before."""
     shape = Shape.of(public, kind, spec)
     try:
         cts = public.load(ciphertexts, spec)  # type: ignore[arg-type]
     except InvalidCiphertext as exc:
         raise InvalidProof(f"ciphertexts: {exc.detail}") from None
-    checked = check_proof(proof, public, shape)
+    checked = check_proof(proof, public, shape, FORMS)
     clauses = statements.clauses(public, kind, spec, cts, checked.aux)
     fields = statements.spec_fields(public, spec)
     transcript = statements.transcript(public, kind, fields, context, cts, checked.aux)
-    return sigma.equations(public, clauses, checked.clauses, transcript)
+    if checked.form == COMPACT:
+        sigma.check_compact(public, clauses, checked.clauses,  # type: ignore[arg-type]
+                            transcript)
+        return None
+    return sigma.equations(public, clauses, checked.clauses,  # type: ignore[arg-type]
+                           transcript)
 
 
 def verify_report(public: PaillierPublic, kind: str, spec: SlotSpec,
@@ -117,7 +133,9 @@ def verify_report(public: PaillierPublic, kind: str, spec: SlotSpec,
     Raises:
         InvalidProof: naming the field or clause that fails (a malformed ciphertext too).
     """
-    _check_equations(public, _equations(public, kind, spec, ciphertexts, proof, context))
+    eqs = _equations(public, kind, spec, ciphertexts, proof, context)
+    if eqs is not None:
+        _check_equations(public, eqs)
 
 
 def verify_report_each(public: PaillierPublic, kind: str, spec: SlotSpec,
@@ -125,7 +143,7 @@ def verify_report_each(public: PaillierPublic, kind: str, spec: SlotSpec,
                        context: ProofContext) -> None:
     """``verify_report`` checking every equation on its own (the reference; slower)."""
     eqs = _equations(public, kind, spec, ciphertexts, proof, context)
-    bad = sigma.check_each(public, eqs)
+    bad = None if eqs is None else sigma.check_each(public, eqs)
     if bad is not None:
         raise InvalidProof(f"proof equation {bad} does not hold")
 
@@ -154,10 +172,12 @@ def verify_reports(public: PaillierPublic, kind: str, spec: SlotSpec,
     pending: list[tuple[int, list[sigma.Equation]]] = []
     for index, (ciphertexts, proof, context) in enumerate(items):
         try:
-            pending.append((index, _equations(public, kind, spec, ciphertexts, proof,
-                                              context)))
+            eqs = _equations(public, kind, spec, ciphertexts, proof, context)
         except InvalidInput:
             bad.append(index)
+            continue
+        if eqs is not None:  # a compact proof has been checked on its own already
+            pending.append((index, eqs))
     if not sigma.check_batch(public, [eq for _, eqs in pending for eq in eqs]):
         bad += [index for index, eqs in pending if sigma.check_each(public, eqs) is not None]
     return sorted(bad)

@@ -363,6 +363,7 @@ def test_validity_ratios_are_the_ratios_of_the_raw_medians(quick_run: Any) -> No
                                      "sum_0_3600", "vector_8x1000"}
     for case in figures["kinds"].values():
         # a whole report is its ciphertexts and proof plus framing, smaller in CBOR
+        assert case["compact_report_cbor_bytes"] < case["report_cbor_bytes"]
         assert case["ciphertext_bytes"] + case["proof_bytes"] < case["report_cbor_bytes"] \
             < case["report_json_bytes"]
         if "prio3" in case:
