@@ -2,8 +2,8 @@
 
 The server is the aggregator app with a five-window history of four metrics (the
 aggregator kit's real key-holder releases every window), served over HTTP on 127.0.0.1.
-Playwright never downloads a browser: it launches ``/usr/bin/chromium``, which the
-Makefile's setup step installs.
+Playwright never downloads a browser: it launches ``/usr/bin/chromium``, which
+``make chromium`` (a step of ``make test`` and ``make screenshots``) installs.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def dashboard_url() -> Iterator[str]:
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing: `make .venv/.installed` installs it")
+            pytest.fail(f"{CHROMIUM} is missing: `make chromium` installs it")
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
