@@ -52,8 +52,8 @@ def test_index_lists_every_metric_with_every_column_on_screen(
     page.goto(dashboard_url + "/")
     assert page.title() == "blindsum: published results"
     rows = page.locator("table.stack tbody tr")
-    assert rows.count() == 5  # the kit's proven count has nothing published yet
-    for name in ("embed", "latency", "pages", "proven", "visits"):
+    assert rows.count() == 6  # proven and weekly_installs have nothing published yet
+    for name in ("embed", "latency", "pages", "proven", "visits", "weekly_installs"):
         link = page.get_by_role("link", name=name, exact=True)
         assert link.is_visible() and link.get_attribute("href") == f"/metrics/{name}"
     for column in ("latest value", "trend", "state", "budget", "policy"):
