@@ -43,6 +43,12 @@ def test_demo_json_reports_every_metric_with_truth_and_interval() -> None:
         else:
             low, high = metric["ci"]
             assert low <= metric["published"] <= high
+        # the table shows what the dashboard shows: rounded to the noise, consistent counts
+        step, shown = metric["rounding_step"], metric["shown"]
+        for value in shown if isinstance(shown, list) else [shown]:
+            assert value == pytest.approx(round(value / step) * step, abs=1e-9)
+        if metric["kind"] == "histogram":
+            assert sum(shown) == metric["report_count"] and min(shown) >= 0
 
 
 def test_demo_scheme_flag_limits_the_metrics() -> None:
