@@ -158,8 +158,11 @@ def test_it_states_the_window_k_and_the_privacy_unit() -> None:
     assert "up to 10 minutes after a window ends" in windows
     assert "at least k = 25 reports" in windows
     unit = note["Privacy unit"]
-    assert "One report: neighbouring datasets differ by substituting one report" in unit
-    assert "An install may send 2 reports per window" in unit
+    assert unit.startswith(
+        "One install's reports in one window: at most 2 reports, and the "
+        "sensitivity above is that of 2 reports"
+    )
+    assert "the number of reports in a window is public" in unit
 
 
 def test_it_names_the_trust_mode_of_each_kind_of_deployment() -> None:
