@@ -31,6 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from blindsum.client import Client
+from blindsum.server.aggregator.rounding import format_number
 from blindsum.server.processes import Deployment, deployment
 from blindsum.shared.encoding import clipped_value
 from blindsum.shared.policy import MetricPolicy, load_policies_toml
@@ -139,18 +140,19 @@ def published(deployed: Deployment) -> dict[str, dict[str, Any]]:
     return {r["metric"]: r for r in response.json()["results"]}
 
 
-def _short(value: Any, digits: int = 1) -> str:
+def _short(value: Any, step: float) -> str:
+    """A value (or the first values of a list) rounded to ``step``, as the dashboard does."""
     if isinstance(value, list):
-        head = ", ".join(f"{v:.{digits}f}" for v in value[:3])
+        head = ", ".join(format_number(v, step) for v in value[:3])
         return f"[{head}, … {len(value)} values]"
-    return f"{value:,.{digits}f}"
+    return format_number(value, step)
 
 
-def _ci_text(ci: Any) -> str:
+def _ci_text(ci: Any, step: float) -> str:
     if ci and isinstance(ci[0], list):
         widths = [(high - low) / 2 for low, high in ci]
-        return f"± {sum(widths) / len(widths):,.1f} (each)"
-    return f"[{ci[0]:,.2f}, {ci[1]:,.2f}]"
+        return f"± {format_number(sum(widths) / len(widths), step)} (each)"
+    return f"[{format_number(ci[0], step)}, {format_number(ci[1], step)}]"
 
 
 def build_rows(policies: list[MetricPolicy], truths: dict[str, Truth],
@@ -174,6 +176,11 @@ def build_rows(policies: list[MetricPolicy], truths: dict[str, Truth],
             row.update(published=result["value"], ci=result["ci"], epsilon=result["epsilon"],
                        delta=result["delta"], mechanism=result["mechanism"],
                        covered=sum(covered) / len(covered))
+            # what the dashboard shows: rounded to the noise, consistent histogram counts
+            derived = result.get("derived") or {}
+            row["shown"] = derived.get("value", result["value"])
+            row["shown_ci"] = derived.get("ci", result["ci"])
+            row["rounding_step"] = derived.get("rounding_step", 10.0 ** -_DIGITS[policy.kind])
         rows.append(row)
     return rows
 
@@ -185,13 +192,15 @@ def render(rows: list[dict[str, Any]], console: Console) -> None:
         table.add_column(column, overflow="fold")
     for row in rows:
         if row["published"] is None:
-            table.add_row(row["name"], row["kind"], row["scheme"], _short(row["truth"]),
+            table.add_row(row["name"], row["kind"], row["scheme"],
+                          _short(row["truth"], 10.0 ** -_DIGITS[row["kind"]]),
                           "[red]not published[/red]", "", "", "", "")
             continue
         cost = f"ε={row['epsilon']:g}" + (f", δ={row['delta']:g}" if row["delta"] else "")
-        digits = 3 if row["kind"] == "mean" else 1
-        table.add_row(row["name"], row["kind"], row["scheme"], _short(row["truth"], digits),
-                      _short(row["published"], digits), _ci_text(row["ci"]),
+        truth_step = 10.0 ** -_DIGITS[row["kind"]]  # the truth is exact: a fixed precision
+        step = row["rounding_step"]
+        table.add_row(row["name"], row["kind"], row["scheme"], _short(row["truth"], truth_step),
+                      _short(row["shown"], step), _ci_text(row["shown_ci"], step),
                       f"{row['covered']:.0%}", cost, row["verified"])
     console.print(table)
 
@@ -204,6 +213,8 @@ def _wait_for_signal() -> None:
 
 
 TOKENS = ("ingest_token", "admin_token", "release_token")
+# decimals of the true values in the table (results are rounded to their noise instead)
+_DIGITS = {"count": 0, "sum": 1, "mean": 3, "histogram": 0, "vector": 1}
 
 
 def _without_tokens(deployed: Deployment, root: Path) -> dict[str, str]:

@@ -1,9 +1,10 @@
 """Browser tests: Debian's chromium driven by playwright, against a real server on loopback.
 
 The server is the aggregator app with a five-window history of four metrics (the
-aggregator kit's real key-holder releases every window), served over HTTP on 127.0.0.1.
-Playwright never downloads a browser: it launches ``/usr/bin/chromium``, which the
-Makefile's setup step installs.
+aggregator kit's real key-holder releases every window) and two with nothing published yet
+(one of them described at length), served over HTTP on 127.0.0.1.
+Playwright never downloads a browser: it launches ``/usr/bin/chromium``, which
+``make chromium`` (a step of ``make test`` and ``make screenshots``) installs.
 """
 
 from __future__ import annotations
@@ -25,8 +26,16 @@ from aggregator_kit import make_app, running_keyholder
 from publication_kit import publish_history, serving
 
 from blindsum.server.aggregator.app import close_app
+from blindsum.shared.policy import MetricPolicy
 
 CHROMIUM = "/usr/bin/chromium"
+# A metric with a description as long as the demo's: the text that made the phone-width
+# index overflow when only the kit's undescribed metrics were drawn.
+WEEKLY = MetricPolicy.from_mapping("weekly_installs", {
+    "kind": "count", "scheme": "paillier", "window_seconds": 3600, "min_contributors": 2,
+    "validity": "none", "description": "Installs that opened the app at least once in the "
+    "window, counted once per install however often they opened it",
+    "privacy": {"mechanism": "laplace", "epsilon": 1.0, "budget_epsilon": 100.0}})
 ARTIFACTS_ENV = "BLINDSUM_BROWSER_ARTIFACTS"
 
 
@@ -44,6 +53,7 @@ def dashboard_url() -> Iterator[str]:
     root = Path(tempfile.mkdtemp(prefix="blindsum-browser-"))
     try:
         with running_keyholder(root) as keyholder:
+            keyholder.add_policies([WEEKLY])
             app = make_app(root / "server", keyholder)
             publish_history(app.test_client(), app, keyholder,
                             metrics=("visits", "latency", "pages", "embed"))
@@ -58,7 +68,7 @@ def dashboard_url() -> Iterator[str]:
 def browser() -> Iterator[Any]:
     if not Path(CHROMIUM).exists():
         if os.environ.get("CI"):
-            pytest.fail(f"{CHROMIUM} is missing: `make .venv/.installed` installs it")
+            pytest.fail(f"{CHROMIUM} is missing: `make chromium` installs it")
         pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 

@@ -52,8 +52,8 @@ def test_index_lists_every_metric_with_every_column_on_screen(
     page.goto(dashboard_url + "/")
     assert page.title() == "blindsum: published results"
     rows = page.locator("table.stack tbody tr")
-    assert rows.count() == 5  # the kit's proven count has nothing published yet
-    for name in ("embed", "latency", "pages", "proven", "visits"):
+    assert rows.count() == 6  # proven and weekly_installs have nothing published yet
+    for name in ("embed", "latency", "pages", "proven", "visits", "weekly_installs"):
         link = page.get_by_role("link", name=name, exact=True)
         assert link.is_visible() and link.get_attribute("href") == f"/metrics/{name}"
     for column in ("latest value", "trend", "state", "budget", "policy"):
@@ -61,6 +61,29 @@ def test_index_lists_every_metric_with_every_column_on_screen(
     assert page.get_by_text("95 releases left").count() == 4
     _assert_on_screen(page)
     _shot(page, artifacts, "index")
+
+
+def _assert_series_matches_the_api(page: Any, url: str, metric: str) -> list[str]:
+    """The window table states each published value and interval as the API derives them,
+    and flags exactly the windows the API calls low-signal; returns the values shown."""
+    newest_first = list(reversed(_published(url, metric)))
+    values = page.locator('td[data-label="value"]').all_inner_texts()
+    intervals = page.locator('td[data-label="95% interval"]').all_inner_texts()
+    notes = page.locator('td[data-label="note"]').all_inner_texts()
+    assert len(values) == len(newest_first) == WINDOWS
+    for result, value, interval, note in zip(newest_first, values, intervals, notes,
+                                             strict=True):
+        derived = result["derived"]
+        step = derived["rounding_step"]
+        assert value == format_number(derived["value"], step)
+        low, high = derived["ci"]
+        assert interval == f"{format_number(low, step)} to {format_number(high, step)}"
+        assert low >= 0  # counts, and sums of values in [0, 1000], are never negative
+        assert ("low signal" in note) == derived["low_signal"][0]
+    flagged = sum(r["derived"]["low_signal"][0] for r in newest_first)
+    warning = page.get_by_text(f"Low signal: in {flagged} of {WINDOWS} windows")
+    assert warning.count() == (1 if flagged else 0)
+    return values
 
 
 def test_metric_page_shows_the_published_values_band_and_methodology(
@@ -71,17 +94,7 @@ def test_metric_page_shows_the_published_values_band_and_methodology(
     assert chart.is_visible()
     assert page.locator("svg.chart g.point").count() == WINDOWS
     assert page.locator("svg.chart polygon.band").count() == 1
-    results = _published(dashboard_url, "latency")
-    newest_first = list(reversed(results))
-    values = page.locator('td[data-label="value"]').all_inner_texts()
-    intervals = page.locator('td[data-label="95% interval"]').all_inner_texts()
-    for result, value, interval in zip(newest_first, values, intervals, strict=True):
-        derived = result["derived"]
-        step = derived["rounding_step"]
-        assert value == format_number(derived["value"], step)
-        low, high = derived["ci"]
-        assert interval == f"{format_number(low, step)} to {format_number(high, step)}"
-        assert low >= 0  # a sum of values in [0, 1000] is never negative
+    values = _assert_series_matches_the_api(page, dashboard_url, "latency")
     tooltips = page.locator("svg.chart g.point title").all_text_contents()
     assert any(values[0] in tip for tip in tooltips)
     for heading in ("Methodology", "Bounds and clipping", "Privacy cost", "Trust",
@@ -97,6 +110,29 @@ def test_metric_page_shows_the_published_values_band_and_methodology(
             shutil.copyfile(first_screen, DOCS_SCREENSHOT)
 
 
+def test_count_page_shows_the_published_counts_and_band(page: Any, dashboard_url: str,
+                                                       artifacts: Path) -> None:
+    page.goto(dashboard_url + "/metrics/visits")
+    assert page.get_by_role("img", name="visits: count per window with its 95% interval"
+                            ).is_visible()
+    assert page.locator("svg.chart g.point").count() == WINDOWS
+    _assert_series_matches_the_api(page, dashboard_url, "visits")
+    assert page.get_by_role("heading", name="Methodology", exact=True).is_visible()
+    _assert_on_screen(page)
+    _shot(page, artifacts, "visits")
+
+
+def test_a_metric_with_nothing_published_says_so_and_still_explains_itself(
+    page: Any, dashboard_url: str
+) -> None:
+    page.goto(dashboard_url + "/metrics/proven")
+    assert page.get_by_text("Nothing published in this range yet.").is_visible()
+    assert page.locator("svg.chart").count() == 0
+    assert page.get_by_text("Every report is proven valid").is_visible()
+    assert page.get_by_role("heading", name="How to verify a result", exact=True).is_visible()
+    _assert_on_screen(page)
+
+
 def test_export_links_download_the_metrics_csv_and_json(page: Any, dashboard_url: str) -> None:
     page.goto(dashboard_url + "/metrics/latency")
     csv_link = page.get_by_role("link", name="CSV", exact=True)
@@ -108,6 +144,21 @@ def test_export_links_download_the_metrics_csv_and_json(page: Any, dashboard_url
     assert len(csv_answer.text().splitlines()) == 1 + WINDOWS
     json_answer = page.request.get(dashboard_url + json_link.get_attribute("href"))
     assert json_answer.ok and len(json_answer.json()["results"]) == WINDOWS
+
+
+def _assert_slot_intervals_match_the_api(page: Any, derived: dict[str, Any]) -> None:
+    """The newest window's per-slot intervals and simultaneous bands, as the API states them."""
+    step = derived["rounding_step"]
+
+    def text(pair: list[float]) -> str:
+        return f"{format_number(pair[0], step)} to {format_number(pair[1], step)}"
+
+    per_slot = page.locator('td[data-label="95% per slot"]').all_inner_texts()
+    bands = page.locator('td[data-label="simultaneous band"]').all_inner_texts()
+    assert per_slot == [text(pair) for pair in derived["ci"]]
+    assert bands == [text(pair) for pair in derived["simultaneous_ci"]]
+    notes = page.locator('td[data-label="note"]').all_inner_texts()[:len(per_slot)]
+    assert [("low signal" in note) for note in notes] == derived["low_signal"]
 
 
 def test_histogram_page_labels_buckets_and_shows_consistent_counts(
@@ -127,6 +178,9 @@ def test_histogram_page_labels_buckets_and_shows_consistent_counts(
     assert sum(float(v) for v in shown) == newest["report_count"]
     raw = page.locator('td[data-label="raw noisy"]').all_inner_texts()
     assert [float(v) for v in raw] == newest["noisy_value"]
+    _assert_slot_intervals_match_the_api(page, newest["derived"])
+    headers = page.locator("th").all_text_contents()
+    assert "95% interval (per slot)" in headers and "simultaneous 95% band" in headers
     _assert_on_screen(page)
     _shot(page, artifacts, "pages")
 
@@ -135,6 +189,11 @@ def test_vector_page_draws_every_coordinate(page: Any, dashboard_url: str,
                                             artifacts: Path) -> None:
     page.goto(dashboard_url + "/metrics/embed")
     assert page.locator("svg.chart").first.locator("g.slot").count() == 8
+    assert page.locator("svg.chart").count() == WINDOWS
+    derived = _published(dashboard_url, "embed")[-1]["derived"]
+    shown = page.locator('td[data-label="value"]').all_inner_texts()
+    assert shown == [format_number(v, derived["rounding_step"]) for v in derived["value"]]
+    _assert_slot_intervals_match_the_api(page, derived)
     # CKKS: the weaker promise, in the policy summary and in the methodology's trust section
     assert page.get_by_text("trusts its clients").first.is_visible()
     assert page.get_by_text("Reports are encrypted on the device with CKKS").is_visible()

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
+
+from blindsum.server.aggregator.rounding import format_number
 
 DEMO = [sys.executable, "-m", "blindsum.server.cli", "demo", "--paillier-bits", "2048"]
 
@@ -39,6 +43,12 @@ def test_demo_json_reports_every_metric_with_truth_and_interval() -> None:
         else:
             low, high = metric["ci"]
             assert low <= metric["published"] <= high
+        # the table shows what the dashboard shows: rounded to the noise, consistent counts
+        step, shown = metric["rounding_step"], metric["shown"]
+        for value in shown if isinstance(shown, list) else [shown]:
+            assert value == pytest.approx(round(value / step) * step, abs=1e-9)
+        if metric["kind"] == "histogram":
+            assert sum(shown) == metric["report_count"] and min(shown) >= 0
 
 
 def test_demo_scheme_flag_limits_the_metrics() -> None:
@@ -65,6 +75,28 @@ def test_demo_rejects_bad_arguments(argument: list[str]) -> None:
                                timeout=60, check=False)
     assert completed.returncode == 2
     assert "error" in completed.stderr
+
+
+def _assert_metric_page(server_url: str, verify: str, result: dict[str, Any]) -> None:
+    """A demo metric's page (count, sum, mean or histogram, two-party threshold key) shows
+    its one published window as the API derives it, says how to verify the proofs, and
+    states the threshold trust mode in its methodology."""
+    name, derived = result["metric"], result["derived"]
+    page = requests.get(f"{server_url}/metrics/{name}", timeout=10, verify=verify)
+    assert page.status_code == 200, name
+    html = page.text
+    step = derived["rounding_step"]
+    values = re.findall(r'<td data-label="value" class="num">([^<]*)</td>', html)
+    if result["kind"] in ("count", "sum", "mean"):
+        assert f"{name}: {result['kind']} per window with its 95% interval" in html
+        assert values == [format_number(derived["value"], step)], name
+        low, high = derived["ci"]
+        assert f"{format_number(low, step)} to {format_number(high, step)}" in html
+    else:  # the histogram's consistent counts, bucket by bucket
+        assert values == [format_number(v, step) for v in derived["value"]], name
+        assert sum(derived["value"]) == result["report_count"]
+    assert ">signature + proofs</a>" in html  # the demo's default: a threshold key
+    assert "two-party threshold key" in html and "proofs of partial decryption" in html
 
 
 def test_demo_serve_keeps_services_up_until_sigterm() -> None:
@@ -99,6 +131,8 @@ def test_demo_serve_keeps_services_up_until_sigterm() -> None:
         results = requests.get(f"{info['server_url']}/v1/published", timeout=10,
                                verify=verify).json()
         assert len(results["results"]) == 4
+        for result in results["results"]:
+            _assert_metric_page(info["server_url"], verify, result)
         os.killpg(process.pid, signal.SIGTERM)
         assert process.wait(timeout=60) == 0
         with pytest.raises(requests.ConnectionError):  # the CA is gone with the demo's files

@@ -64,6 +64,10 @@ def test_a_spent_budget_pauses_the_metric_and_sdks_stop_sending_it(
     row = budget_row(deployed)
     assert row["paused"] is True and row["paused_until"] is None
     assert row["remaining_epsilon"] == 0
+    # the dashboard keeps listing the metric, paused, instead of dropping it
+    index = requests.get(f"{deployed.server.url}/", verify=deployed.verify, timeout=30).text
+    listed = index.split(f'<a href="/metrics/{METRIC}">')[1].split("</tr>")[0]
+    assert "paused: budget spent" in listed and "0 releases left" in listed
 
     # each server worker relays the new manifest on its next refresh; an SDK keeps the
     # newest manifest it has verified (it refuses an older one), and then refuses to record

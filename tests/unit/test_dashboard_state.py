@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from typing import Any
 
 from blindsum.server.aggregator.budget import Budget, parse_budgets
-from blindsum.server.aggregator.dashboard import MetricState, Window
+from blindsum.server.aggregator.dashboard import MetricState, Window, slot_charts
 from blindsum.server.aggregator.methodology import methodology
 from blindsum.server.aggregator.presentation import build_view
 from blindsum.server.aggregator.store import StoredResult
@@ -176,3 +177,40 @@ def test_methodology_states_the_privacy_unit_and_what_is_public() -> None:
     one = {s.heading: s for s in methodology(POLICY, "ed25519:x")}["Privacy unit"]
     assert "at most 1 report, and the sensitivity above is that of 1 report," in (
         one.sentences[0])
+
+
+PAGES = MetricPolicy.from_mapping("pages", {
+    "kind": "histogram", "scheme": "paillier", "buckets": [0, 1, 2, 3, 4],
+    "privacy": {"mechanism": "laplace", "epsilon": 1.0, "budget_epsilon": 10.0}})
+
+
+def _histogram(counts: list[float], window: int) -> Window:
+    n = int(sum(counts))
+    payload = {"type": "blindsum.release", "v": 1, "metric": "pages", "version": 1,
+               "kind": "histogram", "scheme": "paillier", "window": window,
+               "window_seconds": HOUR, "kid": "pai-1", "report_count": n,
+               "report_ids_digest": "ab" * 32, "request_digest": "cd" * 32, "value": counts,
+               "ci": [[max(c - 6, 0), min(c + 6, n)] for c in counts], "confidence": 0.95,
+               "mechanism": "laplace", "scale": 2.0, "epsilon": 1.0, "delta": 0.0,
+               "rho": None, "released_at": window + HOUR, "audit_seq": 1,
+               "audit_head": "ef" * 32}
+    result = StoredResult("pages", 1, window, "pai-1", {}, payload, window + HOUR)
+    return Window(result, build_view(result.result, PAGES))
+
+
+def _y_axis(chart: str) -> list[tuple[str, str]]:
+    """Each y tick's height and label (x labels are centred, y labels end-anchored)."""
+    return re.findall(r'<text class="tick" x="\d+" y="([\d.]+)" text-anchor="end">([^<]+)<',
+                      chart)
+
+
+def test_histogram_windows_are_drawn_on_one_scale_whatever_their_sizes() -> None:
+    small = _histogram([3.0, 4.0, 2.0, 1.0], NOW - 2 * HOUR)
+    large = _histogram([300.0, 420.0, 180.0, 100.0], NOW - HOUR)
+    charts = [str(chart) for _, chart in slot_charts("pages", [small, large])]
+    assert len(charts) == 2 and _y_axis(charts[0]) == _y_axis(charts[1])
+    assert float(_y_axis(charts[0])[-1][1]) >= 426  # the larger window's highest bound
+    # on that shared scale, the small window's bars are short: heights compare
+    heights = [float(h) for h in re.findall(r'<rect class="bar"[^>]* height="([\d.]+)"',
+                                            charts[1])]  # newest first: [1] is the small one
+    assert max(heights) < 10

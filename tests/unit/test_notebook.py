@@ -64,6 +64,11 @@ def test_notebook_loads_verifies_and_plots_a_metric_from_the_server(
     assert f"signatures verified: {WINDOWS} of {WINDOWS}\n" in printed
     assert printed[-1].startswith(f"windows: {WINDOWS}, verified: {WINDOWS}, "
                                   "total reports: 20, privacy spent: epsilon 5")
+    # the band drawn is the dashboard's: every window's interval as the server derives it
+    served = requests.get(f"{server_url}/v1/published/latency", timeout=10).json()["results"]
+    lows, highs = zip(*(r["derived"]["ci"] for r in served), strict=True)
+    assert printed[-1].endswith(f"95% band drawn over {WINDOWS} windows, from {min(lows):g} "
+                                f"to {max(highs):g}\n")
     assert figure.read_bytes().startswith(b"\x89PNG")
 
 

@@ -132,6 +132,22 @@ def test_rounding_never_hides_a_difference_larger_than_the_interval(
         assert round_to(x, step) != round_to(y, step)
 
 
+@given(st.integers(-10**9, 10**9), st.floats(1e-6, 1e7),
+       st.floats(1.0, 2.0, exclude_min=True),
+       st.sampled_from([1.0, 0.1, 0.25, 0.01, 1e-4, 5.0]))
+def test_values_just_beyond_the_interval_apart_never_round_alike(
+    a: int, half_width: float, factor: float, resolution: float
+) -> None:
+    # the hard case for the property above: two grid values barely more than a half-width
+    # apart (random pairs are almost always far apart)
+    x = a * resolution
+    gap = max(math.floor(half_width * factor / resolution), 1) * resolution
+    assume(gap > half_width)
+    step = display_step(half_width, resolution)
+    assert round_to(x, step) != round_to(x + gap, step)
+    assert format_number(x, step) != format_number(x + gap, step)
+
+
 @given(st.floats(1e-3, 1e9))
 def test_rounding_keeps_two_significant_digits_of_the_half_width(half_width: float) -> None:
     step = display_step(half_width, 1e-9)
