@@ -570,16 +570,17 @@ def _encrypt(policy: MetricPolicy, scheme: PublicScheme, slots: list[int],
 
 
 def _refused_for_good(refusal: BlindsumError, batch: list[Report]) -> list[DroppedReport]:
-    """The report a Conflict names: its window was sealed, released or is full, which no
-    retry or manifest can change. Without dropping it, it would block every later report
-    at the head of the queue. (Other refusals may be transient or caused in flight.)"""
+    """The reports a Conflict names: their window was sealed, released or is full, or the
+    token's per-window cap is reached, which no retry or manifest can change. Without
+    dropping them, they would block every later report at the head of the queue. (Other
+    refusals may be transient or caused in flight.)"""
     if not isinstance(refusal, Conflict):
         return []
-    match = _NAMED_REPORT.search(refusal.detail)
-    if match is None or int(match.group(1)) >= len(batch):
+    named = sorted({int(i) for i in _NAMED_REPORT.findall(refusal.detail)})
+    if not named or named[-1] >= len(batch):
         return []
-    return [DroppedReport(batch[int(match.group(1))],
-                          f"the server refused it for good: {refusal.detail}")]
+    return [DroppedReport(batch[i], f"the server refused it for good: {refusal.detail}")
+            for i in named]
 
 
 def _within_bytes(batch: list[Report], limit: int,

@@ -276,6 +276,9 @@ def _group_sums(checked: Sequence[_Checked]) -> dict[WindowKey, tuple[_Checked, 
     return sums
 
 
+MAX_NAMED_OVER_CAP = 200
+
+
 def _count_against_cap(tx: Transaction, sender: TokenRecord, fresh: Sequence[_Checked]
                        ) -> None:
     """Count the sender's new reports per (metric, window); refuse any beyond its cap.
@@ -285,21 +288,28 @@ def _count_against_cap(tx: Transaction, sender: TokenRecord, fresh: Sequence[_Ch
     """
     cap = sender.max_reports_per_window
     assert cap is not None
-    counts: dict[tuple[str, int], int] = {}
+    groups: dict[tuple[str, int], list[int]] = {}
     for checked in fresh:
         key = (checked.report.metric, checked.report.window)
-        counts[key] = counts.get(key, 0) + 1
-    for (metric, window), count in counts.items():
+        groups.setdefault(key, []).append(checked.index)
+    for (metric, window), indices in groups.items():
+        count = len(indices)
         row = tx.conn.execute(
             'SELECT n FROM token_reports WHERE digest = ? AND metric = ? AND "window" = ?',
             (sender.digest, metric, window)).fetchone()
         sent = row[0] if row else 0
         if sent + count > cap:
+            # Name every report beyond the cap (up to a bounded list): no retry can ever
+            # store them, so a client drops them all at once and sends the rest again.
+            over = sorted(indices)[max(0, cap - sent):]
+            named = ", ".join(f"batch.reports[{i}]" for i in over[:MAX_NAMED_OVER_CAP])
+            more = (f" and {len(over) - MAX_NAMED_OVER_CAP} more"
+                    if len(over) > MAX_NAMED_OVER_CAP else "")
             raise ReportCapExceeded(
-                f"token {sender.label!r} may send at most {cap} report(s) per window of a "
-                f"metric (max_reports_per_window); window {window} of {metric!r} already "
-                f"has {sent} from it, so {count} more are refused and nothing in this batch "
-                "was stored")
+                f"{named}{more}: token {sender.label!r} may send at most {cap} report(s) per "
+                f"window of a metric (max_reports_per_window); window {window} of "
+                f"{metric!r} already has {sent} from it, so {len(over)} of these {count} are "
+                "beyond the cap; nothing in this batch was stored")
         tx.conn.execute(
             'INSERT INTO token_reports (digest, metric, "window", n) VALUES (?, ?, ?, ?) '
             'ON CONFLICT (digest, metric, "window") DO UPDATE SET n = excluded.n',
