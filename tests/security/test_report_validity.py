@@ -3,7 +3,8 @@
 Claim (SECURITY.md): a client cannot put an invalid value into a Paillier aggregate of a
 metric with ``validity = "proof"``. Each attack posts, to the real server, a batch holding
 one honest report and one cheat: a count encrypting 2 or -1 (n - 1) whose proof the real
-prover made on that false statement (``validity_kit.forge``), a histogram with two hot
+prover made on that false statement (``validity_kit.forge``, in the batched and the compact
+wire form), a histogram with two hot
 buckets, a sum above its bound, an honest proof replayed under another report id, window
 or metric, a report stripped of its proof, and a proof attached to a ``validity = "none"``
 metric. Each is refused with 400 ``invalid-proof`` naming the cheat, and nothing is stored:
@@ -48,14 +49,17 @@ def manifest(deployed: Deployment) -> Manifest:
     return keyholder_manifest(deployed)
 
 
-def _forged(manifest: Manifest, metric: str, slots: list[int]) -> Report:
-    """A report of ``slots`` (a false statement) with a proof the real prover forged."""
+def _forged(manifest: Manifest, metric: str, slots: list[int],
+            form: str = "batched") -> Report:
+    """A report of ``slots`` (a false statement) with a proof the real prover forged, in
+    either wire form (the server verifies both for any proven metric)."""
     policy = manifest.policy(metric)
     public = paillier_scheme(manifest)
     report = paillier_report(manifest, metric, 0)
     context = ProofContext(metric, policy.version, report.window, public.key_id,
                            report.report_id)
-    cts, proof = forge(public, proof_kind(policy), slot_spec(policy), slots, context)
+    cts, proof = forge(public, proof_kind(policy), slot_spec(policy), slots, context,
+                       form=form)
     return dataclasses.replace(report, ciphertexts=tuple(cts), proof=proof.to_json())
 
 
@@ -98,6 +102,10 @@ CHEATS: dict[str, Callable[[Manifest], Report]] = {
     "sum below zero": lambda m: _forged(m, SUM, [-5]),
     "histogram with two buckets": lambda m: _forged(m, HIST, [0, 1, 1, 0]),
     "sum above its bound": lambda m: _forged(m, SUM, [101]),
+    "compact proof of a count encrypting 2": lambda m: _forged(m, COUNT, [2], "compact"),
+    "compact proof of a histogram with two buckets": lambda m: _forged(
+        m, HIST, [0, 1, 1, 0], "compact"),
+    "compact proof of a sum above its bound": lambda m: _forged(m, SUM, [101], "compact"),
     "proof replayed under another report id": lambda m: _replayed(m, "report id"),
     "proof replayed under another window": lambda m: _replayed(m, "window"),
     "proof replayed under another metric": lambda m: _replayed(m, "metric"),
