@@ -26,6 +26,7 @@ distinct proven reports the key-holder itself summed.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -53,6 +54,8 @@ from blindsum.shared.policy import MetricPolicy
 from blindsum.shared.schemes.paillier import PaillierPublic
 from blindsum.shared.threshold.keys import KeyShare
 from blindsum.shared.validity import ProofContext, ReportProof, proof_kind, verify_reports
+
+log = logging.getLogger("blindsum.keyholder.intake")
 
 if TYPE_CHECKING:  # the store builds its schema from this module's SCHEMA
     from blindsum.server.keyholder.store import KeyholderDB
@@ -131,22 +134,30 @@ class Intake:
         return WindowAccount(int(row[0]), tuple(cbor2.loads(row[1])), report_ids_digest(ids))
 
     def check_release(self, conn: sqlite3.Connection, request: ReleaseRequest) -> None:
-        """Refuse (before paying) a release that is not exactly the window we summed."""
+        """Refuse (before paying) a release that is not exactly the window we summed, and log
+        the mismatch: a server claiming another count, other ids or another aggregate than
+        what it forwarded is either broken or cheating, which an operator must hear of. The
+        log line names public facts only (the window, the counts), never a ciphertext."""
         own = self.account(conn, request.metric, request.version, request.window,
                            request.key_id)
         where = f"window {request.window} of {request.metric!r} v{request.version}"
         if own is None:
             raise ReleaseRefused(f"the key-holder holds no reports of {where}: the server "
                                  "must forward them before asking for the release")
+        problem = None
         if own.report_count != request.report_count:
-            raise ReleaseRefused(f"the key-holder verified {own.report_count} reports of "
-                                 f"{where}; the request claims {request.report_count}")
-        if own.report_ids_digest != request.report_ids_digest:
-            raise ReleaseRefused(f"the request's report ids for {where} are not the ones the "
-                                 "key-holder verified")
-        if tuple(request.aggregate) != own.aggregate:
-            raise ReleaseRefused(f"the request's aggregate for {where} is not the product of "
-                                 "the reports the key-holder verified")
+            problem = (f"the key-holder verified {own.report_count} reports of {where}; the "
+                       f"request claims {request.report_count}")
+        elif own.report_ids_digest != request.report_ids_digest:
+            problem = (f"the request's report ids for {where} are not the ones the key-holder "
+                       "verified")
+        elif tuple(request.aggregate) != own.aggregate:
+            problem = (f"the request's aggregate for {where} is not the product of the "
+                       "reports the key-holder verified")
+        if problem is not None:
+            log.warning("server's release request does not match the forwarded window "
+                        "(refused before paying): %s", problem)
+            raise ReleaseRefused(problem)
 
     # -- steps ---------------------------------------------------------------------------
 

@@ -108,6 +108,10 @@ def test_a_malicious_server_gets_nothing_released_but_the_verified_sum(
                             tuple(public.dump([c])), early=True)
     answer = _to_keyholder(deployed, "/v1/releases", single.to_wire())
     assert answer.status_code == 422 and "verified 1 reports" in answer.json()["detail"]
+    # the operator hears of it: the key-holder logs the mismatch (public facts only)
+    logged = deployed.keyholder.log_path.read_text(errors="replace")
+    assert "does not match the forwarded window" in logged
+    assert "verified 1 reports" in logged and "claims 3" in logged
 
     after = snapshot(deployed)
     assert after.budget == before.budget and after.published == before.published
