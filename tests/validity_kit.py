@@ -49,10 +49,10 @@ def forge(public: Any, kind: str, spec: SlotSpec, slots: Sequence[int],
     plan = statements.aux_plan(public, kind, spec)
     if aux_values is None:
         aux_values = []
-        for place, weight in plan:
+        for place, values in plan:
             clamped = min(max(slots[place.index], 0), spec.max_value)
-            bits = statements.decompose(clamped, spec.max_value)
-            aux_values.append(bits[len(aux_values) % len(bits)] * weight * place.scale)
+            patterns = statements.digit_patterns(clamped, spec.max_value)
+            aux_values.append(values[patterns[len(aux_values) % len(patterns)]] * place.scale)
     aux_enc = [public.encrypt_plaintext_with_exponent(v % n) for v in aux_values]
     aux, aux_exps = [b for b, _ in aux_enc], [a for _, a in aux_enc]
     clauses = statements.clauses(public, kind, spec, cts, aux)
@@ -62,8 +62,8 @@ def forge(public: Any, kind: str, spec: SlotSpec, slots: Sequence[int],
         hot = next((i for i, v in enumerate(slots) if v), 0)
         witnesses = [sigma.Witness(hot, tuple(exps))]
     else:
-        witnesses = [sigma.Witness(1 if v else 0, (a,)) for v, a in zip(aux_values, aux_exps,
-                                                                        strict=True)]
+        witnesses = [sigma.Witness(_branch(values, place.scale, v), (a,))
+                     for (place, values), v, a in zip(plan, aux_values, aux_exps, strict=True)]
         for k, a in enumerate(exps):
             mine = sum(x for (p, _), x in zip(plan, aux_exps, strict=True) if p.chunk == k)
             witnesses.append(sigma.Witness(0, (a - mine,)))
@@ -75,6 +75,15 @@ def forge(public: Any, kind: str, spec: SlotSpec, slots: Sequence[int],
                                              sigma.compact(public, proofs, transcript),
                                              "compact")
     return public.dump(cts), ReportProof(kind, public.byte_length, tuple(map(int, aux)), proofs)
+
+
+def _branch(values: Sequence[int], scale: int, plaintext: int) -> int:
+    """The branch a cheater claims for an aux plaintext: its own value if the digit allows
+    it, else the first (a false claim either way for an out-of-range slot)."""
+    for index, value in enumerate(values):
+        if value * scale == plaintext:
+            return index
+    return 0
 
 
 def forge_slots(public: Any, layout: SlotLayout, slots: Sequence[int],
@@ -90,14 +99,14 @@ def forge_slots(public: Any, layout: SlotLayout, slots: Sequence[int],
     plan = layout.aux_plan()
     if aux_values is None:
         aux_values = []
-        for place, weight in plan:
+        for place, values in plan:
             clamped = min(max(slots[place.index], 0), layout.max_value)
-            bits = statements.decompose(clamped, layout.max_value)
-            aux_values.append(bits[len(aux_values) % len(bits)] * weight * place.scale)
+            patterns = statements.digit_patterns(clamped, layout.max_value)
+            aux_values.append(values[patterns[len(aux_values) % len(patterns)]] * place.scale)
     aux_enc = [public.encrypt_plaintext_with_exponent(v % n) for v in aux_values]
     cts, aux = [c for c, _ in enc], [b for b, _ in aux_enc]
-    witnesses = [sigma.Witness(1 if v else 0, (a,))
-                 for v, (_, a) in zip(aux_values, aux_enc, strict=True)]
+    witnesses = [sigma.Witness(_branch(values, place.scale, v), (a,))
+                 for (place, values), v, (_, a) in zip(plan, aux_values, aux_enc, strict=True)]
     for k, (_, a) in enumerate(enc):
         mine = sum(x for (place, _), (_, x) in zip(plan, aux_enc, strict=True)
                    if place.chunk == k)

@@ -3,9 +3,10 @@
 **What is proven.** A party encrypts its packed noise ``z + B`` (each slot in ``[0, 2B]``,
 ``shared/headroom.py``) at the *aggregate's* layout (the threshold key's
 ``layout(slot_spec(policy))``, so it folds slot-aligned) and attaches a
-``validity.slots`` proof: per slot ``i`` and weight ``w_j`` of ``range_weights(2B)`` an
-auxiliary ciphertext ``B_ij`` *the prover creates*, an OR clause "``B_ij`` decrypts to 0 or to
-``w_j·2^(width·pos_i)``", and per chunk a linear clause "``E_k / Π B_ij`` decrypts to 0". The
+``validity.slots`` proof: per slot ``i`` and digit ``j`` of ``range_digits(2B)`` (subset sums
+of three consecutive ``range_weights(2B)``) an auxiliary ciphertext ``B_ij`` *the prover
+creates*, an OR clause "``B_ij`` decrypts to ``v·2^(width·pos_i)`` for one of the digit's
+values ``v``", and per chunk a linear clause "``E_k / Π B_ij`` decrypts to 0". The
 Fiat-Shamir transcript binds metric, version, window, key id, the party, and for the
 key-holder the request digest (which hashes ``A`` and ``E_S``), besides the key, the layout,
 ``E`` and every ``B_ij`` (``noise_context``).
@@ -13,10 +14,11 @@ key-holder the request digest (which hashes ``A`` and ``E_S``), besides the key,
 **Range (membership soundness).** ``validity/sigma.py`` proves each clause's statement true
 in ``G = Z*_{n^2}/R ≅ Z_n`` (the class of a ciphertext is its plaintext) with error
 ``2^-128`` per random-oracle query, using only that ``h`` is an ``n``-th residue by
-construction: every ``B_ij`` decrypts to a bit times its weight, and ``E_k`` to their sum.
-Since ``2B < 2^width`` and ``width·per <= usable_bits``, that sum is an integer below
-``n`` and every slot of ``E`` is exactly ``Σ_j bit_ij·w_j ∈ [0, 2B]``: no out-of-range or
-negative noise shifts the published value or breaks exact decoding.
+construction: every ``B_ij`` decrypts to one of its digit's values (a 0/1 combination of
+its weights) at the slot's place, and ``E_k`` to their sum. Since ``2B < 2^width`` and
+``width·per <= usable_bits``, that sum is an integer below ``n`` and every slot of ``E`` is a
+0/1 combination of ``range_weights(2B)``, so in ``[0, 2B]``: no out-of-range or negative
+noise shifts the published value or breaks exact decoding.
 
 **Knowledge (why cancellation is closed).** Membership soundness alone is not enough:
 ``E_S^-1·Enc(2B)`` encrypts ``B - z_S``, which *is* in ``[0, 2B]``. What excludes it is that
@@ -27,13 +29,15 @@ under the strong-RSA assumption with a base of unknown order that the prover can
 roots of (Fujisaki-Okamoto, CRYPTO 1997; Damgård-Fujisaki, ASIACRYPT 2002). We do not
 need ``a``; we need the plaintext, and the OR clauses give it by special soundness:
 
-- For a two-branch clause over ``B``, exactly one branch is true (``0 ≠ w·2^(width·pos)``
-  mod ``n``). For the false branch ``[D] ≠ 0`` has order ``p``, ``q`` or ``n`` (all
-  ``> 2^128``), so ``[u] + e_b·[D] = 0`` pins its challenge ``e_b < 2^128`` given its
-  commitment. Two accepting proofs with the same commitments and different Fiat-Shamir
-  challenges ``e ≠ e'`` (all clauses share one ``e``) therefore differ in the *true*
-  branch's challenge of every clause: the extractor reads off every bit, hence every slot of
-  ``E``'s plaintext, from one fork.
+- In a digit clause over ``B``, every branch whose value differs from ``B``'s plaintext
+  is false (distinct values stay distinct mod ``n``: they are below ``2^width``): its
+  ``[D] ≠ 0`` has order ``p``, ``q`` or ``n`` (all ``> 2^128``), so ``[u] + e_b·[D] = 0``
+  pins its challenge ``e_b < 2^128`` given its commitment. Two accepting proofs with the
+  same commitments and different Fiat-Shamir challenges ``e ≠ e'`` (all clauses share one
+  ``e``) therefore differ in the challenge of a *true* branch of every clause (one whose
+  value is the plaintext; the last digit's values may repeat, and any true branch names the
+  same value): the extractor reads off every digit, hence every slot of ``E``'s plaintext,
+  from one fork.
 - The fork exists by the general forking lemma (Pointcheval-Stern, J. Cryptology 2000;
   Bellare-Neven, CCS 2006): a prover that outputs an accepting proof with probability
   ``ε`` after ``q`` hash queries is rewound at the query that gave ``e`` and succeeds again

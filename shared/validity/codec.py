@@ -131,15 +131,17 @@ class Shape:
         for k in range(chunks):
             terms = sum(1 for place, _ in plan if place.chunk == k)
             linear.append((1, 1, response_bits(statements._linear_bits(public, terms))))
-        return cls(kind, len(plan), ((2, 1, response_bits(bits)),) * len(plan) + tuple(linear))
+        digits = tuple((len(values), 1, response_bits(bits)) for _, values in plan)
+        return cls(kind, len(plan), digits + tuple(linear))
 
     @classmethod
     def of_range(cls, public: PaillierPublic, lo: int, hi: int) -> Shape:
-        terms = len(statements.range_weights(hi - lo))
+        digits = statements.range_digits(hi - lo)
+        terms = len(digits)
         bits = response_bits(public.exponent_bits)
+        linear = (1, 1, response_bits(statements._linear_bits(public, terms)))
         return cls(statements.RANGE_KIND, terms,
-                   ((2, 1, bits),) * terms
-                   + ((1, 1, response_bits(statements._linear_bits(public, terms))),))
+                   (*((len(values), 1, bits) for values in digits), linear))
 
 
 def check_proof(proof: object, public: PaillierPublic, shape: Shape,

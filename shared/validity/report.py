@@ -56,13 +56,14 @@ def prove_report(public: PaillierPublic, kind: str, spec: SlotSpec, slots: Seque
     cts = [c for c, _ in encrypted]
     exps = [a for _, a in encrypted]
     aux, aux_exps, aux_bits = [], [], []
-    for place, weight in statements.aux_plan(public, kind, spec):
-        bits = statements.decompose(slots[place.index], spec.max_value)
-        bit = bits[len(aux) % len(bits)]
-        b, a = public.encrypt_plaintext_with_exponent(bit * weight * place.scale)
+    digits = len(statements.range_digits(spec.max_value))
+    for place, values in statements.aux_plan(public, kind, spec):
+        patterns = statements.digit_patterns(slots[place.index], spec.max_value)
+        pattern = patterns[len(aux) % digits]
+        b, a = public.encrypt_plaintext_with_exponent(values[pattern] * place.scale)
         aux.append(b)
         aux_exps.append(a)
-        aux_bits.append(bit)
+        aux_bits.append(pattern)
     clauses = statements.clauses(public, kind, spec, cts, aux)
     witnesses = _witnesses(public, kind, spec, slots, exps, aux_exps, aux_bits)
     fields = statements.spec_fields(public, spec)
@@ -200,15 +201,15 @@ def prove_range(public: PaillierPublic, m: int, lo: int, hi: int,
     if isinstance(m, bool) or not isinstance(m, int) or not lo <= m <= hi:
         raise InvalidInput(f"plaintext must be an integer in {lo}..{hi}")
     c, a = public.encrypt_plaintext_with_exponent(m % int(public.n))
-    bits = statements.decompose(m - lo, hi - lo)
-    weights = statements.range_weights(hi - lo)
+    patterns = statements.digit_patterns(m - lo, hi - lo)
+    digits = statements.range_digits(hi - lo)
     aux, aux_exps = [], []
-    for bit, weight in zip(bits, weights, strict=True):
-        b, x = public.encrypt_plaintext_with_exponent(bit * weight)
+    for pattern, values in zip(patterns, digits, strict=True):
+        b, x = public.encrypt_plaintext_with_exponent(values[pattern])
         aux.append(b)
         aux_exps.append(x)
     clauses = statements.range_clauses(public, c, lo, hi, aux)
-    witnesses = [sigma.Witness(bit, (x,)) for bit, x in zip(bits, aux_exps, strict=True)]
+    witnesses = [sigma.Witness(p, (x,)) for p, x in zip(patterns, aux_exps, strict=True)]
     witnesses.append(sigma.Witness(0, (a - sum(aux_exps),)))
     transcript = _range_transcript(public, lo, hi, context, c, aux)
     proofs = sigma.prove(public, clauses, witnesses, transcript)

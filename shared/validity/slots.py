@@ -6,11 +6,13 @@ for ``max_slot_sum`` plus headroom) and slots per plaintext, while each slot of 
 only in ``[0, 2B]``. ``SlotLayout`` states that layout explicitly, so the statement is
 "ciphertext ``k`` encrypts ``Σ_{i in chunk k} v_i · 2^(width·(i mod per))`` with every
 ``v_i`` in ``[0, max_value]``", proven exactly as the ``sum``/``vector`` kinds are
-(``statements.py``): per slot and weight of ``range_weights(max_value)`` one auxiliary
-ciphertext ``B_ij`` with an OR clause "decrypts to 0 or to ``w_j · 2^(width·pos_i)``", then
+(``statements.py``): per slot and digit ``j`` of ``range_digits(max_value)`` one auxiliary
+ciphertext ``B_ij`` with an OR clause "decrypts to ``v · 2^(width·pos_i)`` for one of the
+digit's values ``v``", then
 one linear clause per chunk "``c_k / Π B_ij`` decrypts to 0". ``max_value < 2^width`` and
 ``width · per <= usable_bits`` make the packed sum an integer below ``n``, so the equality
-mod ``n`` is one of integers and each slot is exactly ``Σ_j bit_ij · w_j``.
+mod ``n`` is one of integers and each slot is exactly a 0/1 combination of
+``range_weights(max_value)``.
 
 The transcript binds the key, the context, the layout ``(count, max_value, width, per)``,
 every ciphertext and every aux ciphertext, so a proof is valid for one statement only.
@@ -67,10 +69,10 @@ class SlotLayout:
         return [SlotPlace(i, i // self.per, 1 << (self.width * (i % self.per)))
                 for i in range(self.count)]
 
-    def aux_plan(self) -> list[tuple[SlotPlace, int]]:
-        """``(slot, weight)`` of every aux ciphertext, slot-major."""
-        weights = statements.range_weights(self.max_value)
-        return [(place, w) for place in self.places() for w in weights]
+    def aux_plan(self) -> list[tuple[SlotPlace, statements.Digit]]:
+        """``(slot, digit values)`` of every aux ciphertext, slot-major."""
+        digits = statements.range_digits(self.max_value)
+        return [(place, d) for place in self.places() for d in digits]
 
     def fields(self) -> tuple[int, int, int, int]:
         return (self.count, self.max_value, self.width, self.per)
@@ -78,21 +80,22 @@ class SlotLayout:
     def shape(self, public: PaillierPublic) -> Shape:
         """What a proof for this layout looks like (``codec.check_proof``)."""
         bits = sigma.response_bits(public.exponent_bits)
-        per_chunk = len(statements.range_weights(self.max_value))
+        per_chunk = len(statements.range_digits(self.max_value))
         linear = []
         for k in range(self.chunks):
             terms = per_chunk * min(self.per, self.count - k * self.per)
             linear.append((1, 1, sigma.response_bits(statements._linear_bits(public, terms))))
-        aux = len(self.aux_plan())
-        return Shape(SLOTS_KIND, aux, ((2, 1, bits),) * aux + tuple(linear))
+        plan = self.aux_plan()
+        digits = tuple((len(values), 1, bits) for _, values in plan)
+        return Shape(SLOTS_KIND, len(plan), digits + tuple(linear))
 
 
 def slot_clauses(public: PaillierPublic, layout: SlotLayout, cts: Sequence[Mpz],
                  aux: Sequence[Mpz]) -> list[Clause]:
     """The statement's clauses: a bit clause per aux ciphertext, a linear clause per chunk."""
     plan = layout.aux_plan()
-    out = [statements._bit_clause(public, b, w * place.scale)
-           for (place, w), b in zip(plan, aux, strict=True)]
+    out = [statements.digit_clause(public, b, values, place.scale)
+           for (place, values), b in zip(plan, aux, strict=True)]
     for k, c in enumerate(cts):
         mine = [b for (place, _), b in zip(plan, aux, strict=True) if place.chunk == k]
         out.append(Clause(((Element(statements._divide(c, mine, public.nsquare), 0),),),
@@ -121,14 +124,14 @@ def prove_slots(public: PaillierPublic, layout: SlotLayout, slots: Sequence[int]
                  for chunk in chunk_slots(list(slots), layout.per)]
     cts = [c for c, _ in encrypted]
     aux, aux_exps, witnesses = [], [], []
-    weights = statements.range_weights(layout.max_value)
-    for place, weight in layout.aux_plan():
-        bits = statements.decompose(slots[place.index], layout.max_value)
-        bit = bits[len(aux) % len(weights)]
-        b, a = public.encrypt_plaintext_with_exponent(bit * weight * place.scale)
+    digits = len(statements.range_digits(layout.max_value))
+    for place, values in layout.aux_plan():
+        patterns = statements.digit_patterns(slots[place.index], layout.max_value)
+        pattern = patterns[len(aux) % digits]
+        b, a = public.encrypt_plaintext_with_exponent(values[pattern] * place.scale)
         aux.append(b)
         aux_exps.append(a)
-        witnesses.append(sigma.Witness(bit, (a,)))
+        witnesses.append(sigma.Witness(pattern, (a,)))
     plan = layout.aux_plan()
     for k, (_, a) in enumerate(encrypted):
         # the chunk's exponent minus its aux exponents: ``c_k / Π B_ij = h^(a - Σ a_ij)``

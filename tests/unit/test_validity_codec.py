@@ -18,7 +18,7 @@ from blindsum.shared.schemes.base import SlotSpec
 from blindsum.shared.schemes.paillier import PaillierPublic
 from blindsum.shared.validity import ReportProof, prove_report, verify_report
 
-SUM = SlotSpec(count=1, max_value=5, max_contributors=100)
+SUM = SlotSpec(count=1, max_value=100, max_contributors=100)  # digits of 8, 8 and 2 values
 HIST = SlotSpec(count=3, max_value=1, max_contributors=100)
 
 
@@ -52,8 +52,8 @@ def test_histogram_round_trip(public: PaillierPublic) -> None:
 
 def test_size_counts_the_binary_content(public: PaillierPublic, report: Any) -> None:
     _, proof, _ = report
-    # 3 aux ciphertexts, 3 bit clauses of two (u, s) and one e, one linear (u, s)
-    elements = 3 + 3 * 2 + 1
+    # 3 aux ciphertexts, digit clauses of 8, 8 and 2 (u, s), one linear (u, s)
+    elements = 3 + 8 + 8 + 2 + 1
     assert elements * public.byte_length < proof.size() < elements * (public.byte_length + 120)
 
 
@@ -94,11 +94,11 @@ MALFORMED: list[tuple[str, Callable[[dict[str, Any]], None], str]] = [
     ("clauses count", _set(("clauses",), lambda c: c[:-1]), "proof.clauses must have 4"),
     ("clause not object", _set(("clauses", 0), []), "proof.clauses[0] must be an object"),
     ("clause extra key", _set(("clauses", 0, "x"), []), "proof.clauses[0] must be an object"),
-    ("e count", _set(("clauses", 1, "e"), []), "proof.clauses[1].e must have 1"),
+    ("e count", _set(("clauses", 1, "e"), []), "proof.clauses[1].e must have 7"),
     ("e on a linear clause", _set(("clauses", 3, "e"), ["AAAAAAAAAAAAAAAAAAAAAA"]),
      "proof.clauses[3].e must have 0"),
     ("e length", _set(("clauses", 0, "e", 0), _b64(bytes(17))), "proof.clauses[0].e[0] must be 16"),
-    ("u branches", _set(("clauses", 0, "u"), lambda u: u[:1]), "proof.clauses[0].u must have 2"),
+    ("u branches", _set(("clauses", 0, "u"), lambda u: u[:1]), "proof.clauses[0].u must have 8"),
     ("u ragged", _set(("clauses", 2, "u", 1), lambda r: r * 2),
      "proof.clauses[2].u[1] must have 1"),
     ("u not a list", _set(("clauses", 2, "u", 1), "x"), "proof.clauses[2].u[1] must be a list"),

@@ -96,6 +96,21 @@ def test_range_weights_cover_exactly_zero_to_max_value(max_value: int) -> None:
     for value in range(0, max_value + 1, max(1, max_value // 50)):
         bits = statements.decompose(value, max_value)
         assert sum(b * w for b, w in zip(bits, weights, strict=True)) == value
+        digits = statements.range_digits(max_value)
+        patterns = statements.digit_patterns(value, max_value)
+        assert sum(d[p] for d, p in zip(digits, patterns, strict=True)) == value
+
+
+@pytest.mark.parametrize("max_value", [1, 2, 3, 5, 7, 8, 100, 3600, 4095, 4096])
+def test_range_digits_sum_to_exactly_zero_to_max_value(max_value: int) -> None:
+    # one value per digit, every combination: exactly the range, nothing beyond it
+    digits = statements.range_digits(max_value)
+    assert all(len(d) <= 1 << statements.DIGIT_WEIGHTS for d in digits)
+    sums = {0}
+    for values in digits:
+        sums = {s + v for s in sums for v in values}
+    assert sums == set(range(max_value + 1))
+    assert len(digits) == -(-len(range_weights(max_value)) // statements.DIGIT_WEIGHTS)
 
 
 def test_invalid_slots_are_refused_before_anything_is_encrypted(public: PaillierPublic) -> None:
@@ -134,18 +149,19 @@ def test_cheating_prover_is_rejected(public: PaillierPublic, kind: str, spec: Sl
     _rejected(public, kind, spec, cts, proof)
 
 
-def test_out_of_range_sum_with_aux_bits_that_add_up_is_rejected(public: PaillierPublic) -> None:
-    # 3601 = the bits of 3600 with one aux ciphertext raised by 1: the linear relation holds,
-    # so the false bit clause is what must fail
-    weights = range_weights(3600)
-    aux = [w for w in weights]  # all bits set: 3600
-    aux[0] = 2  # a "bit" worth 2
+def test_out_of_range_sum_with_aux_digits_that_add_up_is_rejected(
+        public: PaillierPublic) -> None:
+    # 3601 = the digits of 3600 (every digit at its largest value) with one aux ciphertext
+    # raised by 1: the linear relation holds, so the false digit clause is what must fail
+    aux = [max(values) for values in statements.range_digits(3600)]
+    assert sum(aux) == 3600
+    aux[0] += 1  # 8: not a value of the first digit (0..7)
     cts, proof = forge(public, "sum", SUM, [3601], aux_values=aux)
     _rejected(public, "sum", SUM, cts, proof)
 
 
 def test_negative_slot_with_a_negative_aux_value_is_rejected(public: PaillierPublic) -> None:
-    aux = [0] * len(range_weights(3600))
+    aux = [0] * len(statements.range_digits(3600))
     aux[0] = -1
     cts, proof = forge(public, "sum", SUM, [-1], aux_values=aux)
     _rejected(public, "sum", SUM, cts, proof)
@@ -321,11 +337,12 @@ def test_range_proof_is_bound_to_its_bounds_and_context(public: PaillierPublic) 
 def test_range_proof_for_an_out_of_range_plaintext_is_rejected(public: PaillierPublic) -> None:
     # the noise a cheating key-holder would like to add: one above the headroom
     c, a = public.encrypt_plaintext_with_exponent(21)
-    weights = range_weights(30)
-    aux_enc = [public.encrypt_plaintext_with_exponent(w) for w in weights]  # 30
+    digits = statements.range_digits(30)
+    aux_enc = [public.encrypt_plaintext_with_exponent(max(d)) for d in digits]  # 30
     aux = [b for b, _ in aux_enc]
     clauses = statements.range_clauses(public, c, -10, 20, aux)
-    witnesses = [sigma.Witness(1, (x,)) for _, x in aux_enc]
+    witnesses = [sigma.Witness(d.index(max(d)), (x,)) for d, (_, x) in zip(digits, aux_enc,
+                                                                            strict=True)]
     witnesses.append(sigma.Witness(0, (a - sum(x for _, x in aux_enc),)))
     transcript = statements.transcript(public, "range", (-10, 20), CONTEXT, [c], aux)
     proof = ReportProof("range", public.byte_length, tuple(map(int, aux)),
