@@ -137,7 +137,11 @@ def _limit_releases(app: Flask, limit: str) -> None:
         header = request.headers.get("Authorization", "")
         return "token:" + token_digest(header) if header else f"addr:{request.remote_addr}"
 
-    limiter = Limiter(caller, storage_uri="memory://", strategy="sliding-window-counter",
+    # moving-window: exact (at most ``limit`` in any interval of its length). The sliding
+    # window counter weights the previous clock window's hits down, so 5/minute let six
+    # releases through within a second across a minute boundary; one timestamp per allowed
+    # release and caller (60 by default, one worker) is cheap here.
+    limiter = Limiter(caller, storage_uri="memory://", strategy="moving-window",
                       headers_enabled=False)
     limiter.init_app(app)
     app.view_functions["releases.create_release"] = limiter.limit(limit)(create_release)

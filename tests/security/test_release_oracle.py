@@ -34,6 +34,7 @@ from blindsum.server.aggregator.store import unpack_blobs
 from blindsum.server.processes import Deployment
 from blindsum.shared import codec
 from blindsum.shared.codec import ReleaseRequest, Report
+from blindsum.shared.encoding import encode
 from blindsum.shared.manifest import Manifest
 from blindsum.shared.schemes.ckks import SCALE_BITS, SLOTS, CkksPublic
 from blindsum.shared.signing import parse_identity, verify_document
@@ -202,6 +203,37 @@ def test_a_ckks_aggregate_at_a_rounding_boundary_is_answered_once_with_noise(
     again = post_release(deployed, _request(manifest, CKKS, window, aggregate, 3, early=True))
     assert again.status_code == 409 and problem(again)["code"] == "already-released"
     assert _budget(deployed, CKKS)["spent_epsilon"] == spent + policy.privacy.epsilon
+
+
+def test_an_invalid_ckks_client_report_never_blocks_a_window(deployed: Deployment) -> None:
+    """A fraction, a negative and a huge slot in one report: the key-holder used to refuse
+    the window on its 0.25 rounding tolerance or range check; now it rounds, noises, clamps."""
+    metric = "sec_clamp_ckks"
+    manifest = keyholder_manifest(deployed)
+    policy = manifest.policy(metric)
+    public = _ckks_public(deployed, manifest)
+    spec = _spec(manifest, metric)
+    window = policy.window_start(time.time())
+    kid = public.key_id
+    honest = [Report(secrets.token_bytes(16), metric, policy.version, kid, window,
+                     tuple(public.encrypt(encode(policy, [1.0] * 4), spec)))
+              for _ in range(3)]
+    slots = [2.5, -1000.5, 1e6 + 0.5, 0.5] + [0.0] * (SLOTS - 4)
+    forged = ts.ckks_vector(public._context, slots, scale=2.0**SCALE_BITS).serialize()
+    cheat = Report(secrets.token_bytes(16), metric, policy.version, kid, window, (forged,))
+    assert receipt(post_reports(deployed, [*honest, cheat])) == (4, 0)
+    outcome = _release_now(deployed, metric)
+    assert outcome["refused"] == [] and outcome["failed"] == [], outcome
+    (released,) = outcome["released"]
+    results = call("GET", f"{deployed.server.url}/v1/published/{metric}").json()["results"]
+    payload = verify_document(results[-1]["document"], parse_identity(deployed.identity),
+                              "result")
+    assert payload["report_count"] == 4 == released["report_count"]
+    assert all(0 <= v <= 4 * policy.upper for v in payload["value"]), payload
+    assert all(float(v).is_integer() for v in payload["noisy_value"]), payload
+    # slots of -1000 and 10^6 lie far beyond the noise's 1e-9 tail: flagged, from the noisy
+    # value alone
+    assert payload["consistent"] is False, payload
 
 
 def _spec(manifest: Manifest, metric: str):  # type: ignore[no-untyped-def]
