@@ -27,13 +27,16 @@ At the deployment size (3072-bit ``n``) and per kind (count; a 40-bucket histogr
 Every timed proof is first checked to verify (and the batch to accept), so the figures are
 for a working path.
 
-What bounds the rest (3072-bit ``n``, ``n^2`` of 768 bytes): every OR-branch carries one
-768-byte commitment ``u``, and a range slot one 768-byte auxiliary ciphertext per bit, so a
-count is at least 768 (ciphertext) + 2·768 (commitments) bytes and a 12-bit sum
-13·768 + 25·768; verifying costs, per equation in a batch, a 64-bit and a share of a
-192-bit multi-exponentiation modulo ``n^2`` (about 40 6144-bit multiplications for a
-count), and proving one fixed-base table power per ciphertext, per true branch and per
-simulated branch (``sigma._simulate_opened``).
+What bounds the rest (3072-bit ``n``, ``n^2`` of 768 bytes): in the batched form every
+OR-branch carries one 768-byte commitment ``u``, and a range slot one 768-byte auxiliary
+ciphertext per digit of three weights, so a count is at least 768 (ciphertext) + 2·768
+(commitments) bytes and a 12-bit sum 5·768 + 33·768; the compact form replaces each
+commitment by a 16-byte challenge (a count: 768 + 2·(16 + ~97) bytes). Verifying a batched
+proof costs, per equation in a batch, a 64-bit and a share of a 192-bit
+multi-exponentiation modulo ``n^2`` (about 40 6144-bit multiplications for a count); a
+compact one cannot be batched and costs a table power and a 128-bit power per equation.
+Proving costs one fixed-base table power per ciphertext, per true branch and per simulated
+branch (``sigma._simulate_opened``).
 """
 
 from __future__ import annotations
