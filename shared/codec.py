@@ -47,6 +47,12 @@ MAX_DECIMAL_DIGITS = 2500
 MAX_PROOF_BYTES = 16 << 20
 MAX_PROOF_ITEMS = 1 << 17
 _NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+# Windows are unix seconds below 2^40 (year 36812). A value past that but below 2^40 * 1000
+# is most likely a JavaScript or Java timestamp in milliseconds: say so instead of a range.
+MAX_WINDOW = 2**40
+# A base64url ciphertext of hundreds of bytes made only of digits has probability below
+# (10/64)^400; such a string is a decimal ciphertext sent bare instead of as phe's pair.
+DECIMAL_LOOKALIKE_CHARS = 400
 KEY_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 
 
@@ -174,9 +180,27 @@ class _Fields:
             where = f"{self.message}.{key}[{index}]"
             if isinstance(item, list):
                 out.append(_phe_pair(item, where))
+            elif _bare_decimal(item):
+                raise InvalidInput(
+                    f"{where} looks like a decimal ciphertext: send it as python-paillier's "
+                    f'pair ["<decimal>", 0], or as base64url of its big-endian bytes')
             else:
                 out.append(self.blob(f"{key}[{index}]", item, limit=MAX_CIPHERTEXT_BYTES))
         return tuple(out)
+
+    def window(self, key: str) -> int:
+        """A window start in unix seconds; a millisecond timestamp is named as such."""
+        value = self.get(key)
+        if type(value) is int and MAX_WINDOW < value <= MAX_WINDOW * 1000:
+            raise InvalidInput(
+                f"{self.message}.{key} {value} looks like milliseconds: windows are unix "
+                f"seconds (a multiple of the metric's window_seconds)")
+        return self.integer(key, 0, MAX_WINDOW)
+
+
+def _bare_decimal(item: Any) -> bool:
+    return (isinstance(item, str) and len(item) >= DECIMAL_LOOKALIKE_CHARS
+            and item.isascii() and item.isdigit())
 
 
 def _phe_pair(item: list[Any], where: str) -> int:
@@ -227,7 +251,7 @@ class Report:
             metric=fields.text("metric", _NAME),
             version=fields.integer("version", 1, 2**31 - 1),
             key_id=fields.text("kid", KEY_ID_PATTERN),
-            window=fields.integer("window", 0, 2**40),
+            window=fields.window("window"),
             ciphertexts=fields.ciphertexts("ct"),
             proof=_proof_object(data.get("proof"), f"{where}.proof"),
         )

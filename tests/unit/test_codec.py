@@ -136,6 +136,22 @@ def test_bad_phe_pairs_are_refused(pair: list) -> None:
         ReportBatch.from_wire(_wire(ct=[pair]))
 
 
+def test_a_window_in_milliseconds_is_named_as_such() -> None:
+    with pytest.raises(InvalidInput, match="looks like milliseconds: windows are unix seconds"):
+        ReportBatch.from_wire(_wire(window=1_764_633_600_000))
+    with pytest.raises(InvalidInput, match=r"window must be an integer in 0\.\.1099511627776"):
+        ReportBatch.from_wire(_wire(window=2**40 * 1000 + 1))
+
+
+def test_a_bare_decimal_ciphertext_is_named_as_such() -> None:
+    digits = str(3**1200)  # 573 digits: a decimal string is also valid base64url text
+    hint = r'ct\[0\] looks like a decimal ciphertext.*\["<decimal>", 0\]'
+    with pytest.raises(InvalidInput, match=hint):
+        ReportBatch.from_wire(_wire(ct=[digits]))
+    (parsed,) = ReportBatch.from_wire(_wire(ct=[[digits, 0]])).reports
+    assert parsed.ciphertexts == (3**1200,)
+
+
 @pytest.mark.parametrize("version", [1.0, True, "1"])
 def test_wire_version_must_be_the_integer_one(version: object) -> None:
     data = _wire()
