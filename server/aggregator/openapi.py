@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from blindsum.shared.codec import MAX_BATCH_REPORTS, MAX_CIPHERTEXTS
+from blindsum.shared.codec import MAX_BATCH_REPORTS, MAX_CIPHERTEXTS, MAX_DECIMAL_DIGITS
 
 JSON = "application/json"
 CBOR = "application/cbor"
@@ -36,6 +36,14 @@ _AUTH_ERRORS = {
 }
 _BYTES = {"type": "string", "format": "byte",
           "description": "base64url without padding in JSON; a byte string in CBOR"}
+# python-paillier's own JSON form of a ciphertext, accepted in JSON (docs/INTEROP.md):
+# [str(ciphertext), exponent], the exponent always 0 (OpenAPI 3.0 has no tuple schema).
+_PHE_PAIR = {
+    "type": "array", "minItems": 2, "maxItems": 2,
+    "items": {"oneOf": [{"type": "string", "pattern": f"^[0-9]{{1,{MAX_DECIMAL_DIGITS}}}$"},
+                        {"type": "integer", "enum": [0]}]},
+    "description": '["<decimal ciphertext>", 0]: python-paillier\'s (ciphertext, exponent)',
+}
 
 
 def _derived_schema() -> dict[str, Any]:
@@ -139,7 +147,7 @@ def _schemas() -> dict[str, Any]:
             "kid": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,64}$"},
             "window": {"type": "integer", "minimum": 0,
                        "description": "start of the report's window, unix seconds"},
-            "ct": {"type": "array", "items": _BYTES, "minItems": 1,
+            "ct": {"type": "array", "items": {"oneOf": [_BYTES, _PHE_PAIR]}, "minItems": 1,
                    "maxItems": MAX_CIPHERTEXTS},
             "proof": {"type": "object", "description": (
                 'the report\'s validity proof (shared/validity/codec.py): required when the '

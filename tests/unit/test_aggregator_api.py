@@ -9,11 +9,13 @@ import ast
 import hashlib
 import json
 import re
+import secrets
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from aggregator_kit import (
     RunningKeyholder,
@@ -28,7 +30,10 @@ from aggregator_kit import (
 from flask import Flask
 
 from blindsum.server.aggregator.app import close_app
+from blindsum.server.aggregator.openapi import openapi_document
 from blindsum.server.aggregator.services import Aggregator
+from blindsum.shared import codec
+from blindsum.shared.codec import Report, ReportBatch
 from blindsum.shared.policy import MetricPolicy
 
 
@@ -109,6 +114,22 @@ def test_openapi_describes_every_route(app: Flask, client: Any) -> None:
     assert {"200", "400", "401", "403", "409", "413", "415"} <= set(report_errors)
     problem = report_errors["400"]["content"]["application/problem+json"]["schema"]
     assert problem == {"$ref": "#/components/schemas/Problem"}
+
+
+def test_openapi_report_schema_admits_every_ciphertext_form_the_server_accepts() -> None:
+    document = openapi_document()
+    schema = {**document["components"]["schemas"]["ReportBatch"],
+              "components": document["components"]}
+    validator = jsonschema.Draft4Validator(schema)
+    sdk_form = codec.loads(codec.dumps(ReportBatch((Report(
+        secrets.token_bytes(16), "opened", 1, "k1", 0, (secrets.token_bytes(768),)),)).to_wire()))
+    phe_form = json.loads(json.dumps(sdk_form))
+    phe_form["reports"][0]["ct"] = [[str(7**900), 0]]
+    for body in (sdk_form, phe_form):
+        ReportBatch.from_wire(body)  # the server's own reader accepts it ...
+        validator.validate(body)  # ... and so does the published schema
+    phe_form["reports"][0]["ct"] = [["12", 0, 1]]
+    assert not validator.is_valid(phe_form)
 
 
 def test_server_starts_without_a_keyholder_from_its_cached_manifest(
