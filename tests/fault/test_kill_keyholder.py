@@ -114,3 +114,8 @@ def test_kill_9_of_the_keyholder_during_releases_decrypts_nothing_twice(
     assert len(states) == WINDOWS and len(paid) == WINDOWS  # one payment per window
     (taps,) = [m for m in budget["metrics"] if m["metric"] == "taps"]
     assert taps["releases"] == WINDOWS
+    outcomes = list(states.values())
+    print(f"kill -9 of the key-holder: {len(answered_before)} of {WINDOWS} releases answered "
+          f"before the kill; after the restart {outcomes.count('released')} released, "
+          f"{outcomes.count('interrupted')} interrupted (paid, never decrypted), "
+          f"{len(paid)} payments, {taps['releases']} releases booked")

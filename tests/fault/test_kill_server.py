@@ -39,7 +39,7 @@ def stored(server_dir: Path) -> tuple[int, int]:
     return int(rows), int(counted)
 
 
-def app_install(dep: Deployment, queue: Path, done: threading.Event) -> None:
+def app_install(dep: Deployment, queue: Path, done: threading.Event, acked: list[int]) -> None:
     with Client(dep.server.url, dep.ingest_token, dep.identity, queue_path=queue,
                 enforce_contribution_limit=False, max_retries=1, backoff=0.05,
                 connect_timeout=1.0, timeout=5.0, batch_size=1000) as sdk:
@@ -47,7 +47,7 @@ def app_install(dep: Deployment, queue: Path, done: threading.Event) -> None:
             sdk.record("taps", 1)
             if index % FLUSH_EVERY == 0:
                 with contextlib.suppress(BlindsumError):  # the server may be down: later
-                    sdk.flush()
+                    acked.append(sdk.flush().accepted)
         sdk.close()  # the disk queue keeps what is unsent
     done.set()
 
@@ -66,7 +66,9 @@ def test_kill_9_of_the_server_during_ingest_loses_nothing_and_counts_nothing_twi
     with deployment(root, POLICIES) as dep:
         queues = [root / f"install-{n}" / "queue.db" for n in range(CLIENTS)]
         finished = [threading.Event() for _ in queues]
-        threads = [threading.Thread(target=app_install, args=(dep, queue, done), daemon=True)
+        acked: list[int] = []  # the reports each successful flush was told are stored
+        threads = [threading.Thread(target=app_install, args=(dep, queue, done, acked),
+                                    daemon=True)
                    for queue, done in zip(queues, finished, strict=True)]
         for thread in threads:
             thread.start()
@@ -76,6 +78,7 @@ def test_kill_9_of_the_server_during_ingest_loses_nothing_and_counts_nothing_twi
         os.killpg(dep.server.process.pid, signal.SIGKILL)  # master and workers, mid-ingest
         dep.server.process.wait(30)
         killed_at = stored(dep.server_dir)[0]
+        acked_at_kill = sum(acked)  # no server, so no acknowledgement after this point
         port = int(dep.server.url.rsplit(":", 1)[1])
         args = ["server", "serve", "--data-dir", str(dep.server_dir), "--port", str(port),
                 "--keyholder-url", dep.keyholder.url, "--keyholder-identity", dep.identity]
@@ -86,5 +89,9 @@ def test_kill_9_of_the_server_during_ingest_loses_nothing_and_counts_nothing_twi
         assert all(done.is_set() for done in finished), "an install did not finish"
         assert [drain(dep, queue) for queue in queues] == [0] * CLIENTS
         rows, counted = stored(dep.server_dir)
+    print(f"kill -9 of the server: acknowledged before the kill {acked_at_kill}, stored at "
+          f"the kill {killed_at}; after the restart {rows} stored and counted {counted} of "
+          f"{CLIENTS * RECORDS} recorded")
     assert 0 < killed_at < CLIENTS * RECORDS  # the kill did land mid-ingest
+    assert acked_at_kill <= killed_at  # everything acknowledged was already durable
     assert rows == CLIENTS * RECORDS and counted == rows

@@ -3,14 +3,17 @@ stalled the server, 12 the key-holder, 60 half-sent TLS handshakes the TLS serve
 
 Each test holds hostile connections from 127.0.0.2 (tests/fault/hostile.py) while honest
 clients on 127.0.0.1 check health and send authenticated reports through the SDK. An honest
-call that has no answer within ``HONEST_TIMEOUT`` fails as starved; the latencies are printed
-(run with ``-s``) for the runbook and benchmarks, never asserted.
+call that has no answer within ``HONEST_TIMEOUT`` fails as starved. Against the plain server,
+``HONEST_CLIENTS`` SDK installs ingest at once and their p99 must stay under ``P99_BOUND``
+with no 5xx (the issue's bar); elsewhere the latencies are printed (run with ``-s``) for the
+runbook, not asserted.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
 import pytest
@@ -23,21 +26,14 @@ from blindsum.server.processes import Deployment
 HONEST_TIMEOUT = 5.0
 ROUNDS = 15
 PER_ADDRESS_CAP = 64  # the serve commands' default
+HONEST_CLIENTS = 4
+P99_BOUND = 1.0  # seconds, the issue's bar for honest ingest under the crowd
 
 
 def _address(url: str) -> tuple[str, int]:
     parts = urlsplit(url)
     assert parts.hostname is not None and parts.port is not None
     return parts.hostname, parts.port
-
-
-@pytest.fixture
-def sdk(deployed: Deployment) -> Iterator[Client]:
-    with Client(deployed.server.url, deployed.ingest_token, deployed.identity,
-                verify=deployed.verify, timeout=HONEST_TIMEOUT, max_retries=0,
-                enforce_contribution_limit=False) as client:
-        assert client.manifest().serial >= 1  # verified before the crowd, as an app has it
-        yield client
 
 
 def _get(url: str, verify: bool | str, token: str | None = None) -> Callable[[], int]:
@@ -64,17 +60,35 @@ def _assert_all_served(results: list[Timed], what: str) -> None:
     assert not starved, f"{what}: honest calls failed: {starved[:5]}"
 
 
+def _honest_install(deployed: Deployment) -> list[Timed]:
+    with Client(deployed.server.url, deployed.ingest_token, deployed.identity,
+                verify=deployed.verify, timeout=HONEST_TIMEOUT, max_retries=0,
+                enforce_contribution_limit=False) as client:
+        client.manifest()  # verified before the crowd, as an app has it
+        return time_calls({
+            "healthz": _get(f"{deployed.server.url}/healthz", deployed.verify),
+            "ingest": _ingest(client),
+        }, ROUNDS)
+
+
 def test_server_serves_honest_clients_while_one_address_holds_240_connections(
-    deployed: Deployment, sdk: Client,
+    deployed: Deployment,
 ) -> None:
     with hostile_crowd(*_address(deployed.server.url)) as crowd:
         crowd.idle(120)
         crowd.slowloris(120)
-        results = time_calls({
-            "healthz": _get(f"{deployed.server.url}/healthz", deployed.verify),
-            "ingest": _ingest(sdk),
-        }, ROUNDS)
-    _assert_all_served(results, "server, 120 idle + 120 slowloris")
+        with ThreadPoolExecutor(HONEST_CLIENTS) as pool:
+            runs = [pool.submit(_honest_install, deployed) for _ in range(HONEST_CLIENTS)]
+            results = [timed for run in runs for timed in run.result()]
+        held = crowd.still_open()
+    print(f"server: hostile connections opened 240, refused at connect {crowd.refused}, "
+          f"still held by the server at the end {held}")
+    _assert_all_served(results, f"server, 120 idle + 120 slowloris, {HONEST_CLIENTS} installs")
+    server_errors = [r for r in results if isinstance(r.status, int) and r.status >= 500]
+    assert not server_errors
+    for name in ("healthz", "ingest"):
+        p99 = percentile([r.seconds for r in results if r.name == name], 0.99)
+        assert p99 < P99_BOUND, f"{name} p99 {p99:.3f}s under the crowd"
 
 
 def test_keyholder_serves_the_server_while_one_address_holds_240_connections(

@@ -84,11 +84,15 @@ def test_full_disk_answers_503_storage_unavailable_then_recovers_without_restart
                 break
         assert refusals, "ingest never met the full disk"
         assert "disk is full" in refusals[0].detail
+        assert refusals[0].retry_after is not None and refusals[0].retry_after > 0
         queued = sdk.pending
         assert queued >= 50  # nothing acknowledged, nothing lost: still queued on the device
         filler.unlink()
         receipt = sdk.flush()
         assert receipt.accepted == queued and sdk.pending == 0
+        print(f"full disk: ingest refused with {refusals[0].status} {refusals[0].code} "
+              f"(Retry-After {refusals[0].retry_after}), {queued} reports kept queued, all "
+              f"{receipt.accepted} accepted after space was freed, no restart")
     assert readiness(dep)[0] == 200
     log = dep.server.log_path.read_text()
     assert '"internal"' not in log and "Traceback" not in log
