@@ -90,9 +90,11 @@ def get_context(kid: str) -> Response:
 
 @reports.post("/v1/reports")
 def post_reports() -> Response:
-    principal = _require("ingest")  # before the body is read: strangers cost no parsing
     telemetry = aggregator().telemetry
     try:
+        # before the body is read (strangers cost no parsing), inside the try so a wrong or
+        # revoked token is counted as a refused batch, as the runbook's alert expects
+        principal = _require("ingest")
         batch = ReportBatch.from_wire(read_wire_body(BATCH_ITEMS))
         require_metrics(principal, ((f"batch.reports[{index}]", report.metric)
                                     for index, report in enumerate(batch.reports)))

@@ -49,6 +49,10 @@ def test_metrics_move_as_reports_arrive_and_windows_are_released(deployed: Deplo
         for flag in (1, 0, 1, 1):
             sdk.record("opened", flag)
         assert sdk.flush().accepted == 4
+    stranger = requests.post(f"{deployed.server.url}/v1/reports", json={"v": 1, "reports": []},
+                             headers={"Authorization": "Bearer ing_not-a-token"},
+                             timeout=TIMEOUT)
+    assert stranger.status_code == 401
     released = requests.post(f"{deployed.server.url}/v1/windows/release", json={
         "metric": "opened"}, headers={"Authorization": f"Bearer {deployed.admin_token}"},
         timeout=TIMEOUT)
@@ -59,6 +63,9 @@ def test_metrics_move_as_reports_arrive_and_windows_are_released(deployed: Deplo
     accepted = ("blindsum_reports_total", {"outcome": "accepted"})
     assert value(after, accepted[0], **accepted[1]) - value(before, accepted[0],
                                                             **accepted[1]) == 4
+    unauthorized = ("blindsum_refused_batches_total", {"reason": "unauthorized"})
+    assert value(after, unauthorized[0], **unauthorized[1]) - value(
+        before, unauthorized[0], **unauthorized[1]) == 1
     assert value(after, "blindsum_releases_total", outcome="released") >= 1
     assert value(after, "blindsum_windows", state="released") >= 1
     assert value(after, "blindsum_http_requests_total", route="/v1/reports",
@@ -92,6 +99,10 @@ def test_logs_are_json_with_the_request_id_the_client_sent(deployed: Deployment)
     assert {"time", "level", "logger", "message"} <= set(access[0])
     keyholder_lines = _log_lines(deployed.keyholder.log_path)
     assert any(line.get("route") == "/v1/manifest" for line in keyholder_lines)
+    # the release of the metrics test above has one line at each service, naming its window
+    releases = [line for line in keyholder_lines
+                if line.get("logger") == "blindsum.keyholder.releases"]
+    assert releases and all(line.get("metric") and "window" in line for line in releases)
     for path in (deployed.server.log_path, deployed.keyholder.log_path):
         text = path.read_text()
         for secret in (deployed.ingest_token, deployed.admin_token, deployed.release_token):
