@@ -7,7 +7,7 @@ ciphertexts it decrypts arrive as a window aggregate with a report count of at l
 
 from __future__ import annotations
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from flask_limiter import Limiter, RateLimitExceeded
 
 from blindsum.server.http import (
@@ -68,6 +68,9 @@ def create_release() -> Response:
     # noise proof (``noise_proof.MAX_WIRE_ITEMS`` bounds it)
     data, _ = read_body(max_items=256 + MAX_WIRE_ITEMS)
     release_request = ReleaseRequest.from_wire(data)
+    # for the release log line (observe.py): which window, never its aggregate
+    g.release_window = {"metric": release_request.metric, "version": release_request.version,
+                        "window": release_request.window, "kid": release_request.key_id}
     answer = _holder().releaser().release(release_request)
     return reply(answer.document, status=201 if answer.created else 200)
 

@@ -58,12 +58,18 @@ def instrument(app: Flask) -> Flask:
             return response
         if response.status_code == 201:
             outcome, code = "released", ""
+        elif response.status_code == 200:
+            # a retry whose first answer was lost: the stored document again, nothing drawn
+            outcome, code = "repeated", ""
         else:
             code = g.get("error_code") or str(response.status_code)
             outcome = "failed" if response.status_code >= 500 else "refused"
         telemetry.releases.labels(outcome, code).inc()
-        log.info("release %s%s", outcome, f" ({code})" if code else "",
-                 extra={"fields": {"outcome": outcome, "error_code": code or None}})
+        window = g.get("release_window") or {}
+        what = (f" metric {window['metric']!r} version {window['version']} window "
+                f"{window['window']} key {window['kid']!r}" if window else "")
+        log.info("release %s%s%s", outcome, what, f" ({code})" if code else "",
+                 extra={"fields": {"outcome": outcome, "error_code": code or None, **window}})
         return response
 
     return app
