@@ -143,6 +143,32 @@ def test_audit_refuses_a_directory_that_is_not_initialised_and_creates_nothing(
     assert (list(data_dir.iterdir()) == []) if make_dir else not data_dir.exists()
 
 
+READ_ONLY_COMMANDS = [
+    (["keyholder", "budget"], "not a key-holder data directory"),
+    (["keyholder", "key", "list"], "not a key-holder data directory"),
+    (["keyholder", "backup", "--to", "{tmp}/copy"], "not a data directory"),
+    (["server", "token", "list"], "not an aggregator data directory"),
+    (["server", "gc"], "not an aggregator data directory"),
+    (["server", "backup", "--to", "{tmp}/copy"], "not a data directory"),
+]
+
+
+@pytest.mark.parametrize("make_dir", [True, False], ids=["empty", "missing"])
+@pytest.mark.parametrize(("argv", "message"), READ_ONLY_COMMANDS,
+                         ids=[" ".join(argv[:3]) for argv, _ in READ_ONLY_COMMANDS])
+def test_read_only_commands_refuse_a_directory_that_is_not_initialised_and_create_nothing(
+    tmp_path: Path, capsys, make_dir: bool, argv: list[str], message: str,
+) -> None:
+    data_dir = tmp_path / "data"
+    if make_dir:
+        data_dir.mkdir()
+    args = [arg.format(tmp=tmp_path) for arg in argv]
+    code, _, err = run(capsys, *args, "--data-dir", str(data_dir))
+    assert code == 2 and message in err and "Traceback" not in err
+    assert (list(data_dir.iterdir()) == []) if make_dir else not data_dir.exists()
+    assert not (tmp_path / "copy").exists()
+
+
 def test_keyholder_files_are_private_to_the_service_account(keyholder_dir: Path) -> None:
     assert keyholder_dir.stat().st_mode & 0o777 == 0o700
     for path in keyholder_dir.iterdir():
