@@ -39,16 +39,19 @@ from blindsum.shared.signing import parse_identity
 from blindsum.shared.verification import verify_result
 
 POLICY_FILES = {"paillier": "demo_paillier.toml", "ckks": "demo_ckks.toml"}
+# With --serve: a metric the demo neither simulates nor releases, open for outside clients
+OUTSIDE_FILE = "demo_outside.toml"
 
 
 def _policy_paths(scheme: str, into: Path) -> list[Path]:
     names = list(POLICY_FILES.values()) if scheme == "both" else [POLICY_FILES[scheme]]
-    paths = []
-    for name in names:
-        path = into / name
-        path.write_text(resources.files("blindsum.server").joinpath(name).read_text())
-        paths.append(path)
-    return paths
+    return [_copy_policy_file(name, into) for name in names]
+
+
+def _copy_policy_file(name: str, into: Path) -> Path:
+    path = into / name
+    path.write_text(resources.files("blindsum.server").joinpath(name).read_text())
+    return path
 
 
 def simulated_value(policy: MetricPolicy, rng: random.Random) -> Any:
@@ -205,6 +208,39 @@ def render(rows: list[dict[str, Any]], console: Console) -> None:
     console.print(table)
 
 
+def _windows_for_outside_clients(released: list[MetricPolicy],
+                                 outside: list[MetricPolicy]) -> dict[str, Any]:
+    """Which windows an outside client may still report to, for ``--serve``'s output.
+
+    The demo released the current window of each of its own metrics early (reports for it
+    are refused with 409 until the next window starts); the outside metrics were left alone.
+    """
+    now = time.time()
+    return {
+        "released_windows": [
+            {"metric": p.name, "window": p.window_start(now),
+             "next_window": p.window_start(now) + p.window_seconds} for p in released],
+        "open_for_outside_clients": [
+            {"metric": p.name, "version": p.version, "window": p.window_start(now),
+             "accepts_reports_until": p.window_start(now) + p.window_seconds + p.late_seconds,
+             "validity": p.validity} for p in outside],
+    }
+
+
+def _describe_windows(windows: dict[str, Any]) -> str:
+    lines = []
+    for item in windows["open_for_outside_clients"]:
+        lines.append(f"open for your reports: metric {item['metric']!r} window {item['window']} "
+                     f"(until {item['accepts_reports_until']}; validity {item['validity']}: "
+                     "plain phe works); release it with `blindsum release --metric "
+                     f"{item['metric']}` and the admin token in the credentials file")
+    if windows["released_windows"]:
+        first = windows["released_windows"][0]
+        lines.append(f"the demo's own metrics: window {first['window']} is released (reports "
+                     f"for it get 409); their next window starts at {first['next_window']}")
+    return "\n".join(lines)
+
+
 def _wait_for_signal() -> None:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -257,6 +293,8 @@ def run_demo(clients: int = 200, scheme: str = "both", as_json: bool = False,
         root = Path(tmp)
         paths = _policy_paths(scheme, root)
         policies = [p for path in paths for p in load_policies_toml(path.read_text())]
+        outside = _copy_policy_file(OUTSIDE_FILE, root) if keep_serving else None
+        outside_policies = load_policies_toml(outside.read_text()) if outside else []
         mode = "two-party threshold" if threshold else "single-key"
         console.print(f"[bold]blindsum demo[/bold]: {clients} installs, "
                       f"{len(policies)} metrics, {paillier_bits}-bit {mode} Paillier + CKKS")
@@ -264,7 +302,8 @@ def run_demo(clients: int = 200, scheme: str = "both", as_json: bool = False,
         with ExitStack() as stack:
             with _setting_up(console, threshold):
                 deployed = stack.enter_context(deployment(
-                    root, paths, paillier_bits=paillier_bits, tls=tls, threshold=threshold))
+                    root, paths + ([outside] if outside else []), paillier_bits=paillier_bits,
+                    tls=tls, threshold=threshold))
             console.print(f"key-holder {deployed.keyholder.url}  server {deployed.server.url}"
                           + ("  (TLS, private loopback CA)" if tls else ""))
             console.print(f"key-holder identity {deployed.identity}")
@@ -285,12 +324,15 @@ def run_demo(clients: int = 200, scheme: str = "both", as_json: bool = False,
                                   "clients": clients}))
             if keep_serving and ok:
                 dashboard = f"{deployed.server.url}/"
+                windows = _windows_for_outside_clients(policies, outside_policies)
                 print(json.dumps({**_without_tokens(deployed, root),
-                                  "dashboard_url": dashboard}), flush=True)
+                                  "dashboard_url": dashboard, **windows}), flush=True)
                 how = ("dashboard: " + dashboard + (f" (trust {deployed.ca_bundle})"
                                                     if deployed.ca_bundle else "")
                        + "\nserving until Ctrl-C or SIGTERM, which stops both services")
                 print(how, file=sys.stderr if as_json else sys.stdout, flush=True)
+                print(_describe_windows(windows), file=sys.stderr if as_json else sys.stdout,
+                      flush=True)
                 _wait_for_signal()
         sys.stdout.flush()
     return 0 if ok else 1

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import requests
 
+from blindsum.client import Client
 from blindsum.server.aggregator.rounding import format_number
 
 DEMO = [sys.executable, "-m", "blindsum.server.cli", "demo", "--paillier-bits", "2048"]
@@ -133,6 +134,15 @@ def test_demo_serve_keeps_services_up_until_sigterm() -> None:
         assert len(results["results"]) == 4
         for result in results["results"]:
             _assert_metric_page(info["server_url"], verify, result)
+        assert {w["metric"] for w in info["released_windows"]} == {
+            "app_opened", "session_seconds", "battery_temp_c", "screen_load_ms"}
+        # the demo left a window open for outside clients, and says which
+        (left_open,) = info["open_for_outside_clients"]
+        assert left_open["metric"] == "outside_seconds" and left_open["validity"] == "none"
+        with Client(info["server_url"], tokens["ingest_token"], info["keyholder_identity"],
+                    verify=verify, limits_path=None) as outside:
+            outside.record("outside_seconds", 30)
+            assert outside.flush().accepted == 1
         os.killpg(process.pid, signal.SIGTERM)
         assert process.wait(timeout=60) == 0
         with pytest.raises(requests.ConnectionError):  # the CA is gone with the demo's files
