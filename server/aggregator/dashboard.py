@@ -278,10 +278,12 @@ def render_metric(state: MetricState, sections: Sequence[Section], query: dict[s
                            windows=list(reversed(windows)))
 
 
-def sections_for(state: MetricState, identity: str) -> tuple[Section, ...]:
+def sections_for(state: MetricState, identity: str,
+                 retention_seconds: float | None = None) -> tuple[Section, ...]:
     """The methodology note of the metric's current policy (empty once it is retired)."""
     if state.policy is None:
         return ()
     released = [w.result.result for w in state.windows
                 if w.result.version == state.policy.version]
-    return methodology(state.policy, identity, released[-1] if released else None)
+    return methodology(state.policy, identity, released[-1] if released else None,
+                       retention_seconds)

@@ -205,17 +205,36 @@ def verification(policy: MetricPolicy, identity: str, threshold: bool = False) -
     ))
 
 
+def kept(retention_seconds: float) -> Section:
+    """What the server keeps of this metric's data, and for how long (its retention)."""
+    seconds = int(retention_seconds)
+    after = (f"for {_duration(seconds)} after" if seconds
+             else "until the next sweep (within a minute) after")
+    return Section("What is kept, and for how long", (
+        f"Each report's ciphertext (and validity proof) is kept {after} its window is "
+        "released or refused, then erased.",
+        "Its random report id, metric and window are kept for good, so that a late retry of "
+        "an acknowledged report is recognised and never counted twice.",
+        "Each window's encrypted aggregate and report count, and every signed result, are "
+        "kept for good: they are what is published. The server never holds a plaintext "
+        "value.",
+    ))
+
+
 def methodology(policy: MetricPolicy, identity: str,
-                released: ReleaseResult | None = None) -> tuple[Section, ...]:
+                released: ReleaseResult | None = None,
+                retention_seconds: float | None = None) -> tuple[Section, ...]:
     """Every section of the note for ``policy``, in reading order.
 
     ``released`` is a result of this policy version, if there is one: its noise ``scale``
     and zCDP ``rho`` are what the key-holder actually used, and it says whether the metric's
-    key is a threshold key.
+    key is a threshold key. ``retention_seconds`` is the server's report retention; when
+    given, a section says what is kept and for how long.
     """
     threshold = released is not None and released.threshold
+    retention = () if retention_seconds is None else (kept(retention_seconds),)
     return (measured(policy), bounds(policy),
             mechanism(policy, None if released is None else released.scale),
             privacy_cost(policy, None if released is None else released.rho),
-            windows(policy), privacy_unit(policy), trust(policy, threshold),
+            windows(policy), privacy_unit(policy), *retention, trust(policy, threshold),
             verification(policy, identity, threshold))

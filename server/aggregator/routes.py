@@ -340,5 +340,7 @@ def metric_page(metric: str) -> str:
     results = service.store.results_page(metric, query.start, query.end,
                                          limit=PAGE_RESULTS + 1)
     state = _metric_state(metric, results[:PAGE_RESULTS], service.budget.states())
-    return render_metric(state, sections_for(state, service.config.keyholder_identity),
-                         range_links(query), truncated=len(results) > PAGE_RESULTS)
+    sections = sections_for(state, service.config.keyholder_identity,
+                            service.config.report_retention_seconds)
+    return render_metric(state, sections, range_links(query),
+                         truncated=len(results) > PAGE_RESULTS)

@@ -214,3 +214,15 @@ def test_histogram_windows_are_drawn_on_one_scale_whatever_their_sizes() -> None
     heights = [float(h) for h in re.findall(r'<rect class="bar"[^>]* height="([\d.]+)"',
                                             charts[1])]  # newest first: [1] is the small one
     assert max(heights) < 10
+
+
+def test_methodology_states_the_report_retention_when_given() -> None:
+    assert "What is kept, and for how long" not in {s.heading for s in methodology(
+        POLICY, "ed25519:x")}
+    kept = {s.heading: s for s in methodology(POLICY, "ed25519:x", None, 7200)}[
+        "What is kept, and for how long"]
+    assert "kept for 2 hours after its window is released or refused" in kept.sentences[0]
+    assert any("never counted twice" in sentence for sentence in kept.sentences)
+    at_once = {s.heading: s for s in methodology(POLICY, "ed25519:x", None, 0)}[
+        "What is kept, and for how long"]
+    assert "until the next sweep" in at_once.sentences[0]

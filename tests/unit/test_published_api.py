@@ -258,9 +258,11 @@ def test_metric_page_has_a_labelled_chart_a_table_methodology_and_exports(
     assert html.count("<g class=\"point\">") == len(starts)
     assert "<caption>Every window (newest first)</caption>" in html
     for heading in ("What is measured", "Bounds and clipping", "Noise", "Privacy cost",
-                    "Windows and minimum reports", "Privacy unit", "Trust",
-                    "How to verify a result"):
+                    "Windows and minimum reports", "Privacy unit",
+                    "What is kept, and for how long", "Trust", "How to verify a result"):
         assert f"<h3>{heading}</h3>" in html
+    # the server's retention (the default, a day) is what the page states
+    assert "kept for 1 day after its window is released or refused, then erased" in html
     assert 'href="/v1/published/latency/export.csv"' in html
 
 
