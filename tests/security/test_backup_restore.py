@@ -60,10 +60,11 @@ def _ingest_until(dep: Deployment, stop: threading.Event, sent: list[int]) -> No
             sent.append(sdk.flush().accepted)
 
 
-def _backup(role: str, data_dir: Path, to: Path, env: dict[str, str]) -> None:
+def _backup(role: str, data_dir: Path, to: Path, env: dict[str, str]) -> str:
     code, out, err, _ = run_cli([role, "backup", "--data-dir", str(data_dir), "--to", str(to)],
                                 env)
     assert code == 0 and "backup written" in out, err
+    return out.strip()
 
 
 def _restored(dep: Deployment, backups: Path, logs: Path) -> Deployment:
@@ -102,14 +103,16 @@ def test_backup_under_load_restores_results_audit_and_spent_windows(
         load = threading.Thread(target=_ingest_until, args=(dep, stop, sent))
         load.start()
         try:
-            _backup("keyholder", dep.keyholder_dir, backups / "keyholder",
-                    service_env(dep, passphrase=True))
-            _backup("server", dep.server_dir, backups / "server",
-                    service_env(dep, passphrase=False))
+            written = [_backup("keyholder", dep.keyholder_dir, backups / "keyholder",
+                               service_env(dep, passphrase=True)),
+                       _backup("server", dep.server_dir, backups / "server",
+                               service_env(dep, passphrase=False))]
         finally:
             stop.set()
             load.join(TIMEOUT)
         assert sent and set(sent) == {1}  # ingest went on while the copies were taken
+        print(f"backup under load: {len(sent)} reports acknowledged while the copies were "
+              f"taken; {'; '.join(written)}")
 
     for path in (backups / "keyholder" / "keyholder.db", backups / "server" / "aggregator.db"):
         assert path.stat().st_mode & 0o077 == 0, path
