@@ -31,6 +31,25 @@ PROBLEM_JSON = "application/problem+json"
 log = logging.getLogger("blindsum.http")
 
 
+# gunicorn's own limit on a request line (``limit_request_line``): a longer one is answered
+# 414 with an HTML page before any app code runs, on every route, so each operation's
+# description admits it (fuzzers reach it with long query strings).
+REQUEST_LINE_LIMIT = 4094
+URI_TOO_LONG_RESPONSE: Mapping[str, Any] = {
+    "description": f"request line longer than {REQUEST_LINE_LIMIT} bytes, refused by the "
+                   "WSGI server itself (an HTML page, not a problem document)",
+    "content": {"text/html": {"schema": {"type": "string"}}},
+}
+
+
+def with_request_line_limit(paths: dict[str, Any]) -> dict[str, Any]:
+    """``paths`` with the WSGI server's 414 documented on every operation."""
+    for operations in paths.values():
+        for operation in operations.values():
+            operation["responses"].setdefault("414", dict(URI_TOO_LONG_RESPONSE))
+    return paths
+
+
 # How long a client should wait before retrying a 503 (storage or readiness): long enough
 # for an operator's fix or a checkpoint, short enough that a queue drains soon after.
 RETRY_AFTER_UNAVAILABLE = "10"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from blindsum.server.http import with_request_line_limit
 from blindsum.shared.codec import MAX_BATCH_REPORTS, MAX_CIPHERTEXTS, MAX_DECIMAL_DIGITS
 
 JSON = "application/json"
@@ -451,7 +452,7 @@ def openapi_document() -> dict[str, Any]:
                            "are rate limited per token (per client address without a valid "
                            "token): 429 with Retry-After.",
         },
-        "paths": _paths(),
+        "paths": with_request_line_limit(_paths()),
         "components": {
             "schemas": _schemas(),
             "securitySchemes": {

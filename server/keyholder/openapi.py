@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from blindsum.server.http import with_request_line_limit
+
 _PROBLEM = {"description": "Error", "content": {"application/problem+json": {
     "schema": {"$ref": "#/components/schemas/Problem"}}}}
 _SIGNED = {"content": {"application/json": {
@@ -144,3 +146,4 @@ OPENAPI: dict[str, Any] = {
         },
     },
 }
+with_request_line_limit(OPENAPI["paths"])
