@@ -27,6 +27,8 @@ HONEST_TIMEOUT = 5.0
 ROUNDS = 15
 PER_ADDRESS_CAP = 64  # the serve commands' default
 HONEST_CLIENTS = 4
+# 120 calls of each kind, so the p99 is not just the slowest call (as with 15 or 60)
+HONEST_ROUNDS = 30
 P99_BOUND = 1.0  # seconds, the issue's bar for honest ingest under the crowd
 
 
@@ -68,7 +70,7 @@ def _honest_install(deployed: Deployment) -> list[Timed]:
         return time_calls({
             "healthz": _get(f"{deployed.server.url}/healthz", deployed.verify),
             "ingest": _ingest(client),
-        }, ROUNDS)
+        }, HONEST_ROUNDS)
 
 
 def test_server_serves_honest_clients_while_one_address_holds_240_connections(
