@@ -24,6 +24,8 @@ from urllib.parse import quote
 
 import requests
 
+from blindsum.server.logs import request_id
+from blindsum.server.observability import REQUEST_ID_HEADER
 from blindsum.shared import codec
 from blindsum.shared.codec import (
     RELEASE_RESULT_TYPE,
@@ -271,6 +273,9 @@ class KeyholderClient:
             headers["Content-Type"] = content_type
         if auth:
             headers["Authorization"] = f"Bearer {self._token}"
+        rid = request_id()
+        if rid:  # one id for the request in both services' logs (a scheduled job has none)
+            headers[REQUEST_ID_HEADER] = rid
         url = self.base_url + path
         try:
             # verify per request: requests lets REQUESTS_CA_BUNDLE override session.verify

@@ -61,7 +61,9 @@ def _rate_limit(value: object) -> str | None:
     from limits import parse_many
 
     text = str(value).strip()
-    if text.lower() in ("off", "none", ""):
+    if not text:  # an empty variable is an unset one, not a way to switch the limit off
+        text = DEFAULT_RELEASE_RATE
+    if text.lower() in ("off", "none"):
         return None
     try:
         parse_many(text)

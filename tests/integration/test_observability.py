@@ -54,7 +54,8 @@ def test_metrics_move_as_reports_arrive_and_windows_are_released(deployed: Deplo
                              timeout=TIMEOUT)
     assert stranger.status_code == 401
     released = requests.post(f"{deployed.server.url}/v1/windows/release", json={
-        "metric": "opened"}, headers={"Authorization": f"Bearer {deployed.admin_token}"},
+        "metric": "opened"}, headers={"Authorization": f"Bearer {deployed.admin_token}",
+                                      "X-Request-Id": "trace-release-42"},
         timeout=TIMEOUT)
     assert released.status_code == 200 and len(released.json()["released"]) == 1
     server_text, after = scrape(deployed.server.url)
@@ -103,6 +104,8 @@ def test_logs_are_json_with_the_request_id_the_client_sent(deployed: Deployment)
     releases = [line for line in keyholder_lines
                 if line.get("logger") == "blindsum.keyholder.releases"]
     assert releases and all(line.get("metric") and "window" in line for line in releases)
+    # the server passes its request id on: one release, one id in both services' logs
+    assert any(line.get("request_id") == "trace-release-42" for line in releases)
     for path in (deployed.server.log_path, deployed.keyholder.log_path):
         text = path.read_text()
         for secret in (deployed.ingest_token, deployed.admin_token, deployed.release_token):
