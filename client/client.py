@@ -26,6 +26,7 @@ Thread-safe: ``record`` and ``flush`` may be called from any thread.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -68,7 +69,7 @@ from blindsum.shared.signing import parse_identity
 from blindsum.shared.validity import ProofContext, proof_kind, prove_report
 
 from .errors import DroppedReport, ReportsDropped
-from .limits import ContributionLimiter, default_state_path
+from .limits import ContributionLimiter, QueueClaim, default_state_path
 from .manifest_cache import ManifestCache
 from .queue import DiskQueue, MemoryQueue, ReportQueue
 from .transport import RetryPolicy, Timeouts, Transport
@@ -125,12 +126,17 @@ class Client:
         backoff: seconds before the first retry; doubles per retry, with jitter.
         manifest_ttl: seconds after which ``record`` re-fetches the manifest (key rotation);
             a failed re-fetch keeps the verified manifest already held.
-        queue_path: a SQLite file to keep unsent reports (and contribution counts) in, so
-            they survive an app restart. Without it unsent reports live in memory.
-        limits_path: where contribution counts are kept: ``"default"`` (``queue_path`` if
-            given, else ``limits.default_state_path``: a file per server and key-holder
-            under the user's state directory), a path, or None for memory only (a restart
-            then forgets them, and the app may exceed ``contributions_per_window``).
+        queue_path: where unsent reports wait, with the verified manifest, so they survive
+            an app restart and a cold start offline can record: ``"default"`` (a file per
+            server and key-holder under the user's state directory, ``limits.state_dir``,
+            claimed by one live Client at a time: ``limits.QueueClaim``), a path (which then
+            holds the contribution counts too), or None for memory only (unsent reports are
+            lost when the process ends).
+        limits_path: where contribution counts are kept: ``"default"`` (an explicit
+            ``queue_path`` if given, else ``limits.default_state_path``: a file per server and
+            key-holder, shared by every Client of the install), a path, or None for memory
+            only (a restart then forgets them, and the app may exceed
+            ``contributions_per_window``).
 
     Raises:
         InvalidConfig: a bad argument (URL, token, batch size, wire, ...).
@@ -153,7 +159,7 @@ class Client:
         connect_timeout: float = 5.0,
         backoff: float = 0.5,
         manifest_ttl: float = 3600.0,
-        queue_path: Path | str | None = None,
+        queue_path: Path | str | None = "default",
         limits_path: Path | str | None = "default",
     ) -> None:
         self._identity = parse_identity(keyholder_identity)
@@ -176,16 +182,27 @@ class Client:
             session=session,
             verify=verify,
         )
-        path = Path(queue_path) if queue_path is not None else None
-        if limits_path == "default":
-            limits = path or default_state_path(server_url, keyholder_identity)
-        else:
-            limits = Path(limits_path) if limits_path is not None else None
+        self._claim: QueueClaim | None = None
         try:
+            if queue_path == "default":
+                self._claim = QueueClaim.acquire(server_url, keyholder_identity)
+                if self._claim is None:
+                    log.warning("every default queue file of this install is held by a live "
+                                "Client: this one queues in memory (pass queue_path)")
+                path = self._claim.path if self._claim else None
+                explicit = None
+            else:
+                path = explicit = Path(queue_path) if queue_path is not None else None
+            if limits_path == "default":
+                limits = explicit or default_state_path(server_url, keyholder_identity)
+            else:
+                limits = Path(limits_path) if limits_path is not None else None
             self._queue: ReportQueue = DiskQueue(path) if path else MemoryQueue()
             self._limiter = ContributionLimiter(limits) if enforce_contribution_limit else None
             self._cache = ManifestCache(path) if path else None
         except BaseException:
+            if self._claim is not None:
+                self._claim.release()
             self._transport.close()
             raise
         self._loaded: _Loaded | None = None
@@ -260,7 +277,7 @@ class Client:
             manifest = Manifest.verify(cached, self._identity)  # the file proves nothing
             log.warning("server unreachable (%s); recording with the cached manifest serial "
                         "%d until it answers", exc.detail, manifest.serial)
-            loaded = _Loaded(manifest, Keyring(manifest, self._fetch_context),
+            loaded = _Loaded(manifest, self._keyring(manifest),
                              time.monotonic() + MANIFEST_RETRY_SECONDS)
             self._loaded = loaded
             return loaded
@@ -279,20 +296,25 @@ class Client:
         if held is not None and manifest == held.manifest:
             keyring = held.keyring
         else:
-            keyring = Keyring(manifest, self._fetch_context)
+            keyring = self._keyring(manifest)
         loaded = _Loaded(manifest, keyring, time.monotonic() + self.manifest_ttl)
         self._loaded = loaded
         if self._cache is not None:
             self._cache.store(dict(manifest.document), manifest.serial)
         return loaded
 
-    def _fetch_context(self, key_id: str) -> bytes:
-        # a cached context is only a candidate: Keyring checks it against the signed digest
+    def _keyring(self, manifest: Manifest) -> Keyring:
+        return Keyring(manifest, lambda key_id: self._fetch_context(manifest, key_id))
+
+    def _fetch_context(self, manifest: Manifest, key_id: str) -> bytes:
+        # Keyring checks what this returns against the signed digest; the cache keeps only
+        # bytes that match it, so one context swapped in flight is refused once, never kept
+        expected = manifest.key(key_id).public.get("context_sha256")
         cached = self._cache.context(key_id) if self._cache is not None else None
-        if cached is not None:
+        if cached is not None and hashlib.sha256(cached).hexdigest() == expected:
             return cached
         data = self._transport.get_bytes(f"/v1/keys/{quote(key_id, safe='')}/context")
-        if self._cache is not None:
+        if self._cache is not None and hashlib.sha256(data).hexdigest() == expected:
             self._cache.store_context(key_id, data)
         return data
 
@@ -515,6 +537,8 @@ class Client:
                 self._limiter.close()
             if self._cache is not None:
                 self._cache.close()
+            if self._claim is not None:
+                self._claim.release()
             self._transport.close()
 
     def __enter__(self) -> Client:

@@ -29,18 +29,66 @@ from .queue import connect, create_tables
 STATE_DIR_ENV = "BLINDSUM_STATE_DIR"
 
 
-def default_state_path(server_url: str, keyholder_identity: str) -> Path:
-    """Where the SDK keeps contribution counts when the app does not say.
-
-    ``$BLINDSUM_STATE_DIR``, else ``$XDG_STATE_HOME/blindsum``, else
-    ``~/.local/state/blindsum``; one file per (server, key-holder identity), so two
-    deployments never share counts.
-    """
+def state_dir() -> Path:
+    """``$BLINDSUM_STATE_DIR``, else ``$XDG_STATE_HOME/blindsum``, else
+    ``~/.local/state/blindsum``."""
     base = os.environ.get(STATE_DIR_ENV) or (
         Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
         / "blindsum")
-    name = hashlib.sha256(f"{server_url}\n{keyholder_identity}".encode()).hexdigest()[:24]
-    return Path(base) / f"contributions-{name}.sqlite3"
+    return Path(base)
+
+
+def _deployment_name(server_url: str, keyholder_identity: str) -> str:
+    return hashlib.sha256(f"{server_url}\n{keyholder_identity}".encode()).hexdigest()[:24]
+
+
+def default_state_path(server_url: str, keyholder_identity: str) -> Path:
+    """Where the SDK keeps contribution counts when the app does not say: one file per
+    (server, key-holder identity) under ``state_dir()``, so two deployments never share
+    counts, and every Client of one install does."""
+    return state_dir() / f"contributions-{_deployment_name(server_url, keyholder_identity)}.sqlite3"
+
+
+MAX_DEFAULT_QUEUES = 16
+
+
+class QueueClaim:
+    """The default queue file of one live Client, held with an exclusive ``flock``.
+
+    A restarted app claims the file its previous run left (``queue-<name>.sqlite3``) and
+    sends what is still in it. A second Client alive at the same time in the same install
+    (another thread or process) must not drain the same file, so it claims the next free
+    one (``queue-<name>-2.sqlite3``, ...), up to ``MAX_DEFAULT_QUEUES``; ``None`` if all are
+    held (the Client then queues in memory and says so).
+    """
+
+    def __init__(self, path: Path, handle: int) -> None:
+        self.path = path
+        self._handle = handle
+
+    @classmethod
+    def acquire(cls, server_url: str, keyholder_identity: str) -> QueueClaim | None:
+        import fcntl
+
+        base = state_dir()
+        base.mkdir(parents=True, exist_ok=True, mode=0o700)
+        name = _deployment_name(server_url, keyholder_identity)
+        for index in range(1, MAX_DEFAULT_QUEUES + 1):
+            suffix = "" if index == 1 else f"-{index}"
+            path = base / f"queue-{name}{suffix}.sqlite3"
+            handle = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(handle)
+                continue
+            return cls(path, handle)
+        return None
+
+    def release(self) -> None:
+        if self._handle >= 0:
+            os.close(self._handle)  # closing the descriptor drops the lock
+            self._handle = -1
 
 
 class ContributionLimiter:

@@ -107,8 +107,10 @@ def simulate(
     at = time.time()
     # One SDK instance stands in for many installs: reports carry no install identity, and
     # reusing it shares the Paillier fixed-base tables and the verified manifest.
+    # A simulation: its reports wait in memory, not in the state directory of whoever
+    # runs the demo.
     with Client(deployed.server.url, deployed.ingest_token, deployed.identity,
-                enforce_contribution_limit=False, batch_size=1000,
+                enforce_contribution_limit=False, batch_size=1000, queue_path=None,
                 verify=deployed.verify) as client:
         client.manifest()
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),

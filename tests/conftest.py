@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,8 @@ POLICY_DIR = Path(__file__).parent / "policies"
 
 @pytest.fixture(autouse=True, scope="session")
 def sdk_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """SDK contribution counts go to a directory of this run, not the user's state dir."""
+    """SDK state (default queues, contribution counts) goes to a directory of this run, not
+    the user's state dir."""
     path = tmp_path_factory.mktemp("sdk-state")
     previous = os.environ.get("BLINDSUM_STATE_DIR")
     os.environ["BLINDSUM_STATE_DIR"] = str(path)  # inherited by SDK subprocesses too
@@ -26,6 +28,19 @@ def sdk_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ.pop("BLINDSUM_STATE_DIR", None)
     else:
         os.environ["BLINDSUM_STATE_DIR"] = previous
+
+
+_TEST_STATE = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def sdk_state_per_test(sdk_state_dir: Path) -> Iterator[Path]:
+    """Each test's SDK Clients start from their own state directory: a default queue left
+    unsent by one test (an install's restart state) must not be delivered by the next."""
+    path = sdk_state_dir / f"test-{next(_TEST_STATE):05d}"
+    os.environ["BLINDSUM_STATE_DIR"] = str(path)
+    yield path
+    os.environ["BLINDSUM_STATE_DIR"] = str(sdk_state_dir)
 
 
 @pytest.fixture(scope="session")

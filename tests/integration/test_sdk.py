@@ -1000,17 +1000,41 @@ def test_the_contribution_limit_survives_an_app_restart(
 def test_a_restarted_app_without_a_queue_file_keeps_its_contribution_counts(
     make_client: MakeClient, now: float
 ) -> None:
-    first = make_client(limits_path="default")  # the SDK's default state file
+    # the SDK's default state file, with reports queued in memory
+    first = make_client(limits_path="default", queue_path=None)
     first.record("clicks", 1, at=now + 2 * HOUR)
     first.record("clicks", 1, at=now + 2 * HOUR)
     first.close()
-    restarted = make_client(limits_path="default")
+    restarted = make_client(limits_path="default", queue_path=None)
     with pytest.raises(ContributionLimit, match="'clicks' allows 2"):
         restarted.record("clicks", 1, at=now + 2 * HOUR)
     # a second Client of the same install, open at the same time, shares the counts too
-    alongside = make_client(limits_path="default")
+    alongside = make_client(limits_path="default", queue_path=None)
     restarted.record("clicks", 1, at=now + 3 * HOUR)
     alongside.record("clicks", 1, at=now + 3 * HOUR)
     with pytest.raises(ContributionLimit):
         alongside.record("clicks", 1, at=now + 3 * HOUR)
     assert restarted.pending + alongside.pending == 2
+
+
+def test_a_restarted_app_with_no_arguments_delivers_what_it_left_unsent(
+    make_client: MakeClient, peer: FaultInjectingPeer, now: float
+) -> None:
+    # No queue_path, no limits_path: the defaults must make a restart safe. The first run
+    # records while the server is unreachable and exits; the restarted app finds its reports
+    # in the default queue and delivers them, once.
+    first = make_client(peer.url, limits_path="default", max_retries=0)
+    first.record("clicks", 1, at=now)
+    peer.script("POST", REPORTS, Answer(503))
+    with pytest.raises(UpstreamError, match="503"):
+        first.flush()
+    assert first.pending == 1
+    # a second Client alive at the same time claims a queue of its own, not the first's
+    alongside = make_client(peer.url, limits_path="default", max_retries=0)
+    assert alongside.pending == 0
+    alongside.close()
+    first.close()
+    restarted = make_client(peer.url, limits_path="default")  # same server, same install
+    assert restarted.pending == 1
+    assert restarted.flush().accepted == 1
+    assert restarted.pending == 0
