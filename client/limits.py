@@ -16,6 +16,7 @@ the app's allowance.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import sqlite3
 import threading
@@ -27,6 +28,7 @@ from blindsum.shared.policy import MetricPolicy
 from .queue import connect, create_tables
 
 STATE_DIR_ENV = "BLINDSUM_STATE_DIR"
+log = logging.getLogger("blindsum.client")
 
 
 def state_dir() -> Path:
@@ -68,21 +70,27 @@ class QueueClaim:
 
     @classmethod
     def acquire(cls, server_url: str, keyholder_identity: str) -> QueueClaim | None:
+        """The first free default queue file, or None when every one is held or the state
+        directory cannot be written (a sandboxed app: the Client then queues in memory)."""
         import fcntl
 
         base = state_dir()
-        base.mkdir(parents=True, exist_ok=True, mode=0o700)
         name = _deployment_name(server_url, keyholder_identity)
-        for index in range(1, MAX_DEFAULT_QUEUES + 1):
-            suffix = "" if index == 1 else f"-{index}"
-            path = base / f"queue-{name}{suffix}.sqlite3"
-            handle = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(handle)
-                continue
-            return cls(path, handle)
+        try:
+            base.mkdir(parents=True, exist_ok=True, mode=0o700)
+            for index in range(1, MAX_DEFAULT_QUEUES + 1):
+                suffix = "" if index == 1 else f"-{index}"
+                path = base / f"queue-{name}{suffix}.sqlite3"
+                handle = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(handle)
+                    continue
+                return cls(path, handle)
+        except OSError as exc:
+            log.warning("cannot use the SDK state directory %s (%s): queueing in memory",
+                        base, exc.strerror or exc)
         return None
 
     def release(self) -> None:

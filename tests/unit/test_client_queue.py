@@ -125,3 +125,30 @@ def test_batches_are_split_by_proof_bytes_as_well_as_by_ciphertext_bytes() -> No
     assert _within_bytes(proven, MAX_BATCH_PROOF_BYTES // 4) == proven[:1]  # at least one
     plain = [report(n) for n in range(5)]
     assert _within_bytes(plain, 1 << 40) == plain
+
+
+def test_default_queue_claims_are_exclusive_and_reused_after_release(tmp_path,
+                                                                     monkeypatch) -> None:
+    from blindsum.client.limits import QueueClaim
+
+    monkeypatch.setenv("BLINDSUM_STATE_DIR", str(tmp_path / "state"))
+    first = QueueClaim.acquire("https://metrics.example", "ed25519:x")
+    second = QueueClaim.acquire("https://metrics.example", "ed25519:x")
+    assert first is not None and second is not None and first.path != second.path
+    other = QueueClaim.acquire("https://other.example", "ed25519:x")
+    assert other is not None and other.path.name.startswith("queue-")
+    first.release()
+    again = QueueClaim.acquire("https://metrics.example", "ed25519:x")
+    assert again is not None and again.path == first.path  # a restart finds its own file
+    for claim in (second, other, again):
+        claim.release()
+
+
+def test_an_unwritable_state_directory_means_a_memory_queue_not_a_crash(tmp_path,
+                                                                        monkeypatch) -> None:
+    from blindsum.client.limits import QueueClaim
+
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    monkeypatch.setenv("BLINDSUM_STATE_DIR", str(blocked / "state"))
+    assert QueueClaim.acquire("https://metrics.example", "ed25519:x") is None
