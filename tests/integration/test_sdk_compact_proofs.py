@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
+from phe_app import release_and_fetch
 
 from blindsum.client import Client
 from blindsum.server.processes import Deployment, deployment
@@ -25,16 +25,6 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
         yield running
 
 
-def _release(deployed: Deployment, metric: str) -> dict:
-    answer = requests.post(f"{deployed.server.url}/v1/windows/release",
-                           json={"metric": metric}, timeout=300,
-                           headers={"Authorization": f"Bearer {deployed.admin_token}"})
-    assert answer.status_code == 200 and answer.json()["refused"] == [], answer.text
-    (result,) = requests.get(f"{deployed.server.url}/v1/published/{metric}",
-                             timeout=30).json()["results"]
-    return result
-
-
 def test_sdk_sends_compact_proofs_that_both_parties_verify(deployed, tmp_path) -> None:
     values = {"taps": [1, 0, 1, 1], "screen": [0.5, 3.2, 3.9, 6.5]}
     for install in range(4):
@@ -47,7 +37,7 @@ def test_sdk_sends_compact_proofs_that_both_parties_verify(deployed, tmp_path) -
     assert len(stored) == 8
     assert all(proof["form"] == "compact" and "u" not in proof["clauses"][0]
                for proof in stored)
-    taps = _release(deployed, "taps")
+    taps = release_and_fetch(deployed.server.url, deployed.admin_token, "taps")
     assert taps["report_count"] == 4
-    screen = _release(deployed, "screen")
+    screen = release_and_fetch(deployed.server.url, deployed.admin_token, "screen")
     assert screen["report_count"] == 4 and len(screen["value"]) == 7

@@ -7,14 +7,13 @@ import dataclasses
 from typing import Any
 
 import pytest
-from test_validity_proofs import CHEATS, COUNT, HIST, HONEST, SUM, VECTOR
+from test_validity_proofs import CHEATS, COUNT, HIST, HONEST, SUM, VECTOR, _rejected
 from validity_kit import CONTEXT, forge, seeded_secret
 
 from blindsum.shared.errors import InvalidInput, InvalidPolicy, InvalidProof
 from blindsum.shared.policy import MetricPolicy
 from blindsum.shared.schemes.paillier import PaillierPublic, PaillierSecret
 from blindsum.shared.validity import (
-    ProofContext,
     ReportProof,
     prove_range,
     prove_report,
@@ -35,15 +34,6 @@ def secret() -> PaillierSecret:
 @pytest.fixture(scope="module")
 def public(secret: PaillierSecret) -> PaillierPublic:
     return secret.public
-
-
-def _rejected(public: PaillierPublic, kind: str, spec: Any, cts: Any, proof: Any,
-              context: ProofContext = CONTEXT) -> None:
-    with pytest.raises(InvalidProof):
-        verify_report(public, kind, spec, cts, proof, context)
-    with pytest.raises(InvalidProof):
-        verify_report_each(public, kind, spec, cts, proof, context)
-    assert verify_reports(public, kind, spec, [(cts, proof, context)]) == [0]
 
 
 @pytest.mark.parametrize(("kind", "spec", "slots"), HONEST)
